@@ -1,0 +1,1 @@
+"""Shared library of the neurosymbolic LLM pipeline (one module per concept)."""

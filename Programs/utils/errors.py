@@ -1,0 +1,21 @@
+"""Errors a user can cause. Entry scripts print their message on one line and exit with code 2."""
+
+
+class UserError(Exception):
+    """Bad input: the message names the file, row/field and what was expected."""
+
+
+class DataError(UserError):
+    """A CSV or gathered-data file does not hold what it must."""
+
+
+class CheckpointError(UserError):
+    """A model checkpoint folder is missing files or does not match its params.json."""
+
+
+class EngineMismatchError(UserError):
+    """Two VSA engines (codebook, dimension, digits, problem list) that must match do not."""
+
+
+class ConfigError(UserError):
+    """An option or a config file is wrong."""

@@ -1,0 +1,1 @@
+"""Llama 3 network, tokenizer, checkpoints and generation."""
