@@ -19,3 +19,14 @@ class EngineMismatchError(UserError):
 
 class ConfigError(UserError):
     """An option or a config file is wrong."""
+
+
+def run_entry_point(main, argv=None) -> int:
+    """Run an entry script's `main(argv)`; a UserError becomes one line on stderr and exit code 2."""
+    import sys
+
+    try:
+        return main(argv) or 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
