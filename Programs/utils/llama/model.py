@@ -1,0 +1,353 @@
+"""The Llama 3 network (Meta's reference layout and state-dict keys), and nothing else.
+
+- Rotary embeddings in Meta's *interleaved* layout (dims 2i and 2i+1 of a head form one pair), with
+  the Llama 3.1 frequency rescaling when ``use_scaled_rope`` is set.
+- Left padding: ``pad_lengths[b]`` leading tokens of row b are masked as keys and the RoPE position of
+  token i is ``start_pos + i - pad_lengths[b]``, so a padded row gives the logits of the row alone.
+- ``with model.kv_cache(B, L):`` holds K/V caches for incremental decoding (cached K/V are detached,
+  as in Meta's reference). Outside it, attention is within the chunk and autograd flows through K/V.
+- Residual hooks: ``register_residual_hook(layer, fn)``; layer 0 = embedding output entering block 0,
+  layer n_layers = output of the final norm. ``fn(h, ctx)`` may return a replacement for ``h``.
+- model_parallel_size 1: plain nn.Linear / nn.Embedding; > 1: fairscale's parallel layers (torchrun).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ModelArgs:
+    dim: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: Optional[int] = None
+    vocab_size: int = 128256
+    multiple_of: int = 256
+    ffn_dim_multiplier: Optional[float] = None
+    norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    use_scaled_rope: bool = False
+    # Llama 3.1 RoPE scaling constants (the values of the released 3.1 models).
+    rope_scale_factor: float = 8.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_seq_len: int = 8192
+    max_batch_size: int = 32
+    max_seq_len: int = 2048
+    model_parallel_size: int = 1
+
+    def __post_init__(self):
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim {self.dim} is not a multiple of n_heads {self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
+
+    @classmethod
+    def from_params(cls, params: dict, **overrides) -> "ModelArgs":
+        """Build from a params.json dict; unknown keys are ignored, ``overrides`` win."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in params.items() if k in names}
+        kw.update(overrides)
+        return cls(**kw)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def ffn_hidden_dim(self) -> int:
+        hidden = int(2 * (4 * self.dim) / 3)
+        if self.ffn_dim_multiplier is not None:
+            hidden = int(self.ffn_dim_multiplier * hidden)
+        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
+
+
+@dataclass
+class ForwardContext:
+    """What a residual hook is told about the current forward call."""
+    layer: int
+    start_pos: int
+    pad_lengths: Optional[torch.Tensor]  # [B] long, or None (no padding)
+
+
+# ----------------------------------------------------------------------------- RoPE
+
+def rope_frequencies(args: ModelArgs, device=None) -> torch.Tensor:
+    """Rotation frequency of each pair of a head, [head_dim/2] float32 (3.1-scaled if asked)."""
+    hd = args.head_dim
+    freqs = 1.0 / (args.rope_theta ** (torch.arange(0, hd, 2, device=device)[: hd // 2].float() / hd))
+    if args.use_scaled_rope:
+        freqs = apply_rope_scaling(freqs, args.rope_scale_factor, args.rope_low_freq_factor,
+                                   args.rope_high_freq_factor, args.rope_original_max_seq_len)
+    return freqs
+
+
+def apply_rope_scaling(freqs: torch.Tensor, factor: float, low_freq_factor: float,
+                       high_freq_factor: float, original_max_seq_len: int) -> torch.Tensor:
+    """Llama 3.1: wavelengths above ctx/low are divided by ``factor`` (frequency / factor), those
+    below ctx/high are kept, and those in between interpolate smoothly between the two."""
+    low_freq_wavelen = original_max_seq_len / low_freq_factor
+    high_freq_wavelen = original_max_seq_len / high_freq_factor
+    wavelen = 2 * math.pi / freqs
+    smooth = (original_max_seq_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    mid = (1 - smooth) * freqs / factor + smooth * freqs
+    out = torch.where(wavelen > low_freq_wavelen, freqs / factor, mid)
+    return torch.where(wavelen < high_freq_wavelen, freqs, out)
+
+
+def rope_cos_sin(freqs: torch.Tensor, positions: torch.Tensor):
+    """positions [B,S] (long) -> cos, sin [B,S,1,head_dim/2] float32."""
+    angles = positions.to(torch.float32)[..., None] * freqs  # [B,S,hd/2]
+    return torch.cos(angles)[:, :, None, :], torch.sin(angles)[:, :, None, :]
+
+
+def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B,S,H,hd] in Meta's interleaved layout; rotation in float32, result in x's dtype."""
+    xf = x.float().unflatten(-1, (-1, 2))  # [B,S,H,hd/2,2]
+    x0, x1 = xf[..., 0], xf[..., 1]  # [B,S,H,hd/2] each
+    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)  # [B,S,H,hd/2,2]
+    return out.flatten(-2).type_as(x)  # [B,S,H,hd]
+
+
+# ----------------------------------------------------------------------------- layers
+
+def _parallel_layers(mp: int):
+    """(Column, Row, Embedding) constructors: plain torch for mp == 1, fairscale otherwise."""
+    if mp == 1:
+        col = lambda i, o, gather=True: nn.Linear(i, o, bias=False)  # noqa: E731
+        row = lambda i, o: nn.Linear(i, o, bias=False)  # noqa: E731
+        return col, row, nn.Embedding
+    from fairscale.nn.model_parallel.layers import (ColumnParallelLinear, RowParallelLinear,
+                                                    VocabParallelEmbedding)
+    keep = lambda w: w  # noqa: E731  weights come from the checkpoint
+    col = lambda i, o, gather=False: ColumnParallelLinear(i, o, bias=False, gather_output=gather,  # noqa: E731
+                                                          init_method=keep)
+    row = lambda i, o: RowParallelLinear(i, o, bias=False, input_is_parallel=True,  # noqa: E731
+                                         init_method=keep)
+    emb = lambda n, d: VocabParallelEmbedding(n, d, init_method=keep)  # noqa: E731
+    return col, row, emb
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return xf.type_as(x) * self.weight
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        mp = args.model_parallel_size
+        if args.n_heads % mp or args.n_kv_heads % mp:
+            raise ValueError(f"model_parallel_size {mp} does not divide n_heads {args.n_heads} "
+                             f"and n_kv_heads {args.n_kv_heads}")
+        self.n_local_heads = args.n_heads // mp
+        self.n_local_kv_heads = args.n_kv_heads // mp
+        self.head_dim = args.head_dim
+        col, row, _ = _parallel_layers(mp)
+        self.wq = col(args.dim, args.n_heads * self.head_dim)
+        self.wk = col(args.dim, args.n_kv_heads * self.head_dim)
+        self.wv = col(args.dim, args.n_kv_heads * self.head_dim)
+        self.wo = row(args.n_heads * self.head_dim, args.dim)
+        self.cache_k: Optional[torch.Tensor] = None  # [Bmax, Hkv, Lmax, hd] while in kv_cache()
+        self.cache_v: Optional[torch.Tensor] = None
+
+    def forward(self, x, start_pos, cos, sin, mask):
+        B, S, _ = x.shape
+        q = self.wq(x).view(B, S, self.n_local_heads, self.head_dim)  # [B,S,H,hd]
+        k = self.wk(x).view(B, S, self.n_local_kv_heads, self.head_dim)  # [B,S,Hkv,hd]
+        v = self.wv(x).view(B, S, self.n_local_kv_heads, self.head_dim)  # [B,S,Hkv,hd]
+        q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B,H(kv),S,hd]
+        if self.cache_k is not None:
+            end = start_pos + S
+            self.cache_k[:B, :, start_pos:end] = k.detach()
+            self.cache_v[:B, :, start_pos:end] = v.detach()
+            k, v = self.cache_k[:B, :, :end], self.cache_v[:B, :, :end]  # [B,Hkv,end,hd]
+        causal = mask is None and S > 1 and k.shape[2] == S
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                             enable_gqa=self.n_local_heads != self.n_local_kv_heads)
+        out = out.transpose(1, 2).reshape(B, S, -1)  # [B,S,H*hd]
+        return self.wo(out)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        col, row, _ = _parallel_layers(args.model_parallel_size)
+        hidden = args.ffn_hidden_dim
+        self.w1 = col(args.dim, hidden)
+        self.w2 = row(hidden, args.dim)
+        self.w3 = col(args.dim, hidden)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, layer_id: int, args: ModelArgs):
+        super().__init__()
+        self.layer_id = layer_id
+        self.attention = Attention(args)
+        self.feed_forward = FeedForward(args)
+        self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps)
+        self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps)
+
+    def forward(self, x, start_pos, cos, sin, mask):
+        h = x + self.attention(self.attention_norm(x), start_pos, cos, sin, mask)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class HookHandle:
+    def __init__(self, hooks: list, entry):
+        self._hooks, self._entry = hooks, entry
+
+    def remove(self) -> None:
+        if self._entry in self._hooks:
+            self._hooks.remove(self._entry)
+
+
+class Transformer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.vocab_size = args.vocab_size
+        self.n_layers = args.n_layers
+        col, _, emb = _parallel_layers(args.model_parallel_size)
+        self.tok_embeddings = emb(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(TransformerBlock(i, args) for i in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, eps=args.norm_eps)
+        self.output = col(args.dim, args.vocab_size, gather=True)
+        self._residual_hooks: dict[int, list] = {}
+        self._freqs: dict = {}  # device -> rope frequencies (not part of the state dict)
+
+    # ---------------------------------------------------------------- hooks and cache
+    def register_residual_hook(self, layer: int, fn: Callable) -> HookHandle:
+        if not 0 <= layer <= self.n_layers:
+            raise ValueError(f"residual hook layer must be in 0..{self.n_layers}, got {layer}")
+        hooks = self._residual_hooks.setdefault(layer, [])
+        entry = (fn,)  # a fresh tuple: identity of this registration
+        hooks.append(entry)
+        return HookHandle(hooks, entry)
+
+    def _run_hooks(self, layer, h, start_pos, pad_lengths):
+        hooks = self._residual_hooks.get(layer)
+        if hooks:
+            ctx = ForwardContext(layer, start_pos, pad_lengths)
+            for (fn,) in list(hooks):
+                out = fn(h, ctx)
+                if out is not None:
+                    h = out
+        return h
+
+    @contextlib.contextmanager
+    def kv_cache(self, batch_size: int, max_len: int):
+        """K/V caches [batch_size, Hkv, max_len, hd] per layer, in the model's dtype and device."""
+        ref = self.layers[0].attention.wk.weight
+        for layer in self.layers:
+            att = layer.attention
+            shape = (batch_size, att.n_local_kv_heads, max_len, att.head_dim)
+            att.cache_k = torch.zeros(shape, dtype=ref.dtype, device=ref.device)
+            att.cache_v = torch.zeros(shape, dtype=ref.dtype, device=ref.device)
+        try:
+            yield self
+        finally:
+            for layer in self.layers:
+                layer.attention.cache_k = layer.attention.cache_v = None
+
+    # ---------------------------------------------------------------- forward
+    def _rope(self, device):
+        freqs = self._freqs.get(device)
+        if freqs is None:
+            freqs = self._freqs[device] = rope_frequencies(self.args, device=device)
+        return freqs
+
+    def forward(self, tokens: torch.Tensor, start_pos: int = 0, *, pad_lengths=None,
+                output_positions=None, stop_at_layer: Optional[int] = None):
+        B, S = tokens.shape
+        device = tokens.device
+        cached = self.layers[0].attention.cache_k is not None if self.n_layers else False
+        if cached and start_pos + S > self.layers[0].attention.cache_k.shape[2]:
+            raise ValueError(f"start_pos {start_pos} + {S} tokens exceed the KV cache length "
+                             f"{self.layers[0].attention.cache_k.shape[2]}")
+        positions = torch.arange(start_pos, start_pos + S, device=device).expand(B, S)  # [B,S]
+        if pad_lengths is not None:
+            pad_lengths = pad_lengths.to(device=device, dtype=torch.long)
+            positions = (positions - pad_lengths[:, None]).clamp_min(0)  # [B,S]
+        cos, sin = rope_cos_sin(self._rope(device), positions)
+        mask = self._mask(B, S, start_pos, pad_lengths, cached, device)
+
+        h = self.tok_embeddings(tokens)  # [B,S,D]
+        h = self._run_hooks(0, h, start_pos, pad_lengths)
+        if stop_at_layer == 0:
+            return None
+        for i, layer in enumerate(self.layers):
+            h = layer(h, start_pos, cos, sin, mask)
+            if i + 1 < self.n_layers:
+                h = self._run_hooks(i + 1, h, start_pos, pad_lengths)
+                if stop_at_layer == i + 1:
+                    return None
+        h = self.norm(h)
+        h = self._run_hooks(self.n_layers, h, start_pos, pad_lengths)
+        if stop_at_layer is not None:
+            return None
+        if output_positions is not None:
+            output_positions = torch.as_tensor(output_positions, dtype=torch.long, device=device)
+            if output_positions.numel() == 0:
+                return h.new_zeros((B, 0, self.vocab_size), dtype=torch.float32)
+            if output_positions.dim() == 1:
+                h = h[:, output_positions]  # [B,K,D]
+            else:
+                idx = output_positions[:, :, None].expand(-1, -1, h.shape[-1])  # [B,K,D]
+                h = torch.gather(h, 1, idx)  # [B,K,D]
+        return self.output(h).float()  # [B,K or S,vocab]
+
+    @staticmethod
+    def _mask(B, S, start_pos, pad_lengths, cached, device):
+        """Boolean attention mask [B,1,S,Lk] (True = attend), or None where plain causal does."""
+        n_keys = start_pos + S if cached else S
+        if pad_lengths is None and (S == 1 or not cached or start_pos == 0):
+            return None  # plain causal (is_causal) or a single query that sees every cached key
+        q_pos = torch.arange(S, device=device)[:, None] + (n_keys - S)  # [S,1] key index of query
+        k_pos = torch.arange(n_keys, device=device)[None, :]  # [1,Lk]
+        mask = (k_pos <= q_pos)[None]  # [1,S,Lk]
+        if pad_lengths is not None:
+            # pad keys are masked; a pad query still sees itself so that its row is not empty
+            mask = (mask & (k_pos[None] >= pad_lengths[:, None, None])) | (k_pos == q_pos)[None]  # [B,S,Lk]
+        return mask[:, None].expand(B, 1, S, n_keys)  # [B,1,S,Lk]
+
+    # ---------------------------------------------------------------- random init
+    @torch.no_grad()
+    def init_weights(self, seed: int = 0, output_std: Optional[float] = None) -> "Transformer":
+        """Random weights for tests and demos (single process): linear weights N(0, 1/in_features),
+        embeddings N(0, 1), norm weights 1 + N(0, 0.1^2), output N(0, output_std^2) with default
+        2/sqrt(dim), so that logits have a spread of a few units (not degenerate)."""
+        g = torch.Generator().manual_seed(seed)
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                val = 1 + 0.1 * torch.randn(p.shape, generator=g)
+            elif name.startswith("tok_embeddings"):
+                val = torch.randn(p.shape, generator=g)
+            elif name.startswith("output"):
+                std = output_std if output_std is not None else 2 / math.sqrt(self.args.dim)
+                val = std * torch.randn(p.shape, generator=g)
+            else:
+                val = torch.randn(p.shape, generator=g) / math.sqrt(p.shape[1])
+            p.copy_(val)
+        return self

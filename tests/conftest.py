@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny random Llama 3 checkpoint in Meta layout, the real tokenizer.
+
+- ``tiny_params``: params.json dict of a tiny Llama 3.1-style model (GQA, scaled RoPE, real vocab).
+- ``tiny_ckpt``: a folder (params.json, consolidated.00.pth in float32, tokenizer.model) with
+  random weights (``Transformer.init_weights(seed=0)``: logits spread over a few units).
+- ``tokenizer``: the Llama 3 tokenizer from the installed llama_models package.
+- ``skip_without_cuda``: a marker for tests that need CUDA; tests marked ``gpu`` are skipped too.
+"""
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+skip_without_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+TINY_PARAMS = {
+    "dim": 64,
+    "n_layers": 4,
+    "n_heads": 4,
+    "n_kv_heads": 2,
+    "vocab_size": 128256,
+    "multiple_of": 32,
+    "ffn_dim_multiplier": None,
+    "norm_eps": 1e-5,
+    "rope_theta": 500000.0,
+    "use_scaled_rope": True,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_params() -> dict:
+    return dict(TINY_PARAMS)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory, tiny_params):
+    from utils.llama.checkpoint import save_checkpoint
+    from utils.llama.model import ModelArgs, Transformer
+
+    out = tmp_path_factory.mktemp("tiny_ckpt")
+    model = Transformer(ModelArgs.from_params(tiny_params)).init_weights(seed=0)
+    save_checkpoint(model, tiny_params, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from utils.llama.tokenizer import Tokenizer, default_tokenizer_path
+
+    return Tokenizer(default_tokenizer_path())
