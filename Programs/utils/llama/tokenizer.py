@@ -23,6 +23,7 @@ _NAMED_SPECIAL = [
     "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
     "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>",
     "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>",
+    "<|image|>",
 ]
 # tiktoken panics on very long inputs, and on long runs of (non-)whitespace: split first.
 _MAX_CHARS = 400_000
