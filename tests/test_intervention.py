@@ -1,0 +1,164 @@
+"""The neurosymbolic intervention as residual hooks: gate, positions, merge modes, gradients."""
+import math
+
+import pytest
+import torch
+
+from utils.errors import ConfigError, DataError
+from utils.intervention import InterventionOptions, SymbolicIntervention
+from utils.llama.model import ModelArgs, Transformer
+from utils.symbolic_engine import SymbolicEngine
+
+VOCAB, DIM, VSA = 300, 64, 64
+
+
+@pytest.fixture(scope="module")
+def model():
+    args = ModelArgs(dim=DIM, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=VOCAB, multiple_of=32)
+    m = Transformer(args).init_weights(seed=0).eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
+
+
+def make_iv(engine, threshold=-math.inf, seed=0, **kw):
+    g = torch.Generator().manual_seed(seed)
+    kw.setdefault("symbolic_encoding_layer", 2)
+    kw.setdefault("symbolic_decoding_layers", [2])
+    opts = InterventionOptions(problem_score_threshold=threshold, **kw)
+    enc = torch.randn(VSA, DIM, generator=g) / DIM ** 0.5
+    dec = {l: torch.randn(DIM, VSA, generator=g) for l in opts.symbolic_decoding_layers}
+    return SymbolicIntervention(engine, enc, dec, opts)
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, VOCAB, (4, 9), generator=g), torch.tensor([0, 3, 1, 5])
+
+
+@torch.no_grad()
+def test_closed_gate_is_bit_identical(model, engine):
+    tok, pad = batch()
+    base = model(tok, pad_lengths=pad)
+    for multi in (False, True):
+        iv = make_iv(engine, threshold=math.inf, multi_token_intervention=multi, static_encoding=not multi)
+        with iv.attached(model), iv.prompt_length(6):
+            out = model(tok, pad_lengths=pad)
+        assert torch.equal(out, base)
+        assert not iv.take_records()["gate"].any()
+
+
+@torch.no_grad()
+def test_mixed_batch_changes_only_open_samples(model, engine):
+    tok, pad = batch()
+    base = model(tok, pad_lengths=pad)
+    iv = make_iv(engine)
+    with iv.attached(model):
+        model(tok, pad_lengths=pad)
+    scores = iv.take_records()["score"]
+    iv.threshold = float(scores.median())
+    with iv.attached(model):
+        out = model(tok, pad_lengths=pad)
+    gate = iv.take_records()["gate"]
+    assert gate.any() and (~gate).any()
+    assert torch.equal(out[~gate], base[~gate])
+    changed = (out != base).any(-1)  # [B,S]
+    assert changed[gate, -1].all() and not changed[:, :-1].any()  # only position P-1 = S-1
+
+
+@torch.no_grad()
+def test_default_writes_only_last_prompt_position_in_teacher_forcing(model, engine):
+    tok, pad = batch()
+    P = 6  # prompt = positions 0..5, answer = 6..8
+    base = model(tok, pad_lengths=pad)
+    iv = make_iv(engine)
+    with iv.attached(model), iv.prompt_length(P):
+        out = model(tok, pad_lengths=pad)
+    diff = (out != base).any(-1)  # [B,S]
+    assert not diff[:, :P - 1].any() and diff[:, P - 1].all()
+    # later positions change only through attention to the modified position
+    iv_multi = make_iv(engine, multi_token_intervention=True)
+    with iv_multi.attached(model), iv_multi.prompt_length(P):
+        out_multi = model(tok, pad_lengths=pad)
+    assert torch.equal(out_multi[:, :P], out[:, :P]) and not torch.equal(out_multi[:, P:], out[:, P:])
+
+
+@pytest.mark.parametrize("static", [True, False])
+@torch.no_grad()
+def test_multi_token_generation_matches_teacher_forcing(model, engine, static):
+    """Incremental decoding with the KV cache gives the teacher-forced forward's logits."""
+    tok, pad = batch()
+    P = 6
+    iv = make_iv(engine, multi_token_intervention=True, static_encoding=static)
+    with iv.attached(model):
+        with iv.prompt_length(P):
+            full = model(tok, pad_lengths=pad)  # [B,S,V]
+        rec_full = iv.take_records()
+        steps = []
+        with model.kv_cache(tok.shape[0], tok.shape[1]):
+            steps.append(model(tok[:, :P], 0, pad_lengths=pad)[:, -1])
+            for pos in range(P, tok.shape[1]):
+                steps.append(model(tok[:, pos:pos + 1], pos, pad_lengths=pad)[:, -1])
+        rec_gen = iv.take_records()
+    inc = torch.stack(steps, 1)  # [B,S-P+1,V]
+    torch.testing.assert_close(inc, full[:, P - 1:], rtol=1e-4, atol=1e-4)
+    for k in rec_full:
+        torch.testing.assert_close(rec_full[k], rec_gen[k], rtol=1e-4, atol=1e-4)
+
+
+@torch.no_grad()
+def test_simulated_perfect_encoder_uses_true_operands(model, engine):
+    tok, pad = batch()
+    outs = []
+    for seed in (0, 1):  # different encoders decode different operands, the solver sees the truth
+        iv = make_iv(engine, seed=seed, simulate_perfect_encoder=True)
+        dec = SymbolicIntervention(engine, iv.encoder.weight, {2: make_iv(engine).decoders["2"].weight}, iv.opts)
+        dec.set_truth(torch.tensor([1, 4, 5, 9]), torch.tensor([12, 40, 77, 5]), torch.tensor([3, 9, 2, 1]))
+        with dec.attached(model):
+            outs.append(model(tok, pad_lengths=pad))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_gradients_reach_only_trainable_parts(model, engine):
+    tok, pad = batch()
+    for merge, extra, expect in [("convex", {"trainable_skip": True}, {"decoders.2.weight", "merges.2.skip"}),
+                                 ("add", {}, {"decoders.2.weight"}),
+                                 ("add_rmsnorm", {}, {"decoders.2.weight", "merges.2.norm.weight"})]:
+        iv = make_iv(engine, merge=merge, **extra)
+        names = {n for n, p in iv.named_parameters() if p.requires_grad}
+        assert names == expect
+        with iv.attached(model):
+            loss = model(tok, pad_lengths=pad)[:, -1].logsumexp(-1).mean()
+        loss.backward()
+        for n, p in iv.named_parameters():
+            assert (p.grad is not None and p.grad.abs().sum() > 0) == (n in expect), n
+        assert all(p.grad is None for p in model.parameters())
+
+
+def test_rms_layer_alias_and_adapter_mode(model, engine):
+    opts = InterventionOptions(symbolic_encoding_layer=2, symbolic_decoding_layers=[2], rms_layer=True)
+    assert opts.merge_mode() == "add_rmsnorm"
+    g = torch.Generator().manual_seed(0)
+    iv = SymbolicIntervention(None, torch.randn(VSA, DIM, generator=g), {2: torch.randn(DIM, VSA, generator=g)},
+                              InterventionOptions(symbolic_encoding_layer=2, symbolic_decoding_layers=[2],
+                                                  problem_score_threshold=math.inf), mode="adapter")
+    tok, pad = batch()
+    with iv.attached(model):
+        model(tok, pad_lengths=pad)[:, -1].sum().backward()
+    assert iv.take_records()["gate"].all()  # no gate: always on
+    assert iv.encoder.weight.grad is not None and iv.decoders["2"].weight.grad is not None
+
+
+def test_layer_errors(engine):
+    with pytest.raises(ConfigError):
+        InterventionOptions(symbolic_encoding_layer=3, symbolic_decoding_layers=[2]).validate_layers(4)
+    with pytest.raises(ConfigError):
+        InterventionOptions(symbolic_encoding_layer=2, symbolic_decoding_layers=[7]).validate_layers(4)
+    with pytest.raises(DataError, match="decoding layer"):
+        SymbolicIntervention(engine, torch.zeros(VSA, DIM), {1: torch.zeros(DIM, VSA)},
+                             InterventionOptions(symbolic_encoding_layer=2, symbolic_decoding_layers=[2]))
