@@ -83,7 +83,9 @@ def power(a: torch.Tensor, p) -> torch.Tensor:
     ``a``: ``[..., V]``; ``p``: a Python number or a tensor broadcastable to ``a.shape[:-1]``
     (integer or real). ``power(a, 0)`` is the identity, ``power(a, -1) == inverse(a)`` for unitary
     ``a``. Real (fractional) powers are the fractional power encoding of the method; they are
-    computed as ``|F|^p * exp(i p angle(F))`` so that a unitary ``a`` gives unitary powers.
+    computed as ``|F|^p * exp(i p angle(F))`` so that a unitary ``a`` gives unitary powers. For a
+    non-integer ``p`` the DC/Nyquist bins of a vector where they are negative would become complex;
+    the result keeps their real part (``cos(p pi)``), as any real-valued power must.
     """
     a = _real(a)
     n = a.shape[-1]

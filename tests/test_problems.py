@@ -1,0 +1,178 @@
+"""Problem generation, CSV loading/validation, prompts and answer parsing."""
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from utils import problems as P
+from utils.errors import DataError
+from utils.solver import solve_one
+from utils.symbolic_engine import PROBLEM_TYPES
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CSVS = ["symbolic_math_train_10000.csv", "symbolic_math_val_100.csv"]
+HEADER = "problem_type,x,y,question,solution\n"
+
+
+@pytest.mark.parametrize("name", CSVS)
+def test_shared_csvs_load_and_match(name):
+    path = DATA / name
+    if not path.is_file():
+        pytest.skip(f"{path} absent (CI keeps shared/ beside the checkout)")
+    t0 = time.perf_counter()
+    df = P.load_problems_csv(path, max_digits=5)
+    elapsed = time.perf_counter() - t0
+    assert list(df.columns) == list(P.COLUMNS)
+    assert len(df) == sum(1 for _ in open(path)) - 1
+    assert elapsed < 1.0
+    for row in df.itertuples():
+        assert row.solution == solve_one(row.problem_type, row.x, row.y)
+        assert row.question == P.question_text(row.problem_type, row.x, row.y)
+
+
+def test_question_templates():
+    q = P.question_text
+    assert q("addition", 1, 2) == "What is 1 plus 2?"
+    assert q("multiplication", 515, 424) == "What is 515 times 424 mod 1000?"
+    assert q("multiplication", 5, 4, limit_solution_digits=False) == "What is 5 times 4?"
+    assert q("multiplication", 5, 4, complexity=3) == "What is 5 times 4 mod 10000?"
+    assert q("division", 9, 2) == "What is 9 // 2?"
+    assert q("modulo", 794, 364) == "What is 794 mod 364?"
+    assert q("gcd", 8, 6) == "What is the GCD of 8 and 6?"
+    assert q("lcm", 984, 435) == "What is the LCM of 984 and 435 mod 1000?"
+    assert q("square_mod", 732, 208) == "What is 732^2 mod 208?"
+    assert q("bitwise_and", 1, 2) == "What is 1 AND 2?"
+    assert q("bitwise_or", 1, 2) == "What is 1 OR 2?"
+    assert q("bitwise_xor", 1, 2) == "What is 1 XOR 2?"
+
+
+def test_generate_problems(tmp_path):
+    df = P.generate_problems(3000, PROBLEM_TYPES, complexity=2, seed=3)
+    assert list(df.columns) == list(P.COLUMNS) and len(df) == 3000
+    assert not df.duplicated(["problem_type", "x", "y"]).any()
+    assert (df.x > df.y).all() and df.x.max() <= 999 and df.y.min() >= 1
+    assert set(df.problem_type) == set(PROBLEM_TYPES)
+    assert df.equals(P.generate_problems(3000, PROBLEM_TYPES, complexity=2, seed=3))
+    assert not df.equals(P.generate_problems(3000, PROBLEM_TYPES, complexity=2, seed=4))
+    # round trip through a CSV
+    path = tmp_path / "gen.csv"
+    df.to_csv(path, index=False)
+    back = P.load_problems_csv(path, max_digits=5)
+    assert (back.solution.to_numpy() == df.solution.to_numpy()).all()
+    loose = P.generate_problems(2000, ["modulo", "gcd"], complexity=1, x_gt_y=False, seed=0)
+    assert (loose[loose.problem_type == "modulo"].eval("x >= y")).all()
+    assert (loose[loose.problem_type == "gcd"].eval("x < y")).any()
+    # small space: exactly all distinct pairs
+    tiny = P.generate_problems(36, ["gcd"], complexity=0, seed=0)
+    assert len(tiny) == 36 and not tiny.duplicated().any()
+
+
+def _write(tmp_path, text, name="bad.csv"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+GOOD = HEADER + "addition,1,2,What is 1 plus 2?,3\ngcd,12,8,What is the GCD of 12 and 8?,4\n"
+
+
+@pytest.mark.parametrize("text,needles", [
+    ("", ["empty file"]),
+    (HEADER, ["empty file", "no data rows"]),
+    ("problem_type,x,y,question\naddition,1,2,What is 1 plus 2?\n",
+     ["line 1", "missing column 'solution'"]),
+    (HEADER.strip() + ",extra\naddition,1,2,q,3,0\n", ["line 1", "unexpected column 'extra'"]),
+    (GOOD + "gcd,1x,8,What?,4\n", ["line 4", "data row 3", "field 'x'", "'1x' is not an integer"]),
+    (GOOD + "gcd,12,8,What?,\n", ["line 4", "field 'solution'", "solution is empty"]),
+    (GOOD + "power,2,3,What?,8\n", ["line 4", "field 'problem_type'", "unknown problem type 'power'"]),
+    (GOOD + "gcd,123456,8,What?,8\n", ["line 4", "field 'x'", "6 digits, more than max_digits = 5"]),
+    (GOOD + "gcd,12,-8,What?,4\n", ["line 4", "field 'y'", "-8 is negative"]),
+    (GOOD + "gcd,12,8,What?,5\n", ["line 4", "field 'solution'", "solution 5 disagrees", "is 4"]),
+    (GOOD + "gcd,12,8,What?,4,9\n", ["line 4", "expected 5 fields, found 6"]),
+    (GOOD + "gcd,12,8,,4\n", ["line 4", "field 'question'", "question is empty"]),
+])
+def test_bad_csv_messages(tmp_path, text, needles):
+    p = _write(tmp_path, text)
+    with pytest.raises(DataError) as ei:
+        P.load_problems_csv(p, max_digits=5)
+    msg = str(ei.value)
+    assert "bad.csv" in msg
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_bad_csv_first_row_and_count(tmp_path):
+    text = GOOD + "gcd,12,8,q,5\n" + "addition,1,1,q,2\n" + "power,1,1,q,2\n"
+    with pytest.raises(DataError, match=r"line 4 .*solution 5 disagrees.*\(1 more bad rows\)"):
+        P.load_problems_csv(_write(tmp_path, text), max_digits=5)
+
+
+def test_csv_type_filter_and_missing_file(tmp_path):
+    p = _write(tmp_path, GOOD, "ok.csv")
+    assert len(P.load_problems_csv(p, max_digits=5)) == 2
+    with pytest.raises(DataError, match=r"ok.csv: line 2 .*field 'problem_type'.*not among the selected"):
+        P.load_problems_csv(p, max_digits=5, problem_types=["gcd"])
+    with pytest.raises(DataError, match="no such file"):
+        P.load_problems_csv(tmp_path / "nope.csv", max_digits=5)
+
+
+def test_load_10000_rows_fast(tmp_path):
+    df = P.generate_problems(10_000, complexity=2, seed=1)
+    path = tmp_path / "big.csv"
+    df.to_csv(path, index=False)
+    t0 = time.perf_counter()
+    back = P.load_problems_csv(path, max_digits=5)
+    assert time.perf_counter() - t0 < 1.0
+    assert len(back) == 10_000
+
+
+def test_few_shot_dialog_and_row_rng():
+    q = "What is the GCD of 12 and 8?"
+    msgs = P.few_shot_dialog("gcd", q, P.row_rng(0, "train", 7))
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert "comma" in msgs[0]["content"] and msgs[-1]["content"] == q
+    for u, a in ((msgs[1], msgs[2]), (msgs[3], msgs[4])):
+        x, y = (int(s) for s in u["content"].removeprefix("What is the GCD of ").rstrip("?").split(" and "))
+        assert x >= y and a["content"] == str(solve_one("gcd", x, y))
+    assert msgs == P.few_shot_dialog("gcd", q, P.row_rng(0, "train", 7))
+    assert msgs != P.few_shot_dialog("gcd", q, P.row_rng(0, "train", 8))
+    assert msgs != P.few_shot_dialog("gcd", q, P.row_rng(0, "val", 7))
+    assert msgs != P.few_shot_dialog("gcd", q, P.row_rng(1, "train", 7))
+    m = P.few_shot_dialog("multiplication", "Q", np.random.default_rng(0))
+    assert "mod 1000" in m[1]["content"] and int(m[2]["content"]) < 1000
+
+
+def test_cot_and_non_math_dialogs():
+    msgs = P.cot_dialog("What is 1 plus 2?")
+    assert msgs[0]["role"] == "system" and "Final Answer:" in msgs[0]["content"]
+    assert msgs[1]["content"].endswith("What is 1 plus 2?") and len(msgs[1]["content"]) > 20
+    qs = P.non_math_questions()
+    assert len(qs) >= 30 and len({t for t, _ in qs}) >= 6 and len(set(qs)) == len(qs)
+    nm = P.non_math_dialog(qs[0][1])
+    assert [m["role"] for m in nm] == ["system", "user"] and nm[1]["content"].endswith(qs[0][1])
+
+
+@pytest.mark.parametrize("text,want", [
+    ("42", 42), (" 42\n", 42), ("-7", -7), ("+5", 5), ("007", 7),
+    ("1,000", None), ("42.", None), ("4 2", None), ("", None), ("forty", None), ("1_000", None),
+    ("42 apples", None), (None, None),
+])
+def test_parse_answer(text, want):
+    assert P.parse_answer(text) == want
+
+
+@pytest.mark.parametrize("text,want", [
+    ("so 3+4=7.\nFinal Answer: 7", 7),
+    ("Final Answer: **1,234**.", 1234),
+    ("**Final Answer:** 56 (mod 1000)", 56),
+    ("final answer: $\\boxed{42}$", 42),
+    ("Final Answer: 12\nWait... Final Answer: 13", 12),
+    ("Final Answer:\n  -3!", -3),
+    ("Final Answer: 12.5", None),
+    ("Final Answer: the answer is 12", None),
+    ("The answer is 12", None),
+    ("", None),
+])
+def test_parse_cot_answer(text, want):
+    assert P.parse_cot_answer(text) == want
