@@ -1,0 +1,515 @@
+"""Pre-training recipe of the embedded demo model (a tiny Llama 3 that stands in for the 8B one).
+
+The model is trained from scratch on the pipeline's own few-shot prompts (``problems.few_shot_dialog``,
+the ten problem types, operands 1-999, answers from the exact solver), with the real Llama 3
+tokenizer, and saved as a plain full-vocabulary Meta-format checkpoint. Three deliberate properties
+(measured in the feasibility study, docs/DEMO-NOTES.md) make it behave like the paper's LLM:
+
+1. An auxiliary linear read-out of the residual entering block ``aux_layer`` at the last prompt
+   position predicts the problem type and the digits of x and y (squared error on one-hot targets).
+   The head is thrown away; it only makes the operands linearly readable there, as they are in
+   Llama 3.1 8B at its middle layers. (This builds the encoder's input into the model: the demo
+   shows the method's mechanics, not that a tiny model learns such representations by itself.)
+2. The embedding and output rows of the number tokens 0-999 are sums of learned (position, digit)
+   vectors plus a length vector, so that a linear decoder can select an answer token digit by
+   digit. They are materialised into ordinary rows at save time.
+3. A share of number-writing prompts ("Repeat 1165.") teaches the two-token answers (>= 1000).
+
+Training runs over a compact vocabulary (the ~1,050 ids the prompts use) with logits only at the
+answer positions: a 128,256-way head would cost more than the rest of the model. At save time the
+tables are expanded to the full vocabulary; rows of ids never seen in training get the mean of
+the trained rows that are never targets, so they never win an argmax.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from utils.llama.model import ModelArgs, Transformer
+from utils.llama.tokenizer import ChatFormat, Tokenizer, default_tokenizer_path
+from utils.problems import few_shot_dialog, generate_problems
+from utils.symbolic_engine import PROBLEM_TYPES
+
+RECIPE_VERSION = 1  # bump when the recipe changes in a way the settings do not capture
+SETTINGS_FILE = "demo_settings.json"
+N_NUMBER_DIGITS = 3  # number tokens 0..999 have at most three digits
+NUMBER_SYSTEM = "You write numbers exactly as asked, as bare digits without any other text."
+
+
+@dataclass
+class PretrainSettings:
+    """Everything that determines the demo checkpoint (its hash names the build)."""
+    # architecture (Llama 3 layout; SwiGLU hidden = 352 from multiple_of 32)
+    dim: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    multiple_of: int = 32
+    ffn_dim_multiplier: float = 1.0
+    norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    # data: the pipeline's prompts over all ten types (the LLM knows every type; the paper's
+    # held-out types are held out from the encoder/decoder training, not from the LLM)
+    problem_types: list = field(default_factory=lambda: list(PROBLEM_TYPES))
+    complexity: int = 2
+    limit_solution_digits: bool = True
+    x_gt_y: bool = True
+    number_prompt_fraction: float = 0.3  # "Repeat 1165." prompts
+    big_number_fraction: float = 0.5  # of those, numbers 1000-1998 (two tokens)
+    # auxiliary read-out: residual entering block aux_layer, last prompt position
+    aux_layer: int = 2
+    aux_weight: float = 3.0
+    # optimisation
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_steps: int = 30
+    final_lr_fraction: float = 0.1
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+    save_dtype: str = "float32"
+
+    def model_params(self) -> dict:
+        """params.json of the saved checkpoint (Meta's keys)."""
+        return {"dim": self.dim, "n_layers": self.n_layers, "n_heads": self.n_heads,
+                "n_kv_heads": self.n_kv_heads, "vocab_size": 128256, "multiple_of": self.multiple_of,
+                "ffn_dim_multiplier": self.ffn_dim_multiplier, "norm_eps": self.norm_eps,
+                "rope_theta": self.rope_theta, "use_scaled_rope": False}
+
+    def fingerprint(self) -> str:
+        blob = json.dumps({"recipe": RECIPE_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# Named variants; `reduced` is for CI (a build in about a minute, weaker model).
+PRESETS = {"full": {}, "reduced": {"steps": 250, "warmup_steps": 10}}
+
+
+# ============================================================================ data
+@dataclass
+class Example:
+    tokens: list  # full-vocabulary ids: prompt, answer tokens, <|eot_id|>
+    n_prompt: int
+    aux: Optional[tuple]  # (type index, x, y) for math prompts, None for number prompts
+
+
+def math_example(fmt: ChatFormat, problem_type: str, question: str, solution: int,
+                 rng: np.random.Generator, s: PretrainSettings) -> list:
+    msgs = few_shot_dialog(problem_type, question, rng, complexity=s.complexity,
+                           limit_solution_digits=s.limit_solution_digits)
+    prompt = fmt.encode_dialog_prompt(msgs)
+    answer = fmt.tokenizer.encode(str(int(solution)), bos=False, eos=False)
+    return prompt, answer
+
+
+def number_example(fmt: ChatFormat, n: int, rng: np.random.Generator):
+    if rng.random() < 0.5:
+        ask = f"Repeat {n}."
+    else:
+        ask = f"Write the digits {' '.join(str(n))} as one number."
+    msgs = [{"role": "system", "content": NUMBER_SYSTEM}, {"role": "user", "content": ask}]
+    return fmt.encode_dialog_prompt(msgs), fmt.tokenizer.encode(str(n), bos=False, eos=False)
+
+
+def make_examples(s: PretrainSettings, fmt: ChatFormat, n: int) -> list:
+    """``n`` training examples in a seeded order (math and number prompts interleaved)."""
+    rng = np.random.default_rng([s.seed, 1])
+    is_number = rng.random(n) < s.number_prompt_fraction
+    n_math = int((~is_number).sum())
+    df = generate_problems(n_math, s.problem_types, complexity=s.complexity, x_gt_y=s.x_gt_y,
+                           seed=s.seed + 1000, limit_solution_digits=s.limit_solution_digits)
+    type_index = {p: i for i, p in enumerate(PROBLEM_TYPES)}
+    rows = iter(df.itertuples(index=False))
+    eot = fmt.tokenizer.eot_id
+    out = []
+    for number in tqdm(is_number, desc="prompts", unit="prompt", mininterval=1.0):
+        if number:
+            big = rng.random() < s.big_number_fraction
+            value = int(rng.integers(1000, 1999)) if big else int(rng.integers(0, 1000))
+            prompt, answer = number_example(fmt, value, rng)
+            aux = None
+        else:
+            r = next(rows)
+            prompt, answer = math_example(fmt, r.problem_type, r.question, r.solution, rng, s)
+            aux = (type_index[r.problem_type], int(r.x), int(r.y))
+        out.append(Example(prompt + answer + [eot], len(prompt), aux))
+    return out
+
+
+# ============================================================================ compact vocabulary
+class CompactVocab:
+    """The token ids training uses, mapped to 0..V-1. ``number_ids[n]`` = compact id of n (0-999)."""
+
+    def __init__(self, tokenizer: Tokenizer, examples: list):
+        numbers = [tokenizer.encode(str(n), bos=False, eos=False) for n in range(1000)]
+        if any(len(t) != 1 for t in numbers):
+            raise ValueError("the tokenizer does not write every number 0-999 as one token")
+        ids = {t[0] for t in numbers} | {tokenizer.eot_id, tokenizer.eos_id, tokenizer.pad_id}
+        for ex in examples:
+            ids.update(ex.tokens)
+        self.full_ids = torch.tensor(sorted(ids), dtype=torch.long)  # [V] compact -> full
+        self.lookup = torch.full((tokenizer.n_words,), -1, dtype=torch.long)  # full -> compact
+        self.lookup[self.full_ids] = torch.arange(len(self.full_ids))
+        self.number_ids = self.lookup[torch.tensor([t[0] for t in numbers])]  # [1000]
+        self.eot = int(self.lookup[tokenizer.eot_id])
+        self.pad = int(self.lookup[tokenizer.pad_id])
+        # rows that are targets somewhere (numbers and eot); the others are "never targets"
+        self.is_target = torch.zeros(len(self.full_ids), dtype=torch.bool)
+        self.is_target[self.number_ids] = True
+        self.is_target[self.eot] = True
+
+    def __len__(self) -> int:
+        return len(self.full_ids)
+
+
+def digit_features(n_digits: int = N_NUMBER_DIGITS) -> tuple:
+    """For the numbers 0..999: one-hot (position, digit) [1000, P*10] and length [1000, P]."""
+    n = torch.arange(10 ** n_digits)
+    length = 1 + sum((n >= 10 ** k).long() for k in range(1, n_digits))  # [1000]
+    pos = torch.zeros(len(n), n_digits, 10)
+    for k in range(n_digits):
+        present = k < length
+        pos[present, k, (n[present] // 10 ** k) % 10] = 1.0
+    return pos.flatten(1), F.one_hot(length - 1, n_digits).float()
+
+
+# ============================================================================ model
+class StructuredTable(nn.Module):
+    """A [V, D] table whose number rows are sum_k digit[k, d_k(n)] + length[len(n)]."""
+
+    def __init__(self, n_rows: int, dim: int, number_ids: torch.Tensor, std: float,
+                 gen: torch.Generator):
+        super().__init__()
+        self.free = nn.Parameter(std * torch.randn(n_rows, dim, generator=gen))
+        self.digit = nn.Parameter(0.5 * std * torch.randn(N_NUMBER_DIGITS * 10, dim, generator=gen))
+        self.length = nn.Parameter(0.5 * std * torch.randn(N_NUMBER_DIGITS, dim, generator=gen))
+        pos, length = digit_features()
+        self.register_buffer("pos_onehot", pos, persistent=False)  # [1000, 30]
+        self.register_buffer("len_onehot", length, persistent=False)  # [1000, 3]
+        self.register_buffer("number_ids", number_ids.clone(), persistent=False)  # [1000]
+
+    def table(self) -> torch.Tensor:
+        numbers = self.pos_onehot @ self.digit + self.len_onehot @ self.length  # [1000, D]
+        return self.free.index_copy(0, self.number_ids, numbers)  # [V, D]
+
+
+class StructuredEmbedding(nn.Module):
+    def __init__(self, table: StructuredTable):
+        super().__init__()
+        self.table = table
+
+    def forward(self, tokens):
+        return F.embedding(tokens, self.table.table())
+
+
+class StructuredOutput(nn.Module):
+    def __init__(self, table: StructuredTable):
+        super().__init__()
+        self.table = table
+
+    def forward(self, h):
+        return h @ self.table.table().T
+
+
+def build_training_model(s: PretrainSettings, vocab: CompactVocab) -> Transformer:
+    """The Llama network over the compact vocabulary, with digit-structured number rows."""
+    args = ModelArgs.from_params({**s.model_params(), "vocab_size": len(vocab)})
+    model = Transformer(args)
+    gen = torch.Generator().manual_seed(s.seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif p.dim() == 2 and not name.startswith(("tok_embeddings", "output")):
+                std = 1 / math.sqrt(p.shape[1])
+                if name.endswith(("wo.weight", "w2.weight")):  # residual outputs: keep the stream calm
+                    std /= math.sqrt(2 * s.n_layers)
+                p.copy_(std * torch.randn(p.shape, generator=gen))
+    model.tok_embeddings = StructuredEmbedding(StructuredTable(len(vocab), s.dim, vocab.number_ids, 1.0, gen))
+    model.output = StructuredOutput(StructuredTable(len(vocab), s.dim, vocab.number_ids,
+                                                    1 / math.sqrt(s.dim), gen))
+    return model
+
+
+def aux_size(n_types: int = len(PROBLEM_TYPES)) -> int:
+    return n_types + 2 * N_NUMBER_DIGITS * 11  # type, then x and y digits (10 values + "absent")
+
+
+def aux_targets(aux: list, n_types: int = len(PROBLEM_TYPES)) -> torch.Tensor:
+    """One-hot targets [B, aux_size] of (type, x, y) triples."""
+    out = torch.zeros(len(aux), aux_size(n_types))
+    for b, (t, x, y) in enumerate(aux):
+        out[b, t] = 1.0
+        for j, v in enumerate((x, y)):
+            for k in range(N_NUMBER_DIGITS):
+                digit = (v // 10 ** k) % 10 if (k == 0 or v >= 10 ** k) else 10
+                out[b, n_types + (j * N_NUMBER_DIGITS + k) * 11 + digit] = 1.0
+    return out
+
+
+def collate(batch: list, vocab: CompactVocab) -> dict:
+    """Right-padded compact tokens, answer positions/targets, read-out rows and targets."""
+    B, S = len(batch), max(len(ex.tokens) for ex in batch)
+    K = max(len(ex.tokens) - ex.n_prompt for ex in batch)
+    tokens = torch.full((B, S), vocab.pad, dtype=torch.long)
+    positions = torch.zeros((B, K), dtype=torch.long)
+    targets = torch.full((B, K), -100, dtype=torch.long)
+    for b, ex in enumerate(batch):
+        ids = vocab.lookup[torch.tensor(ex.tokens)]
+        tokens[b, :len(ids)] = ids
+        n_ans = len(ids) - ex.n_prompt
+        positions[b, :n_ans] = torch.arange(ex.n_prompt - 1, len(ids) - 1)  # predicts the next id
+        targets[b, :n_ans] = ids[ex.n_prompt:]
+    aux_rows = [b for b, ex in enumerate(batch) if ex.aux is not None]
+    return {"tokens": tokens, "positions": positions, "targets": targets,
+            "last": torch.tensor([ex.n_prompt - 1 for ex in batch]),
+            "aux_rows": torch.tensor(aux_rows, dtype=torch.long),
+            "aux_targets": aux_targets([batch[b].aux for b in aux_rows])}
+
+
+def lr_factor(step: int, s: PretrainSettings) -> float:
+    """Linear warm-up, then cosine decay to final_lr_fraction."""
+    if step < s.warmup_steps:
+        return (step + 1) / s.warmup_steps
+    t = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
+    return s.final_lr_fraction + (1 - s.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def train(s: PretrainSettings, tokenizer: Tokenizer, *, progress: bool = True):
+    """Pre-train; returns (model over the compact vocabulary, vocab, log dict)."""
+    fmt = ChatFormat(tokenizer)
+    examples = make_examples(s, fmt, s.steps * s.batch_size)
+    vocab = CompactVocab(tokenizer, examples)
+    model = build_training_model(s, vocab)
+    head = nn.Linear(s.dim, aux_size(), bias=True)  # thrown away after training
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(s.seed + 7))
+                          / math.sqrt(s.dim))
+        head.bias.zero_()
+    params = list(model.parameters()) + list(head.parameters())
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=s.lr, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, s))
+
+    captured = {}
+    hook = model.register_residual_hook(s.aux_layer, lambda h, ctx: captured.__setitem__("h", h))
+    n_groups = 1 + 2 * N_NUMBER_DIGITS
+    log = {"answer_loss": [], "aux_loss": []}
+    t0 = time.time()
+    bar = tqdm(range(s.steps), desc="pre-training", unit="step", disable=not progress, mininterval=1.0)
+    try:
+        for step in bar:
+            batch = collate(examples[step * s.batch_size:(step + 1) * s.batch_size], vocab)
+            logits = model(batch["tokens"], output_positions=batch["positions"])  # [B,K,V]
+            answer_loss = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=-100)
+            loss = answer_loss
+            if len(batch["aux_rows"]):
+                h = captured["h"][batch["aux_rows"], batch["last"][batch["aux_rows"]]]  # [A,D]
+                aux_loss = (head(h) - batch["aux_targets"]).pow(2).sum(-1).mean() / n_groups
+                loss = loss + s.aux_weight * aux_loss
+            else:
+                aux_loss = torch.zeros(())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+            opt.step()
+            sched.step()
+            log["answer_loss"].append(float(answer_loss.detach()))
+            log["aux_loss"].append(float(aux_loss.detach()))
+            if step % 20 == 0 or step == s.steps - 1:
+                n = min(50, len(log["answer_loss"]))
+                bar.set_postfix(ans=f"{np.mean(log['answer_loss'][-n:]):.3f}",
+                                aux=f"{np.mean(log['aux_loss'][-n:]):.3f}")
+    finally:
+        hook.remove()
+    log["train_seconds"] = time.time() - t0
+    return model, vocab, log
+
+
+# ============================================================================ expansion and saving
+@torch.no_grad()
+def expand_table(compact: torch.Tensor, vocab: CompactVocab, n_full: int) -> torch.Tensor:
+    """[V, D] compact rows -> [n_full, D]: trained rows in place, every other row the mean of
+    the trained rows that are never targets (a logit below the best such row: never wins)."""
+    filler = compact[~vocab.is_target].mean(0)
+    full = filler.expand(n_full, -1).clone()
+    full[vocab.full_ids] = compact
+    return full
+
+
+@torch.no_grad()
+def full_state_dict(model: Transformer, vocab: CompactVocab, n_full: int = 128256,
+                    dtype: torch.dtype = torch.float32) -> dict:
+    """Meta's state-dict keys with full-vocabulary, plain embedding and output tables."""
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()
+          if not k.startswith(("tok_embeddings.", "output."))}
+    sd["tok_embeddings.weight"] = expand_table(model.tok_embeddings.table.table(), vocab, n_full)
+    sd["output.weight"] = expand_table(model.output.table.table(), vocab, n_full)
+    return {k: v.to(dtype).contiguous() for k, v in sd.items()}
+
+
+def cached_build(out_dir: Path, s: PretrainSettings) -> bool:
+    """True when ``out_dir`` holds a complete checkpoint built with exactly these settings."""
+    meta = out_dir / SETTINGS_FILE
+    if not all((out_dir / f).is_file() for f in ("params.json", "consolidated.00.pth", "tokenizer.model")):
+        return False
+    try:
+        return json.loads(meta.read_text()).get("fingerprint") == s.fingerprint()
+    except (OSError, ValueError):
+        return False
+
+
+def build_demo_model(out_dir, s: PretrainSettings, *, force: bool = False, progress: bool = True) -> Path:
+    """Train and save the demo checkpoint to ``out_dir`` unless it is already there."""
+    from utils.llama.checkpoint import save_checkpoint
+
+    out_dir = Path(out_dir)
+    if not force and cached_build(out_dir, s):
+        print(f"demo model: reusing {out_dir} (settings {s.fingerprint()})")
+        return out_dir
+    t0 = time.time()
+    tok_path = default_tokenizer_path()
+    tokenizer = Tokenizer(tok_path)
+    model, vocab, log = train(s, tokenizer, progress=progress)
+    sd = full_state_dict(model, vocab, tokenizer.n_words, getattr(torch, s.save_dtype))
+    (out_dir / SETTINGS_FILE).unlink(missing_ok=True)  # a half-written build is never "cached"
+    save_checkpoint(sd, s.model_params(), out_dir, tok_path)
+    tail = slice(-min(50, len(log["answer_loss"])), None)
+    meta = {"fingerprint": s.fingerprint(), "recipe_version": RECIPE_VERSION,
+            "settings": dataclasses.asdict(s), "compact_vocab_size": len(vocab),
+            "final_answer_loss": float(np.mean(log["answer_loss"][tail])),
+            "final_aux_loss": float(np.mean(log["aux_loss"][tail])),
+            "train_seconds": round(log["train_seconds"], 1),
+            "build_seconds": round(time.time() - t0, 1),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    tmp = out_dir / (SETTINGS_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.replace(out_dir / SETTINGS_FILE)
+    print(f"demo model: wrote {out_dir} in {meta['build_seconds']} s "
+          f"(answer loss {meta['final_answer_loss']:.3f}, read-out loss {meta['final_aux_loss']:.3f})")
+    return out_dir
+
+
+# ============================================================================ measurement
+def test_prompts(n: int, seed: int, s: PretrainSettings, fmt: ChatFormat, types=PROBLEM_TYPES,
+                 split: str = "test"):
+    """Fresh problems (the pipeline's generator and prompts) -> (DataFrame, prompt token lists)."""
+    from utils.problems import row_rng
+    df = generate_problems(n, list(types), complexity=s.complexity, x_gt_y=s.x_gt_y, seed=seed,
+                           limit_solution_digits=s.limit_solution_digits)
+    prompts = [fmt.encode_dialog_prompt(few_shot_dialog(p, q, row_rng(seed, split, i), complexity=s.complexity,
+                                                        limit_solution_digits=s.limit_solution_digits))
+               for i, (p, q) in enumerate(zip(df.problem_type, df.question))]
+    return df, prompts
+
+
+def plain_accuracy(llama, df, prompts, max_gen_len: int = 8, batch: int = 64):
+    """Greedy answers -> DataFrame (type, correct, well_formed: digits then a stop token)."""
+    from utils.problems import parse_answer
+    rows = []
+    for i in tqdm(range(0, len(prompts), batch), desc="generate", unit="batch"):
+        outs = llama.generate(prompts[i:i + batch], max_gen_len)
+        for j, ids in enumerate(outs):
+            r = df.iloc[i + j]
+            ans = parse_answer(llama.tokenizer.decode(ids))
+            rows.append({"problem_type": r.problem_type, "correct": ans == int(r.solution),
+                         "well_formed": ans is not None and len(ids) < max_gen_len,
+                         "two_token": int(r.solution) >= 1000})
+    import pandas as pd
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def last_position_states(llama, prompts, batch: int = 128) -> torch.Tensor:
+    """Residual entering every block (and the final norm output) at the last prompt position:
+    [N, n_layers+1, D]."""
+    from utils.llama.generation import left_pad
+    model = llama.model
+    grabbed = {}
+    handles = [model.register_residual_hook(L, lambda h, ctx: grabbed.__setitem__(ctx.layer, h[:, -1].float()))
+               for L in range(model.n_layers + 1)]
+    out = []
+    try:
+        for i in range(0, len(prompts), batch):
+            tokens, pads = left_pad(prompts[i:i + batch], llama.tokenizer.pad_id)
+            model(tokens, pad_lengths=pads, output_positions=torch.zeros(0, dtype=torch.long))
+            out.append(torch.stack([grabbed[L] for L in range(model.n_layers + 1)], 1))
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.cat(out)
+
+
+def encoder_table(h_train, df_train, h_test, df_test, engine, ridge: float = 1e-3):
+    """Least-squares linear encoder per layer (residual -> problem vector); exact-decode rates."""
+    import pandas as pd
+    def target(df):
+        return engine.encode_problem(torch.tensor(df.x.to_numpy()), torch.tensor(df.y.to_numpy()),
+                                     engine.type_ids(list(df.problem_type))).double()
+    T = target(df_train)
+    x, y = torch.tensor(df_test.x.to_numpy()), torch.tensor(df_test.y.to_numpy())
+    t = engine.type_ids(list(df_test.problem_type))
+    rows = []
+    for L in range(h_train.shape[1]):
+        H = h_train[:, L].double()
+        W = torch.linalg.solve(H.T @ H + ridge * len(H) * torch.eye(H.shape[1], dtype=H.dtype), H.T @ T)
+        pred = (h_test[:, L].double() @ W).float()
+        dx, dy = engine.decode_number(pred, "n1"), engine.decode_number(pred, "n2")
+        ids, score = engine.decode_problem_type_ids(pred)
+        rows.append({"layer": L, "x": float((dx == x).float().mean()), "y": float((dy == y).float().mean()),
+                     "type": float((ids == t).float().mean()),
+                     "all": float(((dx == x) & (dy == y) & (ids == t)).float().mean()),
+                     "type_score": float(score.mean())})
+    return pd.DataFrame(rows)
+
+
+def report(ckpt_dir, n_test: int = 300, seed: int = 1, n_train: int = 3000,
+           vsa_settings=((2048, 10), (1024, 5), (512, 4), (256, 4))) -> None:
+    """Print the demo model's plain accuracy per type and the per-layer linear read-outs."""
+    from utils.llama.generation import Llama
+    from utils.config import TRAINED_TYPES_DEFAULT
+    from utils.symbolic_engine import SymbolicEngine
+    s = PretrainSettings()
+    llama = Llama.build(ckpt_dir, max_seq_len=256, max_batch_size=128, device="cpu")
+    df, prompts = test_prompts(n_test, seed + 2000, s, llama.formatter)
+    acc = plain_accuracy(llama, df, prompts)
+    table = acc.groupby("problem_type")[["correct", "well_formed"]].mean().mul(100).round(1)
+    print("\nplain greedy accuracy (%), fresh test problems:\n" + table.to_string())
+    print(f"overall {100 * acc.correct.mean():.1f}%  well-formed {100 * acc.well_formed.mean():.1f}%  "
+          f"answers >= 1000: {100 * acc[acc.two_token].correct.mean():.1f}% of {int(acc.two_token.sum())}")
+
+    df_tr, p_tr = test_prompts(n_train, seed + 3000, s, llama.formatter, split="train")
+    h_tr, h_te = last_position_states(llama, p_tr), last_position_states(llama, prompts)
+    for dim, digits in vsa_settings:
+        engine = SymbolicEngine(VSA_dim=dim, max_digits=digits)
+        print(f"\nlinear encoder, all ten types, VSA_dim {dim}, max_digits {digits} (exact-decode rates):")
+        print(encoder_table(h_tr, df_tr, h_te, df, engine).round(3).to_string(index=False))
+    # the paper's split: encoder fitted on the eight trained types; type scores of held-out types
+    engine = SymbolicEngine(VSA_dim=vsa_settings[0][0], max_digits=vsa_settings[0][1])
+    seen = df_tr.problem_type.isin(TRAINED_TYPES_DEFAULT).to_numpy()
+    L = s.aux_layer
+    H = h_tr[seen][:, L].double()
+    T = engine.encode_problem(torch.tensor(df_tr.x.to_numpy()[seen]), torch.tensor(df_tr.y.to_numpy()[seen]),
+                              engine.type_ids(list(df_tr.problem_type[seen]))).double()
+    W = torch.linalg.solve(H.T @ H + 1e-3 * len(H) * torch.eye(H.shape[1], dtype=H.dtype), H.T @ T)
+    score = engine.problem_type_scores((h_te[:, L].double() @ W).float()).max(-1).values
+    held = ~df.problem_type.isin(TRAINED_TYPES_DEFAULT).to_numpy()
+    for name, m in (("trained types", ~held), ("held-out types", held)):
+        sc = score[torch.tensor(m)]
+        print(f"layer {L}, encoder fitted on the 8 trained types: max type score on {name}: "
+              f"mean {sc.mean():.2f}, min {sc.min():.2f}, max {sc.max():.2f}, > 0.8: {100 * (sc > 0.8).float().mean():.0f}%")

@@ -1,0 +1,92 @@
+"""The demo model's pre-training recipe: expansion to the full vocabulary, determinism, checkpoint.
+
+Uses a very small variant of the recipe (d 32, 2 layers, a few steps) so that each test takes
+seconds; the full build is exercised by the demo itself.
+"""
+import dataclasses
+
+import pytest
+import torch
+
+from utils import demo_pretraining as dp
+from utils.llama.model import ModelArgs, Transformer
+
+TINY = dp.PretrainSettings(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, aux_layer=1, steps=3,
+                           batch_size=8, warmup_steps=1, seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer):
+    return dp.train(TINY, tokenizer, progress=False)
+
+
+def _full_model(sd, s=TINY):
+    model = Transformer(ModelArgs.from_params(s.model_params()))
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+def test_digit_features_cover_every_number():
+    pos, length = dp.digit_features()
+    assert pos.shape == (1000, 30) and length.shape == (1000, 3)
+    assert pos.sum(1).tolist() == length.argmax(1).add(1).float().tolist()  # one digit per position
+    assert pos[7].nonzero().flatten().tolist() == [7]
+    assert pos[305].nonzero().flatten().tolist() == [5, 10, 23]  # units 5, tens 0, hundreds 3
+
+
+def test_expansion_keeps_compact_logits(trained, tokenizer):
+    model, vocab, _ = trained
+    model.eval()
+    ex = dp.make_examples(TINY, dp.ChatFormat(tokenizer), 4)[:2]
+    batch = dp.collate(ex, vocab)
+    with torch.no_grad():
+        compact = model(batch["tokens"])  # [B,S,Vc]
+        full = _full_model(dp.full_state_dict(model, vocab))(vocab.full_ids[batch["tokens"]])  # [B,S,128256]
+    torch.testing.assert_close(full[..., vocab.full_ids], compact, rtol=1e-5, atol=1e-5)
+    # never-seen rows never win: the argmax is always a trained row
+    assert torch.equal(full.argmax(-1), vocab.full_ids[compact.argmax(-1)])
+
+
+def test_never_seen_rows_lose_on_random_states(trained):
+    model, vocab, _ = trained
+    sd = dp.full_state_dict(model, vocab)
+    h = torch.randn(500, TINY.dim, generator=torch.Generator().manual_seed(0))
+    logits = h @ sd["output.weight"].T  # [500, 128256]
+    unseen = torch.ones(logits.shape[1], dtype=torch.bool)
+    unseen[vocab.full_ids] = False
+    never_target = vocab.full_ids[~vocab.is_target]
+    # the filler row is the mean of the never-target rows, so it scores at most their maximum
+    assert (logits[:, unseen].max(-1).values <= logits[:, never_target].max(-1).values + 1e-5).all()
+
+
+def test_training_is_deterministic(tokenizer, trained):
+    again, _, log = dp.train(TINY, tokenizer, progress=False)
+    for (k, a), b in zip(trained[0].state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+    other, _, _ = dp.train(dataclasses.replace(TINY, seed=4), tokenizer, progress=False)
+    assert not torch.equal(other.layers[0].attention.wq.weight, again.layers[0].attention.wq.weight)
+    assert all(torch.isfinite(torch.tensor(log["answer_loss"])))
+
+
+def test_checkpoint_loads_with_llama_build_and_is_reused(tmp_path, capsys):
+    from utils.llama.generation import Llama
+
+    out = dp.build_demo_model(tmp_path / "demo", TINY, progress=False)
+    assert {p.name for p in out.iterdir()} >= {"params.json", "consolidated.00.pth", "tokenizer.model",
+                                               dp.SETTINGS_FILE}
+    llama = Llama.build(out, max_seq_len=256, max_batch_size=2, device="cpu")  # strict loading
+    assert llama.args.vocab_size == 128256 and llama.args.dim == TINY.dim
+    prompt = llama.formatter.encode_dialog_prompt([{"role": "user", "content": "What is 4 plus 3?"}])
+    assert len(llama.generate([prompt], max_gen_len=3)) == 1
+    mtime = (out / "consolidated.00.pth").stat().st_mtime_ns
+    capsys.readouterr()
+    dp.build_demo_model(out, TINY, progress=False)  # same settings: reused, not rebuilt
+    assert "reusing" in capsys.readouterr().out
+    assert (out / "consolidated.00.pth").stat().st_mtime_ns == mtime
+    assert not dp.cached_build(out, dataclasses.replace(TINY, steps=4))
+
+
+def test_presets_are_valid_settings():
+    for name, over in dp.PRESETS.items():
+        s = dataclasses.replace(dp.PretrainSettings(), **over)
+        assert s.fingerprint() != dataclasses.replace(s, seed=s.seed + 1).fingerprint(), name
