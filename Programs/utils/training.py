@@ -1,0 +1,221 @@
+"""Stage 3 training: teacher-forced answer cross-entropy, with only the chosen parameters trained.
+
+One forward per micro-batch over left-padded prompts followed by right-padded answer tokens
+(+ <|eot_id|> in training), no KV cache, logits only at the answer positions (output_positions);
+gradients flow through attention normally (DESIGN 7, unlike the original's detached K/V, §9.4).
+An optimizer step sees n_samples x inference_to_backprop_ratio samples (gradient accumulation over
+micro-batches of n_samples). Adam on float32 master weights; the learning-rate schedule
+`lr_decay` {step: multiplier} multiplies the rate after that many optimizer steps (cumulative).
+
+A `Method` says what is being trained and evaluated: hooks to attach to the model while it runs
+(the intervention, the adapter, or none), its trainable parameters and learning rate, and which
+prompt format it uses (few-shot or chain-of-thought).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .config import option
+from .distributed import DistInfo, row_slice
+from .problems import cot_dialog, few_shot_dialog, row_rng
+
+IGNORE = -100
+LR_DECAY_DEFAULT = {100: 0.5, 500: 0.5, 1000: 0.4, 2000: 0.1, 4000: 0.5, 6000: 0.5, 8000: 0.5}
+
+
+@dataclass
+class FineTuneOptions:
+    encoder_path: str = option("", "stage-2 encoder file (networks.save_maps format)")
+    decoder_path: str = option("", "stage-2 decoder file; the fine-tuned one is saved beside it as <stem>_post_fine_tuning_<run>.pth")
+    num_steps: int = option(1000, "optimizer steps per epoch with random problems (with a training CSV: ceil(rows / samples per step))")
+    num_epochs: int = option(1, "passes over the training data")
+    n_samples: int = option(8, "micro-batch: prompts per forward in training")
+    inference_to_backprop_ratio: int = option(1, "micro-batches per optimizer step (samples per step = n_samples x this)")
+    learning_rate: float = option(1e-3, "Adam learning rate of the decoder (and skip / RMSNorm / adapter)")
+    lr_decay: dict[int, float] = option(LR_DECAY_DEFAULT, "learning-rate multipliers {optimizer step: factor}, cumulative")
+    validation_rows: int = option(200, "validation problems (random mode) / at most this many rows of the validation CSV (0: all)")
+
+
+@dataclass
+class Method:
+    """What one evaluated system is: hooks, trainable parameters, prompt format."""
+    name: str                                    # neurosymbolic | baseline | lora | adapter | cot
+    attach: Callable[[], ContextManager] = contextlib.nullcontext
+    params: list = field(default_factory=list)   # trainable parameters (empty: nothing to train)
+    lr: float = 1e-3
+    intervention: object = None                  # SymbolicIntervention (records, truth, prompt length)
+    prompt: str = "few_shot"                     # few_shot | cot
+
+
+@dataclass
+class Examples:
+    """A split, tokenised once: rows plus prompt and answer token ids."""
+    rows: pd.DataFrame                 # problem_type, x, y, question, solution
+    prompts: list[list[int]]
+    answers: list[list[int]]           # answer tokens, without <|eot_id|>
+    type_ids: torch.Tensor             # [N] long, index into the engine's problem list
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def truth(self, idx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(type ids, x, y) [len(idx)] long of the given rows (for simulate_perfect_encoder)."""
+        idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        x = torch.tensor(self.rows["x"].to_numpy(dtype=np.int64))
+        y = torch.tensor(self.rows["y"].to_numpy(dtype=np.int64))
+        return self.type_ids[idx], x[idx], y[idx]
+
+    def take(self, idx) -> "Examples":
+        idx = np.asarray(idx, dtype=np.int64)
+        return Examples(self.rows.iloc[idx].reset_index(drop=True), [self.prompts[i] for i in idx],
+                        [self.answers[i] for i in idx], self.type_ids[torch.as_tensor(idx)])
+
+
+def build_examples(rows: pd.DataFrame, formatter, split: str, *, seed: int, complexity: int,
+                   limit_solution_digits: bool, problem_list: Sequence[str], prompt: str = "few_shot") -> Examples:
+    """Tokenise the prompts (few-shot examples drawn from row_rng(seed, split, row index)) and answers."""
+    tok = formatter.tokenizer
+    index = {p: i for i, p in enumerate(problem_list)}
+    prompts, answers = [], []
+    for i, r in enumerate(rows.itertuples(index=False)):
+        if prompt == "cot":
+            msgs = cot_dialog(r.question)
+        else:
+            msgs = few_shot_dialog(r.problem_type, r.question, row_rng(seed, split, i),
+                                   complexity=complexity, limit_solution_digits=limit_solution_digits)
+        prompts.append(formatter.encode_dialog_prompt(msgs))
+        answers.append(tok.encode(str(int(r.solution)), bos=False, eos=False))
+    type_ids = torch.tensor([index.get(p, -1) for p in rows["problem_type"]], dtype=torch.long)
+    return Examples(rows.reset_index(drop=True), prompts, answers, type_ids)
+
+
+def teacher_batch(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], fill_id: int):
+    """Left-padded prompts + right-padded answers.
+
+    Returns tokens [B, P+A], pad_lengths [B], P, targets [B, A] (IGNORE where padded) and the
+    output positions [A] = P-1 .. P+A-2 (the logits there predict the answer tokens).
+    """
+    B = len(prompts)
+    P = max(len(p) for p in prompts)
+    A = max(len(a) for a in answers)
+    tokens = torch.full((B, P + A), fill_id, dtype=torch.long)
+    targets = torch.full((B, A), IGNORE, dtype=torch.long)
+    pad = torch.empty(B, dtype=torch.long)
+    for b, (p, a) in enumerate(zip(prompts, answers)):
+        pad[b] = P - len(p)
+        tokens[b, P - len(p):P] = torch.as_tensor(p)
+        tokens[b, P:P + len(a)] = torch.as_tensor(a)
+        targets[b, :len(a)] = torch.as_tensor(a)
+    return tokens, pad, P, targets, torch.arange(P - 1, P + A - 1)
+
+
+def answer_cross_entropy(model, prompts, answers, *, fill_id: int, intervention=None, truth=None,
+                         device=None) -> torch.Tensor:
+    """Teacher-forced mean token cross-entropy of each sample's answer: [B] float32."""
+    tokens, pad, P, targets, out_pos = teacher_batch(prompts, answers, fill_id)
+    device = device or next(model.parameters()).device
+    ctx = contextlib.nullcontext()
+    if intervention is not None:
+        intervention.set_truth(*truth) if truth is not None else intervention.set_truth()
+        ctx = intervention.prompt_length(P)
+    with ctx:
+        logits = model(tokens.to(device), 0, pad_lengths=pad.to(device), output_positions=out_pos.to(device))  # [B,A,V]
+    targets = targets.to(device)
+    ce = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")  # [B,A]
+    return ce.sum(1) / (targets != IGNORE).sum(1).clamp_min(1)
+
+
+def lr_factor(lr_decay: dict[int, float], step: int) -> float:
+    """Cumulative multiplier after `step` optimizer steps."""
+    return math.prod(m for s, m in lr_decay.items() if step >= int(s))
+
+
+def steps_per_epoch(n_rows: int, opts: FineTuneOptions, from_csv: bool) -> int:
+    sps = opts.n_samples * opts.inference_to_backprop_ratio
+    return math.ceil(n_rows / sps) if from_csv else opts.num_steps
+
+
+def _allreduce_grads(params, info: DistInfo) -> None:
+    """Data parallel: sum the gradients of the trained parameters over ranks (each rank already
+    divided by the global sample count). Equivalent to DDP on the trainable modules, which cannot
+    wrap them here because they run inside the frozen model's hooks, not through their forward."""
+    if not info.distributed:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    off = 0
+    for p, g in zip(params, grads):
+        p.grad = flat[off:off + g.numel()].view_as(g)
+        off += g.numel()
+
+
+def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, from_csv: bool, seed: int,
+          tracker=None, info: DistInfo = DistInfo(), validate: Optional[Callable[[int], dict]] = None) -> list[dict]:
+    """Train `method.params` on `train_ex`; returns the per-step log. `validate(epoch)` runs after each epoch."""
+    model, tok = llama.model, llama.tokenizer
+    fill, eot = tok.eot_id, tok.eot_id
+    params = list(method.params)
+    if not params:
+        return []
+    sps = opts.n_samples * opts.inference_to_backprop_ratio
+    spe = steps_per_epoch(len(train_ex), opts, from_csv)
+    optim = torch.optim.Adam(params, lr=method.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(opts.lr_decay, s))
+    answers = [a + [eot] for a in train_ex.answers]  # training also learns to stop
+    log, step = [], 0
+    for epoch in range(opts.num_epochs):
+        order = np.random.default_rng([seed, epoch]).permutation(len(train_ex))
+        bar = tqdm(range(spe), desc=f"train {method.name} epoch {epoch + 1}/{opts.num_epochs}",
+                   unit="step", disable=not info.is_main, dynamic_ncols=True)
+        for s in bar:
+            idx = order[np.arange(s * sps, (s + 1) * sps) % len(order)]  # random mode wraps around
+            if from_csv:
+                idx = order[s * sps:(s + 1) * sps]
+            mine = idx[row_slice(len(idx), info)]
+            optim.zero_grad(set_to_none=True)
+            total = torch.zeros((), device=next(model.parameters()).device)
+            with method.attach():
+                for m0 in range(0, len(mine), opts.n_samples):
+                    mb = mine[m0:m0 + opts.n_samples]
+                    truth = train_ex.truth(mb)
+                    ce = answer_cross_entropy(model, [train_ex.prompts[i] for i in mb], [answers[i] for i in mb],
+                                              fill_id=fill, intervention=method.intervention, truth=truth)
+                    (ce.sum() / len(idx)).backward()
+                    total = total + ce.detach().sum()
+            _allreduce_grads(params, info)
+            optim.step()
+            sched.step()
+            step += 1
+            if info.distributed:
+                dist.all_reduce(total)
+            loss = float(total) / len(idx)
+            rec = {"step": step, "epoch": epoch, "loss": loss, "lr": sched.get_last_lr()[0]}
+            for name, p in _skips(method):
+                rec[name] = float(p)
+            log.append(rec)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{rec['lr']:.2e}")
+            if tracker is not None:
+                tracker.log({f"{method.name}/{k}": v for k, v in rec.items() if k != "step"}, step=None)
+        if validate is not None:
+            val = validate(epoch)
+            if tracker is not None and val:
+                tracker.log({f"{method.name}/val_{k}": v for k, v in val.items()} | {"epoch": epoch})
+    return log
+
+
+def _skips(method: Method):
+    iv = method.intervention
+    if iv is None or not hasattr(iv, "merges"):
+        return []
+    return [(f"skip_weights_{l}", m.skip.detach()) for l, m in iv.merges.items() if m.skip.requires_grad]

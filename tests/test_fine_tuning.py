@@ -1,0 +1,173 @@
+"""Stage 3 on the tiny random checkpoint: one training step, the LR schedule, the entry script end to end."""
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from utils.errors import DataError, EngineMismatchError
+from utils.networks import load_maps, model_info, save_maps
+from utils.problems import generate_problems
+from utils.symbolic_engine import SymbolicEngine
+
+VSA, LAYER = 64, 2
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_ckpt):
+    from fine_tune_decoders import FineTuneConfig, build_llama
+
+    return build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), eval_batch_size=8, max_seq_len=512), "cpu")
+
+
+def write_maps(folder, ckpt, *, seed=4, fingerprint=None, layers=(LAYER,), name="run"):
+    from utils.llama.checkpoint import checkpoint_fingerprint
+
+    engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=seed)
+    info = model_info(fingerprint or checkpoint_fingerprint(ckpt), 64, 4)
+    g = torch.Generator().manual_seed(0)
+    enc = {l: torch.randn(VSA, 64, generator=g) / 8 for l in layers}
+    dec = {l: torch.randn(64, VSA, generator=g) / 8 for l in layers}
+    e = save_maps(folder / f"encoders_{name}.pth", "encoder", enc, engine.state_dict(), info)
+    d = save_maps(folder / f"decoders_{name}.pth", "decoder", dec, engine.state_dict(), info)
+    return e, d, engine
+
+
+def write_csvs(folder):
+    types = ["gcd", "modulo"]
+    paths = {}
+    for split, n, tps, seed in (("train", 8, types, 1), ("val", 2, types, 2), ("test", 2, types + ["addition"], 3)):
+        per_type = split == "test"  # every evaluated type present
+        df = pd.concat([generate_problems(n, [t] if per_type else tps, complexity=2, seed=seed + i)
+                        for i, t in enumerate(tps if per_type else [None])], ignore_index=True)
+        paths[split] = folder / f"{split}.csv"
+        df.to_csv(paths[split], index=False)
+    return paths
+
+
+def ns_method(llama, engine, threshold=-math.inf, **kw):
+    from utils import baselines
+    from utils.intervention import InterventionOptions
+
+    g = torch.Generator().manual_seed(0)
+    opts = InterventionOptions(symbolic_encoding_layer=LAYER, symbolic_decoding_layers=[LAYER],
+                               problem_score_threshold=threshold, **kw)
+    return baselines.neurosymbolic(llama.model, engine, torch.randn(VSA, 64, generator=g) / 8,
+                                   {LAYER: torch.randn(64, VSA, generator=g) / 8}, opts, lr=1e-3,
+                                   complexity=2, limit_solution_digits=True)
+
+
+def examples(llama, engine, n=8, seed=0):
+    from utils.training import build_examples
+
+    rows = generate_problems(n, ["gcd", "modulo", "bitwise_or"], complexity=2, seed=seed)
+    return build_examples(rows, llama.formatter, "train", seed=0, complexity=2, limit_solution_digits=True,
+                          problem_list=engine.possible_problems)
+
+
+def mean_ce(llama, method, ex):
+    from utils.training import answer_cross_entropy
+
+    with torch.no_grad(), method.attach():
+        truth = ex.truth(range(len(ex)))
+        return float(answer_cross_entropy(llama.model, ex.prompts, [a + [llama.tokenizer.eot_id] for a in ex.answers],
+                                          fill_id=llama.tokenizer.eot_id, intervention=method.intervention,
+                                          truth=truth).mean())
+
+
+def test_one_step_lowers_ce_and_trains_only_the_decoder(llama):
+    from utils.training import FineTuneOptions, train
+
+    engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
+    method = ns_method(llama, engine, simulate_perfect_encoder=True)  # perfect encoder, gate open
+    ex = examples(llama, engine)
+    frozen = {k: v.clone() for k, v in llama.model.state_dict().items()}
+    before = mean_ce(llama, method, ex)
+    opts = FineTuneOptions(n_samples=4, inference_to_backprop_ratio=2, num_epochs=1, learning_rate=1e-3)
+    log = train(llama, method, ex, opts, from_csv=True, seed=0)
+    assert len(log) == 1  # ceil(8 rows / 8 per step)
+    assert mean_ce(llama, method, ex) < before
+    assert [n for n, p in method.intervention.named_parameters() if p.grad is not None] == ["decoders.2.weight"]
+    assert all(p.grad is None for p in llama.model.parameters())
+    assert all(torch.equal(v, frozen[k]) for k, v in llama.model.state_dict().items())
+
+
+def test_lr_schedule_fires(llama):
+    from utils.training import FineTuneOptions, lr_factor, train
+
+    assert lr_factor({2: 0.5, 4: 0.1}, 1) == 1 and lr_factor({2: 0.5, 4: 0.1}, 4) == pytest.approx(0.05)
+    engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
+    opts = FineTuneOptions(n_samples=2, num_steps=3, lr_decay={1: 0.5, 2: 0.5}, learning_rate=1e-3)
+    log = train(llama, ns_method(llama, engine), examples(llama, engine, n=4), opts, from_csv=False, seed=0)
+    assert [r["lr"] for r in log] == pytest.approx([5e-4, 2.5e-4, 2.5e-4])
+
+
+def test_end_to_end(tiny_ckpt, tmp_path, capsys):
+    from fine_tune_decoders import main
+
+    enc, dec, engine = write_maps(tmp_path, tiny_ckpt)
+    csv = write_csvs(tmp_path)
+    common = ["--chpt_dir", str(tiny_ckpt), "--programs_dir", str(tmp_path), "--encoder_path", str(enc),
+              "--decoder_path", str(dec), "--training_data_df_path", str(csv["train"]),
+              "--val_data_df_path", str(csv["val"]), "--testing_data_df_path", str(csv["test"]),
+              "--symbolic_encoding_layer", "2", "--symbolic_decoding_layers", "2", "--problem_type", "gcd,modulo",
+              "--testing_problems", "gcd,modulo,addition", "--n_samples", "4", "--inference_to_backprop_ratio", "2",
+              "--eval_batch_size", "8", "--max_seq_len", "512", "--problem_score_threshold", "-100"]
+    assert main(common + ["--run_name", "R", "--test_baseline", "1", "--num_epochs", "2"]) == 0
+    out = tmp_path / "results" / "R"
+    res = pd.read_csv(out / "results.csv")
+    assert list(res.columns) == ["method", "problem_type", "seen", "n", "accuracy", "cross_entropy"]
+    assert sorted(zip(res["method"], res["problem_type"])) == sorted(
+        (m, t) for m in ("neurosymbolic", "baseline") for t in ("gcd", "modulo", "addition"))
+    assert res["accuracy"].between(0, 1).all() and (res["cross_entropy"] > 0).all()
+    assert res.set_index(["method", "problem_type"])["seen"].loc["neurosymbolic"].to_dict() == {
+        "gcd": True, "modulo": True, "addition": False}
+    resp = pd.read_csv(out / "responses.csv")
+    assert len(resp) == 2 * len(pd.read_csv(csv["test"]))
+    ns = resp[resp["method"] == "neurosymbolic"]
+    assert ns["gate_open"].all() and ns["decoded_type"].notna().all()
+    for f in ("results.md", "results.png", "metrics.jsonl", "config.yaml", "gate_scores.csv", "gate_scores.png"):
+        assert (out / f).is_file(), f
+    tuned = load_maps(tmp_path / "decoders_run_post_fine_tuning_R.pth", "decoder", engine=engine)
+    assert not torch.equal(tuned.weights[LAYER], load_maps(dec, "decoder").weights[LAYER])
+    assert "mean, 2 seen types" in capsys.readouterr().out
+
+
+def test_baseline_only_and_unrelated_questions(tiny_ckpt, tmp_path):
+    from fine_tune_decoders import main
+
+    enc, dec, _ = write_maps(tmp_path, tiny_ckpt)
+    csv = write_csvs(tmp_path)
+    argv = ["--chpt_dir", str(tiny_ckpt), "--programs_dir", str(tmp_path), "--run_name", "B", "--test_baseline", "2",
+            "--encoder_path", str(enc), "--decoder_path", str(dec), "--testing_data_df_path", str(csv["test"]),
+            "--symbolic_encoding_layer", "2", "--symbolic_decoding_layers", "2", "--testing_problems", "gcd,addition",
+            "--problem_type", "gcd", "--test_on_unrelated_questions", "1", "--max_seq_len", "512"]
+    assert main(argv) == 0
+    out = tmp_path / "results" / "B"
+    assert set(pd.read_csv(out / "results.csv")["method"]) == {"baseline"}
+    gates = pd.read_csv(out / "gate_scores.csv")
+    assert set(gates["group"]) == {"seen math", "unseen math", "non-math"}
+    assert not (tmp_path / "decoders_run_post_fine_tuning_B.pth").exists()
+
+
+def test_clear_errors(tiny_ckpt, tmp_path):
+    from fine_tune_decoders import main
+    from utils.errors import run_entry_point
+
+    csv = write_csvs(tmp_path)
+    base = ["--chpt_dir", str(tiny_ckpt), "--programs_dir", str(tmp_path), "--testing_data_df_path", str(csv["test"]),
+            "--symbolic_encoding_layer", "2", "--symbolic_decoding_layers", "2", "--test_baseline", "2",
+            "--test_on_unrelated_questions", "1", "--max_seq_len", "512"]
+    enc, dec, _ = write_maps(tmp_path, tiny_ckpt)
+    enc_other, _, _ = write_maps(tmp_path, tiny_ckpt, seed=5, name="other")
+    with pytest.raises(EngineMismatchError):
+        main(base + ["--encoder_path", str(enc_other), "--decoder_path", str(dec)])
+    enc_fp, dec_fp, _ = write_maps(tmp_path, tiny_ckpt, fingerprint="another model", name="fp")
+    with pytest.raises(EngineMismatchError, match="fingerprint"):
+        main(base + ["--encoder_path", str(enc_fp), "--decoder_path", str(dec_fp)])
+    with pytest.raises(DataError, match="no encoder for layer 3"):
+        main(base + ["--encoder_path", str(enc), "--decoder_path", str(dec), "--symbolic_encoding_layer", "3",
+                     "--symbolic_decoding_layers", "3"])
+    with pytest.raises(DataError, match="no test rows"):
+        main(base + ["--encoder_path", str(enc), "--decoder_path", str(dec), "--testing_problems", "lcm"])
+    assert run_entry_point(main, base + ["--encoder_path", str(enc_other), "--decoder_path", str(dec)]) == 2
