@@ -1,0 +1,76 @@
+"""Result tables, headline ratios (METHOD §12.2) and compare_runs."""
+import pandas as pd
+import pytest
+
+from utils.evaluation import RESPONSE_COLUMNS, summarize
+from utils.results import RESULT_COLUMNS, headline_ratios, markdown, write_results
+
+# METHOD §12.1: accuracy (%) of NS, standard, CoT and the "LoRA" row on the eight seen types.
+PAPER = {
+    "modulo": (98.7, 53.5, 69.7, 51.5), "multiplication": (95.6, 1.1, 25.3, 4.5), "gcd": (94.2, 62.6, 93.2, 74.5),
+    "lcm": (87.3, 2.5, 10.8, 2.0), "square_mod": (58.9, 7.0, 32.7, 5.5), "bitwise_and": (91.2, 2.7, 5.5, 9.0),
+    "bitwise_xor": (99.4, 6.7, 1.1, 8.0), "bitwise_or": (97.6, 4.4, 7.8, 10.5),
+}
+UNSEEN = {"addition": (98.2, 100.0, 78.8, 46.5), "division": (97.4, 95.2, 94.3, 72.0)}
+
+
+def paper_results() -> pd.DataFrame:
+    rows = []
+    for seen, table in ((True, PAPER), (False, UNSEEN)):
+        for t, accs in table.items():
+            for m, a in zip(("neurosymbolic", "baseline", "cot", "adapter"), accs):
+                rows.append({"method": m, "problem_type": t, "seen": seen, "n": 200, "accuracy": a / 100,
+                             "cross_entropy": 0.2 if m == "neurosymbolic" else 1.0})
+    return pd.DataFrame(rows)[RESULT_COLUMNS]
+
+
+def test_headline_ratio_reproduces_the_paper():
+    r = headline_ratios(paper_results())
+    assert r["times_more_solved_vs_cot"] == pytest.approx(16.94, abs=0.01)
+    assert r["times_more_solved_vs_adapter"] == pytest.approx(13.83, abs=0.01)
+    assert r["times_more_solved"] == pytest.approx(15.39, abs=0.01)
+    assert r["lower_ce_pct"] == pytest.approx(80.0)
+    assert r["times_more_solved_vs_baseline"] == pytest.approx(25.5, abs=0.1)
+
+
+def test_zero_accuracy_and_zero_ce_are_guarded():
+    df = paper_results()
+    df.loc[(df["method"] == "cot") & (df["problem_type"] == "gcd"), ["accuracy", "cross_entropy"]] = 0.0
+    r = headline_ratios(df)
+    # gcd vs CoT counts as if CoT solved 1 of 200; its CE term is left out
+    assert r["times_more_solved_vs_cot"] > 16.94 and pd.notna(r["lower_ce_pct_vs_cot"])
+
+
+def test_summary_and_files(tmp_path):
+    resp = pd.DataFrame({c: [None] * 6 for c in RESPONSE_COLUMNS})
+    resp["method"] = ["neurosymbolic"] * 3 + ["baseline"] * 3
+    resp["problem_type"] = ["gcd", "gcd", "addition"] * 2
+    resp["seen"] = [True, True, False] * 2
+    resp["correct"] = [True, False, True, False, False, True]
+    resp["cross_entropy"] = [0.5, 1.5, 0.1, 2.0, 3.0, 0.2]
+    res = summarize(resp)
+    assert list(res.columns) == RESULT_COLUMNS and len(res) == 4
+    ns_gcd = res[(res["method"] == "neurosymbolic") & (res["problem_type"] == "gcd")].iloc[0]
+    assert ns_gcd["n"] == 2 and ns_gcd["accuracy"] == 0.5 and ns_gcd["cross_entropy"] == 1.0
+    paths = write_results(tmp_path, res)
+    assert list(pd.read_csv(paths["csv"]).columns) == RESULT_COLUMNS
+    md = paths["md"].read_text()
+    assert "| gcd | 50.0 | 0.0 |" in md and "addition (unseen)" in md and "mean, 1 seen types" in md
+    assert paths["png"].stat().st_size > 0
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
+
+
+def test_compare_runs(tmp_path, capsys):
+    from compare_runs import main
+
+    df = paper_results()
+    a, b = tmp_path / "results" / "R1", tmp_path / "results" / "R2"
+    write_results(a, df[df["method"].isin(["neurosymbolic", "baseline"])])
+    write_results(b, df[df["method"].isin(["cot", "adapter", "baseline"])])
+    assert main(["R1", str(b / "results.csv"), "--programs_dir", str(tmp_path), "--out", str(tmp_path / "cmp")]) == 0
+    merged = pd.read_csv(tmp_path / "cmp" / "results.csv")
+    assert len(merged) == 4 * 10
+    out = capsys.readouterr().out
+    assert "| modulo | 98.7 | 53.5 | 69.7 | 51.5 |" in out and "times_more_solved: 15.39" in out
+    assert "kept the earlier run's ['baseline']" in out
+    assert markdown(merged).count("\n| ") > 20
