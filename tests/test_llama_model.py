@@ -53,7 +53,7 @@ def hf_model(model: Transformer, attn="sdpa"):
     cfg = transformers.LlamaConfig(
         vocab_size=a.vocab_size, hidden_size=a.dim, intermediate_size=a.ffn_hidden_dim,
         num_hidden_layers=a.n_layers, num_attention_heads=a.n_heads, num_key_value_heads=a.n_kv_heads,
-        rms_norm_eps=a.norm_eps, max_position_embeddings=4096, rope_parameters=rope,
+        rms_norm_eps=a.norm_eps, max_position_embeddings=131072, rope_parameters=rope,
         tie_word_embeddings=False, attention_bias=False, mlp_bias=False)
     cfg._attn_implementation = attn
     hf = transformers.LlamaForCausalLM(cfg).eval()
@@ -181,10 +181,10 @@ def test_read_hooks_see_manual_computation(small):
     h = small.tok_embeddings(tokens)
     torch.testing.assert_close(seen[0], h)
     mask = None
-    from utils.llama.model import rope_cos_sin
-    cos, sin = rope_cos_sin(rope_frequencies(small.args), torch.arange(9).expand(2, 9))
+    from utils.llama.model import rope_rotations
+    rot = rope_rotations(rope_frequencies(small.args), torch.arange(9).expand(2, 9))
     for i, layer in enumerate(small.layers):
-        h = layer(h, 0, cos, sin, mask)
+        h = layer(h, 0, rot, mask)
         if i + 1 < small.n_layers:
             torch.testing.assert_close(seen[i + 1], h)
     torch.testing.assert_close(seen[small.n_layers], small.norm(h))

@@ -71,9 +71,11 @@ def load_params(ckpt_dir) -> dict:
 
 def _mp_state() -> tuple[int, int]:
     """(model-parallel size, rank) from fairscale when initialised, else (1, 0)."""
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return 1, 0
     try:
         from fairscale.nn.model_parallel import initialize as fs
-        if torch.distributed.is_initialized() and fs.model_parallel_is_initialized():
+        if fs.model_parallel_is_initialized():
             return fs.get_model_parallel_world_size(), fs.get_model_parallel_rank()
     except ImportError:  # pragma: no cover
         pass

@@ -105,18 +105,17 @@ def apply_rope_scaling(freqs: torch.Tensor, factor: float, low_freq_factor: floa
     return torch.where(wavelen < high_freq_wavelen, freqs, out)
 
 
-def rope_cos_sin(freqs: torch.Tensor, positions: torch.Tensor):
-    """positions [B,S] (long) -> cos, sin [B,S,1,head_dim/2] float32."""
+def rope_rotations(freqs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """positions [B,S] (long) -> unit complex rotations [B,S,1,head_dim/2] (complex64)."""
     angles = positions.to(torch.float32)[..., None] * freqs  # [B,S,hd/2]
-    return torch.cos(angles)[:, :, None, :], torch.sin(angles)[:, :, None, :]
+    return torch.polar(torch.ones_like(angles), angles)[:, :, None, :]  # [B,S,1,hd/2]
 
 
-def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B,S,H,hd] in Meta's interleaved layout; rotation in float32, result in x's dtype."""
-    xf = x.float().unflatten(-1, (-1, 2))  # [B,S,H,hd/2,2]
-    x0, x1 = xf[..., 0], xf[..., 1]  # [B,S,H,hd/2] each
-    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)  # [B,S,H,hd/2,2]
-    return out.flatten(-2).type_as(x)  # [B,S,H,hd]
+def apply_rotary_emb(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """x [B,S,H,hd] in Meta's interleaved layout (pairs of dims = complex numbers); the rotation is
+    computed in float32 and the result has x's dtype."""
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # [B,S,H,hd/2] complex
+    return torch.view_as_real(xc * rot).flatten(-2).type_as(x)  # [B,S,H,hd]
 
 
 # ----------------------------------------------------------------------------- layers
@@ -168,12 +167,12 @@ class Attention(nn.Module):
         self.cache_k: Optional[torch.Tensor] = None  # [Bmax, Hkv, Lmax, hd] while in kv_cache()
         self.cache_v: Optional[torch.Tensor] = None
 
-    def forward(self, x, start_pos, cos, sin, mask):
+    def forward(self, x, start_pos, rot, mask):
         B, S, _ = x.shape
         q = self.wq(x).view(B, S, self.n_local_heads, self.head_dim)  # [B,S,H,hd]
         k = self.wk(x).view(B, S, self.n_local_kv_heads, self.head_dim)  # [B,S,Hkv,hd]
         v = self.wv(x).view(B, S, self.n_local_kv_heads, self.head_dim)  # [B,S,Hkv,hd]
-        q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
+        q, k = apply_rotary_emb(q, rot), apply_rotary_emb(k, rot)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B,H(kv),S,hd]
         if self.cache_k is not None:
             end = start_pos + S
@@ -209,8 +208,8 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps)
 
-    def forward(self, x, start_pos, cos, sin, mask):
-        h = x + self.attention(self.attention_norm(x), start_pos, cos, sin, mask)
+    def forward(self, x, start_pos, rot, mask):
+        h = x + self.attention(self.attention_norm(x), start_pos, rot, mask)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -290,7 +289,7 @@ class Transformer(nn.Module):
         if pad_lengths is not None:
             pad_lengths = pad_lengths.to(device=device, dtype=torch.long)
             positions = (positions - pad_lengths[:, None]).clamp_min(0)  # [B,S]
-        cos, sin = rope_cos_sin(self._rope(device), positions)
+        rot = rope_rotations(self._rope(device), positions)  # [B,S,1,hd/2]
         mask = self._mask(B, S, start_pos, pad_lengths, cached, device)
 
         h = self.tok_embeddings(tokens)  # [B,S,D]
@@ -298,7 +297,7 @@ class Transformer(nn.Module):
         if stop_at_layer == 0:
             return None
         for i, layer in enumerate(self.layers):
-            h = layer(h, start_pos, cos, sin, mask)
+            h = layer(h, start_pos, rot, mask)
             if i + 1 < self.n_layers:
                 h = self._run_hooks(i + 1, h, start_pos, pad_lengths)
                 if stop_at_layer == i + 1:
