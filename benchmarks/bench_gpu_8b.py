@@ -1,0 +1,123 @@
+"""Llama 3.1 8B-shaped model (random weights, bf16) on one CUDA GPU: prefill and decode throughput.
+
+Usage: python benchmarks/bench_gpu_8b.py            (needs CUDA; otherwise prints why and exits 0)
+       python benchmarks/bench_gpu_8b.py --smoke    (tiny shapes on the CPU: checks the script runs)
+
+Measures, with torch.inference_mode and CUDA synchronisation around each timed region:
+- prefill tokens/s, batch 64 x 96 tokens, logits of the last position only (as generation does),
+  and with all logits;
+- decode tokens/s (one token per row per step under the KV cache) at batch 1 and 64;
+- Llama.generate end to end (64 prompts of 96 tokens, 32 new tokens, greedy);
+- peak GPU memory.
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "Programs"))
+
+import torch  # noqa: E402
+
+from utils.llama.model import ModelArgs, Transformer  # noqa: E402
+
+LLAMA_31_8B = dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, vocab_size=128256,
+                   ffn_dim_multiplier=1.3, multiple_of=1024, norm_eps=1e-5, rope_theta=500000.0,
+                   use_scaled_rope=True)
+SMOKE = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=128256, multiple_of=32,
+             norm_eps=1e-5, rope_theta=500000.0, use_scaled_rope=True)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, repeats):
+    fn()  # warm-up
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+@torch.inference_mode()
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU (script check)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--decode_steps", type=int, default=64)
+    opt = ap.parse_args()
+    if opt.smoke:
+        device, dtype, params = torch.device("cpu"), torch.float32, SMOKE
+        torch.set_num_threads(1)
+    else:
+        if not torch.cuda.is_available():
+            print("bench_gpu_8b: no CUDA device here; run it on a machine with a GPU "
+                  "(about 17 GB of GPU memory for the weights plus the KV cache).")
+            return 0
+        device, dtype, params = torch.device("cuda"), torch.bfloat16, LLAMA_31_8B
+    B, S, new = 64, 96, opt.decode_steps
+    args = ModelArgs.from_params(params, max_seq_len=S + new, max_batch_size=B)
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    with torch.device(device):
+        model = Transformer(args).eval()  # default (kaiming/normal) init, on the device directly
+    torch.set_default_dtype(prev)
+    sync(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"{name}, torch {torch.__version__}, {dtype}, {n_params / 1e9:.2f} B parameters, "
+          f"built in {time.perf_counter() - t0:.1f} s")
+
+    g = torch.Generator(device="cpu").manual_seed(0)
+    tokens = torch.randint(0, args.vocab_size, (B, S), generator=g).to(device)
+    last = torch.tensor([S - 1], device=device)
+    rows = []
+
+    t = timed(lambda: model(tokens, output_positions=last), device, opt.repeats)
+    rows.append((f"prefill {B}x{S}, last-position logits", B * S / t, t))
+    t = timed(lambda: model(tokens), device, opt.repeats)
+    rows.append((f"prefill {B}x{S}, all logits", B * S / t, t))
+
+    for b in (1, B):
+        def decode(b=b):
+            with model.kv_cache(b, S + new):
+                logits = model(tokens[:b], output_positions=last)
+                sync(device)
+                t = time.perf_counter()
+                nxt = logits[:, -1].argmax(-1)
+                for i in range(new):
+                    nxt = model(nxt[:, None], S + i)[:, -1].argmax(-1)
+                sync(device)
+                return time.perf_counter() - t
+        decode()  # warm-up
+        t = min(decode() for _ in range(opt.repeats))
+        rows.append((f"decode batch {b} ({new} steps after a {S}-token prefill)", b * new / t, t))
+
+    from utils.llama.generation import Llama
+    from utils.llama.tokenizer import Tokenizer, default_tokenizer_path
+    llama = Llama(model, Tokenizer(default_tokenizer_path()), args, device)
+    prompts = tokens.tolist()
+    t = timed(lambda: llama.generate(prompts, max_gen_len=32, stop_tokens=[]), device, 1)
+    rows.append((f"Llama.generate {B} prompts x {S}, 32 new tokens", B * 32 / t, t))
+
+    print(f"{'':<52} {'tokens/s':>12} {'seconds':>9}")
+    for label, tps, sec in rows:
+        print(f"{label:<52} {tps:>12,.0f} {sec:>9.4f}")
+    if device.type == "cuda":
+        print(f"peak GPU memory allocated: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    raise SystemExit(main())
