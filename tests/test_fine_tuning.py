@@ -1,6 +1,8 @@
 """Stage 3 on the tiny random checkpoint: one training step, the LR schedule, the entry script end to end."""
 import math
 
+import numpy as np
+
 import pandas as pd
 import pytest
 import torch
@@ -171,3 +173,57 @@ def test_clear_errors(tiny_ckpt, tmp_path):
     with pytest.raises(DataError, match="no test rows"):
         main(base + ["--encoder_path", str(enc), "--decoder_path", str(dec), "--testing_problems", "lcm"])
     assert run_entry_point(main, base + ["--encoder_path", str(enc_other), "--decoder_path", str(dec)]) == 2
+
+
+def _dp_worker(rank, world, port, ckpt, out_dir):
+    import os
+
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    import torch.distributed as dist
+    from fine_tune_decoders import FineTuneConfig, build_llama
+    from utils.distributed import init_distributed
+    from utils.evaluation import evaluate
+    from utils.training import FineTuneOptions, train
+
+    info = init_distributed("cpu")
+    llama = build_llama(FineTuneConfig(chpt_dir=str(ckpt), eval_batch_size=4, max_seq_len=512), "cpu")
+    engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
+    df = evaluate(llama, ns_method(llama, engine, threshold=0.0), examples(llama, engine, n=7), max_new_tokens=3,
+                  batch_size=4, seen_types=["gcd"], problem_list=engine.possible_problems, info=info)
+    method = ns_method(llama, engine, simulate_perfect_encoder=True)
+    train(llama, method, examples(llama, engine), FineTuneOptions(n_samples=2, inference_to_backprop_ratio=4),
+          from_csv=True, seed=0, info=info)
+    if info.is_main:
+        df.to_csv(out_dir / "dp.csv", index=False)
+        torch.save(method.intervention.decoders["2"].weight.detach().clone(), out_dir / "dp_decoder.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_data_parallel_evaluation_equals_one_process(llama, tiny_ckpt, tmp_path):
+    """torchrun-style: 2 gloo ranks split the rows, rank 0 gets them all, same as one process;
+    a data-parallel training step gives the single-process decoder."""
+    import socket
+
+    import torch.multiprocessing as mp
+    from utils.evaluation import evaluate
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_dp_worker, args=(2, port, tiny_ckpt, tmp_path), nprocs=2, start_method="fork")
+    engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
+    one = evaluate(llama, ns_method(llama, engine, threshold=0.0), examples(llama, engine, n=7), max_new_tokens=3,
+                   batch_size=4, seen_types=["gcd"], problem_list=engine.possible_problems)
+    dp = pd.read_csv(tmp_path / "dp.csv")
+    assert list(dp["question"]) == list(one["question"]) and list(dp["generated"].fillna("")) == list(one["generated"])
+    assert dp["correct"].tolist() == one["correct"].tolist()
+    assert np.allclose(dp["cross_entropy"], one["cross_entropy"], atol=1e-4)
+    assert np.allclose(dp["gate_score"], one["gate_score"], atol=1e-4)
+    from utils.training import FineTuneOptions, train
+
+    method = ns_method(llama, engine, simulate_perfect_encoder=True)
+    train(llama, method, examples(llama, engine), FineTuneOptions(n_samples=8), from_csv=True, seed=0)
+    torch.testing.assert_close(torch.load(tmp_path / "dp_decoder.pt"), method.intervention.decoders["2"].weight.detach(),
+                               rtol=1e-5, atol=1e-6)
