@@ -155,3 +155,21 @@ def test_bad_inputs_fail_early(tiny_ckpt, tmp_path, no_model_load, capsys):
     assert run_entry_point(main, args(tiny_ckpt, tmp_path, "--layer_numbers", "[-1]")) == 2
     assert "layer_numbers" in capsys.readouterr().err
     assert not (tmp_path / "gathered_data_t").exists()
+
+
+@pytest.mark.slow
+def test_data_parallel_gather_equals_single_process(tiny_ckpt, tmp_path):
+    """torchrun with 2 gloo ranks: each takes its own shards; the data read back equals one process's."""
+    rows = (10, 3, 5)
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
+    cmd = _gather_cmd(tiny_ckpt, tmp_path / "dp", rows)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    res = subprocess.run(torchrun + cmd[1:], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run_gather(cfg_of(*_gather_cmd(tiny_ckpt, tmp_path / "sp", rows)[2:]))
+    dp, sp = HiddenStore(tmp_path / "dp" / "gathered_data_t"), HiddenStore(tmp_path / "sp" / "gathered_data_t")
+    assert dp.read_manifest()["rows"] == {"train": 10, "val": 3, "test": 5} and dp.read_manifest()["complete"]
+    for split in ("train", "val", "test"):
+        a, b = dp.load_split(split), sp.load_split(split)
+        for name in ("hidden", "targets", "row", "type_id", "x", "y"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), (split, name)

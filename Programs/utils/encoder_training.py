@@ -10,7 +10,8 @@ Deliberate choices: float32 master weights (the original trained in bf16); the l
 schedule {epoch: multiplier} applies to every layer (the original decayed only the last layer);
 weights start from the ridge least-squares solution (the optimum of the training MSE up to the
 ridge term), and each layer keeps the weights of its best validation epoch, so training from there
-can only help on held-out data. With `--map_init random` the maps start at PyTorch's default init.
+can only help on held-out data; a training stops early once no layer improved for `patience`
+epochs. With `--map_init random` the maps start at PyTorch's default init.
 
 Evaluation decodes every layer's encoder output on each split through the engine: exact match of x,
 y and the problem type, and per-digit accuracy over the operand digits, for seen and unseen types.
@@ -49,6 +50,7 @@ class EncoderTrainingOptions:
     map_init: str = option("least_squares", "initial maps: ridge least squares or PyTorch's random init",
                            choices=["least_squares", "random"])
     ridge: float = option(1e-4, "ridge of the least-squares init, relative to the mean input energy")
+    patience: int = option(100, "stop a training early when no layer's validation RMSE improved by 0.1 percent for this many epochs (0: never)")
     weight_dtype: str = option("float32", "dtype of the trained weights (master copy and Adam state)",
                                choices=["float32", "float64"])
 
@@ -92,7 +94,7 @@ def least_squares(X: torch.Tensor, Y: torch.Tensor, ridge: float, batch: int, dt
 
 def train_maps(name: str, X: torch.Tensor, Y: torch.Tensor, Xval: torch.Tensor, Yval: torch.Tensor, *,
                out_dim: int, epochs: int, lr: float, schedule: dict[int, float], batch: int, init: str,
-               ridge: float, dtype: torch.dtype, seed: int, tracker=None,
+               ridge: float, dtype: torch.dtype, seed: int, patience: int = 0, tracker=None,
                pre: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
     """Train L linear maps together; returns (W [L, out, in] of each layer's best validation epoch, stats).
 
@@ -124,6 +126,7 @@ def train_maps(name: str, X: torch.Tensor, Y: torch.Tensor, Xval: torch.Tensor, 
     best_val = evaluate(Xval, Yval)  # [L]
     best_W = W.detach().clone()
     best_epoch = torch.zeros(L, dtype=torch.long)
+    progress_val, progress_epoch = best_val.clone(), 0  # for patience: improvements of >= 0.1 % only
     history = []
     bar = tqdm(range(1, epochs + 1), desc=f"train {name}s ({L} layers)", unit="epoch", disable=None)
     for epoch in bar:
@@ -154,7 +157,13 @@ def train_maps(name: str, X: torch.Tensor, Y: torch.Tensor, Xval: torch.Tensor, 
         bar.set_postfix(train=f"{rec[f'{name}_train_rmse']:.4f}", val=f"{rec[f'{name}_val_rmse']:.4f}")
         if tracker is not None:
             tracker.log(rec)
-    stats = {"best_val_rmse": best_val.tolist(), "best_epoch": best_epoch.tolist(), "history": history}
+        if (val < progress_val * (1 - 1e-3)).any():
+            progress_val, progress_epoch = torch.minimum(progress_val, val), epoch
+        if patience and epoch - progress_epoch >= patience:
+            break  # no layer improved its validation RMSE by 0.1 % for `patience` epochs
+    bar.close()
+    stats = {"best_val_rmse": best_val.tolist(), "best_epoch": best_epoch.tolist(), "epochs_run": len(history),
+             "history": history}
     return best_W, stats
 
 
@@ -276,7 +285,7 @@ def run_training(cfg, tracker_factory=None) -> dict:
     engine.to(device)
     Xtr, Xva = data["train"].hidden.to(device), data["val"].hidden.to(device)  # [N,L,D] storage dtype
     common = dict(batch=cfg.batch_size, init=cfg.map_init, ridge=cfg.ridge, dtype=dtype, seed=cfg.seed,
-                  tracker=tracker)
+                  patience=cfg.patience, tracker=tracker)
     t1 = time.perf_counter()
     W_enc, enc_stats = train_maps("encoder", Xtr, data["train"].targets.to(device), Xva, data["val"].targets.to(device),
                                   out_dim=engine.VSA_dim, epochs=cfg.training_epochs, lr=cfg.learning_rate,
@@ -309,7 +318,8 @@ def run_training(cfg, tracker_factory=None) -> dict:
                          engine.state_dict(), info, {**extra, "val_rmse": dec_stats["best_val_rmse"]})
     summary = {"layers": layers, "encoder_val_rmse": enc_stats["best_val_rmse"],
                "encoder_best_epoch": enc_stats["best_epoch"], "decoder_val_rmse": dec_stats["best_val_rmse"],
-               "decoder_best_epoch": dec_stats["best_epoch"], "load_s": t_load, "train_s": t_train,
+               "decoder_best_epoch": dec_stats["best_epoch"], "encoder_epochs_run": enc_stats["epochs_run"],
+               "decoder_epochs_run": dec_stats["epochs_run"], "load_s": t_load, "train_s": t_train,
                "encoders": str(enc_path), "decoders": str(dec_path)}
     tracker.log(summary)
     tracker.log({"encoding_accuracy": table.to_dict(orient="records")})
