@@ -126,14 +126,27 @@ def _parallel_layers(mp: int):
         col = lambda i, o, gather=True: nn.Linear(i, o, bias=False)  # noqa: E731
         row = lambda i, o: nn.Linear(i, o, bias=False)  # noqa: E731
         return col, row, nn.Embedding
-    from fairscale.nn.model_parallel.layers import (ColumnParallelLinear, RowParallelLinear,
-                                                    VocabParallelEmbedding)
-    keep = lambda w: w  # noqa: E731  weights come from the checkpoint
-    col = lambda i, o, gather=False: ColumnParallelLinear(i, o, bias=False, gather_output=gather,  # noqa: E731
-                                                          init_method=keep)
-    row = lambda i, o: RowParallelLinear(i, o, bias=False, input_is_parallel=True,  # noqa: E731
-                                         init_method=keep)
-    emb = lambda n, d: VocabParallelEmbedding(n, d, init_method=keep)  # noqa: E731
+    from fairscale.nn.model_parallel import layers as fs
+
+    def build(cls, *a, **kw):
+        """A fairscale layer without its init (which materialises the full master weight on the
+        CPU): the weights come from a checkpoint. The local weight is allocated on the current
+        default device (the meta device inside load_model)."""
+        orig = fs._initialize_affine_weight
+        fs._initialize_affine_weight = lambda *args, **kwargs: None
+        try:
+            layer = cls(*a, **kw)
+        finally:
+            fs._initialize_affine_weight = orig
+        layer.weight = nn.Parameter(torch.empty(layer.weight.shape, device=torch.empty(0).device),
+                                    requires_grad=layer.weight.requires_grad)
+        return layer
+
+    col = lambda i, o, gather=False: build(fs.ColumnParallelLinear, i, o, bias=False,  # noqa: E731
+                                           gather_output=gather)
+    row = lambda i, o: build(fs.RowParallelLinear, i, o, bias=False,  # noqa: E731
+                             input_is_parallel=True)
+    emb = lambda n, d: build(fs.VocabParallelEmbedding, n, d)  # noqa: E731
     return col, row, emb
 
 
