@@ -163,7 +163,6 @@ class SymbolicIntervention(nn.Module):
     def _hook(self, h: torch.Tensor, ctx) -> Optional[torch.Tensor]:
         if not self.enabled:
             return None
-        B, S, _ = h.shape
         if ctx.layer == self.enc_layer:
             self._encode(h, ctx.start_pos)
         if ctx.layer in self.dec_layers and self._pending is not None:
