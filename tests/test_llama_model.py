@@ -251,3 +251,21 @@ def test_bf16_runs(small):
     with m.kv_cache(2, 8):
         assert m.layers[0].attention.cache_k.dtype == torch.bfloat16
         m(tokens)
+
+
+def test_peft_lora_wraps_projections():
+    peft = pytest.importorskip("peft")
+    model = _model({**HF_PARAMS, "vocab_size": 100, "n_layers": 2}, seed=4).requires_grad_(False)
+    tokens = _tokens(1, 6, vocab=100)
+    with torch.no_grad():
+        ref = model(tokens)
+    cfg = peft.LoraConfig(r=4, target_modules=["wq", "wk", "wv", "wo", "w1", "w2", "w3"],
+                          lora_dropout=0.0)
+    wrapped = peft.get_peft_model(model, cfg)
+    out = wrapped(tokens)
+    torch.testing.assert_close(out, ref)  # LoRA B starts at zero
+    out.sum().backward()
+    lora = [p for n, p in wrapped.named_parameters() if "lora_" in n]
+    assert len(lora) == 2 * 7 * 2 and all(p.grad is not None for p in lora)
+    with torch.no_grad(), model.kv_cache(1, 8):  # the cache still finds the (wrapped) wk
+        torch.testing.assert_close(model(tokens), ref)
