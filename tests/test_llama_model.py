@@ -269,3 +269,23 @@ def test_peft_lora_wraps_projections():
     assert len(lora) == 2 * 7 * 2 and all(p.grad is not None for p in lora)
     with torch.no_grad(), model.kv_cache(1, 8):  # the cache still finds the (wrapped) wk
         torch.testing.assert_close(model(tokens), ref)
+
+
+@torch.no_grad()
+def test_same_hook_twice_and_cache_bounds(small):
+    tokens = _tokens(1, 4)
+    calls = []
+    fn = lambda h, ctx: calls.append(ctx.layer)  # noqa: E731
+    first, second = small.register_residual_hook(1, fn), small.register_residual_hook(1, fn)
+    small(tokens)
+    assert calls == [1, 1]
+    second.remove()
+    second.remove()  # idempotent
+    small(tokens)
+    assert calls == [1, 1, 1]
+    first.remove()
+    with small.kv_cache(1, 4):
+        with pytest.raises(ValueError, match=r"exceed the KV cache \(1 rows x 4 positions\)"):
+            small(_tokens(1, 5))
+        with pytest.raises(ValueError, match="batch 2"):
+            small(_tokens(2, 2))

@@ -226,13 +226,22 @@ class TransformerBlock(nn.Module):
         return h + self.feed_forward(self.ffn_norm(h))
 
 
+class _Hook:
+    __slots__ = ("fn",)  # compared by identity: the same fn may be registered twice
+
+    def __init__(self, fn):
+        self.fn = fn
+
+
 class HookHandle:
-    def __init__(self, hooks: list, entry):
+    def __init__(self, hooks: list, entry: _Hook):
         self._hooks, self._entry = hooks, entry
 
     def remove(self) -> None:
-        if self._entry in self._hooks:
-            self._hooks.remove(self._entry)
+        for i, e in enumerate(self._hooks):
+            if e is self._entry:
+                del self._hooks[i]
+                return
 
 
 class Transformer(nn.Module):
@@ -254,7 +263,7 @@ class Transformer(nn.Module):
         if not 0 <= layer <= self.n_layers:
             raise ValueError(f"residual hook layer must be in 0..{self.n_layers}, got {layer}")
         hooks = self._residual_hooks.setdefault(layer, [])
-        entry = (fn,)  # a fresh tuple: identity of this registration
+        entry = _Hook(fn)
         hooks.append(entry)
         return HookHandle(hooks, entry)
 
@@ -262,8 +271,8 @@ class Transformer(nn.Module):
         hooks = self._residual_hooks.get(layer)
         if hooks:
             ctx = ForwardContext(layer, start_pos, pad_lengths)
-            for (fn,) in list(hooks):
-                out = fn(h, ctx)
+            for entry in list(hooks):
+                out = entry.fn(h, ctx)
                 if out is not None:
                     h = out
         return h
@@ -295,9 +304,11 @@ class Transformer(nn.Module):
         B, S = tokens.shape
         device = tokens.device
         cached = self.layers[0].attention.cache_k is not None if self.n_layers else False
-        if cached and start_pos + S > self.layers[0].attention.cache_k.shape[2]:
-            raise ValueError(f"start_pos {start_pos} + {S} tokens exceed the KV cache length "
-                             f"{self.layers[0].attention.cache_k.shape[2]}")
+        if cached:
+            max_b, _, max_len, _ = self.layers[0].attention.cache_k.shape
+            if start_pos + S > max_len or B > max_b:
+                raise ValueError(f"batch {B} x positions {start_pos}..{start_pos + S - 1} exceed the "
+                                 f"KV cache ({max_b} rows x {max_len} positions)")
         positions = torch.arange(start_pos, start_pos + S, device=device).expand(B, S)  # [B,S]
         if pad_lengths is not None:
             pad_lengths = pad_lengths.to(device=device, dtype=torch.long)
