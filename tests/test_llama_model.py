@@ -289,3 +289,19 @@ def test_same_hook_twice_and_cache_bounds(small):
             small(_tokens(1, 5))
         with pytest.raises(ValueError, match="batch 2"):
             small(_tokens(2, 2))
+
+
+@pytest.mark.gpu
+@torch.no_grad()
+def test_cuda_bf16_matches_cpu(small):
+    import copy
+    m = copy.deepcopy(small).to("cuda", torch.bfloat16)
+    tokens, pad = _tokens(2, 20), torch.tensor([3, 0])
+    ref = small(tokens, pad_lengths=pad)
+    out = m(tokens.cuda(), pad_lengths=pad.cuda()).cpu()
+    assert (out - ref).norm() / ref.norm() < 5e-2
+    with m.kv_cache(2, 20):
+        parts = [m(tokens[:, :12].cuda(), pad_lengths=pad.cuda())]
+        parts += [m(tokens[:, i:i + 1].cuda(), i, pad_lengths=pad.cuda()) for i in range(12, 20)]
+    inc = torch.cat(parts, 1).cpu()
+    assert (inc - out).norm() / out.norm() < 2e-2
