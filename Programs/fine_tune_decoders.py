@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +42,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 class FineTuneConfig(RunOptions, ModelOptions, SymbolicOptions, DataOptions, InterventionOptions,
                      FineTuneOptions, EvaluationOptions, BaselineOptions):
     """Stage 3: decoder fine-tuning in context, evaluation and baselines."""
+
+    config_section: ClassVar[str] = "fine_tune_decoders"
 
     def validate(self) -> None:
         if sum([self.lora_baseline, self.adapter_baseline, self.cot]) > 1:

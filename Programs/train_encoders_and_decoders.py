@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -24,6 +25,8 @@ from utils.gathering import GatherOptions  # noqa: E402
 @dataclass
 class TrainEncodersConfig(RunOptions, ModelOptions, SymbolicOptions, DataOptions, GatherOptions, EncoderTrainingOptions):
     """Stage 1 (--generate_data 1): gather hidden states; stage 2 (--generate_data 0): train encoders and decoders."""
+
+    config_section: ClassVar[str] = "train_encoders_and_decoders"
 
 
 def main(argv=None) -> int:

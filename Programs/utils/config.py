@@ -7,15 +7,17 @@ declaration come the default, the type check, the `--name` CLI flag and its help
     defaults (schema)  <  YAML file given with --config  <  command-line flags
 
 Option groups shared by several entry points (model, VSA, data, run) are dataclasses that the entry
-schemas inherit from, so a shared option is never declared twice. A YAML preset may hold options of
-several entry points (e.g. configs/demo.yaml for all stages); each entry takes the keys it knows, and
-a key that no registered schema knows is an error (typos do not pass silently).
+schemas inherit from, so a shared option is never declared twice. A YAML preset may serve several
+entry points (e.g. configs/demo.yaml for all stages): top-level keys are options of every entry that
+reads the file, and a mapping named after an entry's section (its script name, e.g.
+`fine_tune_decoders:`) holds options for that entry only, overriding the top level. Any other key
+is an error, so typos do not pass silently.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,20 +35,20 @@ PROBLEM_TYPES_DEFAULT = [
 # The paper trains on eight types and holds addition and division out as unseen types.
 TRAINED_TYPES_DEFAULT = [p for p in PROBLEM_TYPES_DEFAULT if p not in ("addition", "division")]
 
-_SCHEMAS: list[type] = []
 
 
 def option(default: Any, help: str, *, choices: Optional[Sequence[Any]] = None) -> Any:
     """Declare one option: its default and its help text (the type comes from the annotation)."""
     meta = {"help": help, "choices": choices}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=meta)
+        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
     return field(default=default, metadata=meta)
 
 
 def register(schema: type) -> type:
-    """Class decorator: make a schema's keys known to YAML validation."""
-    _SCHEMAS.append(schema)
+    """Class decorator for an entry point's schema; its YAML section is `schema.config_section`."""
+    if not isinstance(getattr(schema, "config_section", None), str):
+        raise TypeError(f"{schema.__name__} needs a class attribute config_section (its YAML section name)")
     return schema
 
 
@@ -157,11 +159,8 @@ def _fields(schema: type) -> dict[str, dataclasses.Field]:
     return out
 
 
-def known_keys() -> set[str]:
-    return {name for schema in _SCHEMAS for name in _fields(schema)}
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, schema: type) -> dict[str, Any]:
+    """Option values for `schema` from a YAML file: top-level options, then the schema's section."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -171,10 +170,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values at the top level")
-    unknown = sorted(set(data) - known_keys())
+    fields, section = _fields(schema), schema.config_section
+    values, unknown = {}, []
+    for key, val in data.items():
+        if key in fields:
+            values[key] = val
+        elif not isinstance(val, dict):  # a mapping that is no option is another entry's section
+            unknown.append(key)
+    section_values = data.get(section) or {}
+    if not isinstance(section_values, dict):
+        raise ConfigError(f"{path}: section {section!r} must be a mapping of option names to values")
+    unknown += [f"{section}.{k}" for k in section_values if k not in fields]
     if unknown:
-        raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}")
-    return data
+        raise ConfigError(f"{path}: unknown option(s) for {section}: {', '.join(unknown)}")
+    return {**values, **section_values}
 
 
 def build_parser(schema: type, description: str = "") -> argparse.ArgumentParser:
@@ -196,9 +205,8 @@ def parse_config(schema: type, argv: Optional[Sequence[str]] = None, description
     fields = _fields(schema)
     values: dict[str, Any] = {}
     if config_path:
-        for key, val in read_yaml(config_path).items():
-            if key in fields:
-                values[key] = _coerce(key, fields[key].type, val, str(config_path))
+        for key, val in read_yaml(config_path, schema).items():
+            values[key] = _coerce(key, fields[key].type, val, str(config_path))
     for key, val in ns.items():
         values[key] = _coerce(key, fields[key].type, val, "command line")
     cfg = schema(**values)
