@@ -24,14 +24,14 @@ from utils import baselines  # noqa: E402
 from utils.baselines import BaselineOptions  # noqa: E402
 from utils.config import (DataOptions, ModelOptions, RunOptions, SymbolicOptions, parse_config,  # noqa: E402
                           register)
-from utils.distributed import DistInfo, barrier, init_distributed  # noqa: E402
+from utils.distributed import DistInfo, barrier, init_distributed, resolve_model_parallel_size  # noqa: E402
 from utils.errors import ConfigError, DataError, run_entry_point  # noqa: E402
 from utils.evaluation import EvaluationOptions, evaluate, gate_scores, summarize  # noqa: E402
 from utils.intervention import InterventionOptions  # noqa: E402
 from utils.paths import results_dir, run_name_or_today  # noqa: E402
 from utils.results import atomic_write_csv, gate_summary, write_gate_scores, write_results  # noqa: E402
 from utils.tracking import Tracker  # noqa: E402
-from utils.training import FineTuneOptions, build_examples, train  # noqa: E402
+from utils.training import FineTuneOptions, build_examples, samples_per_step, train  # noqa: E402
 
 WANDB_PROJECT = "Symbolic LLM - Fine Tune Decoders"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -72,8 +72,9 @@ def _split_seed(seed: int, split: str) -> int:
     return seed * 1000 + {"train": 1, "val": 2, "test": 3}[split]
 
 
-def load_rows(cfg: FineTuneConfig, split: str) -> tuple[pd.DataFrame, bool]:
-    """(rows, from_csv) of a split: the CSV as it is (test: capped per type), or random problems."""
+def load_rows(cfg: FineTuneConfig, split: str, dp_size: int = 1) -> tuple[pd.DataFrame, bool]:
+    """(rows, from_csv) of a split: the CSV as it is (test: capped per type), or random problems
+    (training: num_steps steps of every data-parallel group's samples)."""
     from utils.problems import generate_problems, load_problems_csv
 
     path = {"train": cfg.training_data_df_path, "val": cfg.val_data_df_path, "test": cfg.testing_data_df_path}[split]
@@ -90,8 +91,7 @@ def load_rows(cfg: FineTuneConfig, split: str) -> tuple[pd.DataFrame, bool]:
         rows = pd.concat([generate_problems(per_type, [t], x_gt_y=cfg.x_gt_y, seed=_split_seed(cfg.seed, split) + 7 * i, **kw)
                           for i, t in enumerate(cfg.testing_problems)], ignore_index=True)
     else:
-        sps = cfg.n_samples * cfg.inference_to_backprop_ratio
-        n = cfg.num_steps * sps if split == "train" else cfg.validation_rows
+        n = cfg.num_steps * samples_per_step(cfg, dp_size) if split == "train" else cfg.validation_rows
         rows = generate_problems(n, cfg.problem_type, x_gt_y=cfg.x_gt_y, seed=_split_seed(cfg.seed, split), **kw)
     rows = rows.reset_index(drop=True)
     if split == "test" and rows.empty:
@@ -126,12 +126,17 @@ def load_maps_for(cfg: FineTuneConfig, llama):
     return engine, enc.weights[cfg.symbolic_encoding_layer], {l: dec.weights[l] for l in cfg.symbolic_decoding_layers}, dec.extra
 
 
+def model_parallel_size(cfg) -> int:
+    """--model_parallel_size, or (0) the number of .pth shards of the checkpoint."""
+    return resolve_model_parallel_size(cfg.model_parallel_size, Path(cfg.chpt_dir).expanduser())
+
+
 def build_llama(cfg: FineTuneConfig, device: str):
     from utils.llama.generation import Llama
 
     llama = Llama.build(Path(cfg.chpt_dir).expanduser(), tokenizer_path=cfg.tokenizer_path or None,
                         max_seq_len=cfg.max_seq_len, max_batch_size=max(cfg.eval_batch_size, cfg.n_samples),
-                        device=device, dtype=DTYPES.get(cfg.dtype), model_parallel_size=cfg.model_parallel_size or None)
+                        device=device, dtype=DTYPES.get(cfg.dtype), model_parallel_size=model_parallel_size(cfg))
     llama.model.eval()
     for p in llama.model.parameters():
         p.requires_grad_(False)  # frozen: only the method's own parameters train
@@ -156,7 +161,12 @@ def main(argv=None) -> int:
     cfg = parse_config(FineTuneConfig, argv, __doc__)
     run = run_name_or_today(cfg.run_name)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    info: DistInfo = init_distributed(device)
+    mp = model_parallel_size(cfg)
+    if cfg.lora_baseline and mp > 1:
+        raise ConfigError(f"--lora_baseline 1 needs model-parallel size 1 (peft wraps torch Linear layers, not "
+                          f"fairscale's parallel ones), got {mp}: reshard the checkpoint to one shard "
+                          f"(Programs/reshard_checkpoint.py) and scale out with data parallelism")
+    info: DistInfo = init_distributed(device, mp)
     torch.manual_seed(cfg.seed)
     llama = build_llama(cfg, device)
     cfg.validate_layers(llama.args.n_layers)
@@ -175,7 +185,7 @@ def main(argv=None) -> int:
                  problem_list=problem_list)
     test_rows, _ = load_rows(cfg, "test")
     if trained:
-        (train_rows, from_csv), (val_rows, _) = load_rows(cfg, "train"), load_rows(cfg, "val")
+        (train_rows, from_csv), (val_rows, _) = load_rows(cfg, "train", info.dp_size), load_rows(cfg, "val")
         train_ex = build_examples(train_rows, llama.formatter, "train", **ex_kw)
         val_ex = build_examples(val_rows, llama.formatter, "val", **ex_kw)
     eval_kw = dict(batch_size=cfg.eval_batch_size, seen_types=cfg.problem_type, problem_list=problem_list, info=info)

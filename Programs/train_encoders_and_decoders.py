@@ -5,6 +5,9 @@
 
 Stage 1 writes Programs/gathered_data_R/; stage 2 writes Programs/models/{encoders,decoders}_R.pth and
 Programs/results/R/encoding_accuracy.{csv,png}. See utils/gathering.py and utils/encoder_training.py.
+
+Under torchrun, stage 1 splits the rows over the data-parallel groups (see docs/SCALING.md); stage 2
+(small linear maps on gathered states, no language model) runs on rank 0 alone, the other ranks exit.
 """
 from __future__ import annotations
 
@@ -36,8 +39,12 @@ def main(argv=None) -> int:
 
         run_gather(cfg)
     else:
+        import os
+
         from utils.encoder_training import run_training
 
+        if int(os.environ.get("RANK", "0")) != 0:  # torchrun: stage 2 is one process's work
+            return 0
         run_training(cfg)
     return 0
 

@@ -192,7 +192,8 @@ def _dp_worker(rank, world, port, ckpt, out_dir):
     df = evaluate(llama, ns_method(llama, engine, threshold=0.0), examples(llama, engine, n=7), max_new_tokens=3,
                   batch_size=4, seen_types=["gcd"], problem_list=engine.possible_problems, info=info)
     method = ns_method(llama, engine, simulate_perfect_encoder=True)
-    train(llama, method, examples(llama, engine), FineTuneOptions(n_samples=2, inference_to_backprop_ratio=4),
+    # per data-parallel group 2 x 2 samples per step, so 2 groups make the single process's step of 8
+    train(llama, method, examples(llama, engine), FineTuneOptions(n_samples=2, inference_to_backprop_ratio=2),
           from_csv=True, seed=0, info=info)
     if info.is_main:
         df.to_csv(out_dir / "dp.csv", index=False)

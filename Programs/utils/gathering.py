@@ -256,12 +256,13 @@ def run_gather(cfg, tracker_factory=None) -> Path:
     """Gather every missing shard of every split; returns the store folder."""
     from tqdm.auto import tqdm
 
-    from .distributed import barrier, init_distributed, row_slice
+    from .distributed import barrier, gather_objects, init_distributed, resolve_model_parallel_size, row_slice
     from .llama.generation import Llama
     from .tracking import Tracker
 
     plan = plan_gather(cfg)
-    info = init_distributed(plan.device.type)
+    mp = resolve_model_parallel_size(cfg.model_parallel_size, Path(cfg.chpt_dir).expanduser())
+    info = init_distributed(plan.device.type, mp)
     store = plan.store
     if info.is_main:
         manifest = store.open_for_writing(plan.identity, plan.totals, to_dict(cfg))
@@ -269,18 +270,22 @@ def run_gather(cfg, tracker_factory=None) -> Path:
         manifest = store.update_progress(manifest)
     barrier(info)
     manifest = store.read_manifest()
-    todo = {}
+    todo = {}  # the shards of this rank's data-parallel group (the same for its model-parallel ranks)
     for split, total in plan.totals.items():
-        mine = range(n_shards(total, cfg.save_frequency))[row_slice(n_shards(total, cfg.save_frequency), info)]
+        n_sh = n_shards(total, cfg.save_frequency)
+        mine = range(n_sh)[row_slice(n_sh, info)]
         done = store.done_shards(split, total, cfg.save_frequency)
         todo[split] = [k for k in mine if k not in done]
     n_todo = sum(shard_range(k, plan.totals[s], cfg.save_frequency)[1] - shard_range(k, plan.totals[s], cfg.save_frequency)[0]
                  for s, ks in todo.items() for k in ks)
-    if n_todo == 0:
+    if sum(gather_objects(n_todo, info)) == 0:  # every rank agrees: nothing left anywhere
         if info.is_main:
             print(f"gathered data in {store.root} is complete ({manifest['rows']}); nothing to do")
         barrier(info)
         return store.root
+    if n_todo == 0:  # this group's shards are done (resumed run), others still work: wait for them
+        barrier(info)
+        return _finish_gather(store, info, None)
 
     run = paths.run_name_or_today(cfg.run_name)
     tracker = (tracker_factory or Tracker)(paths.results_dir(run, cfg.programs_dir),
@@ -288,12 +293,12 @@ def run_gather(cfg, tracker_factory=None) -> Path:
                                            config=cfg, log_wandb=cfg.log_wandb, enabled=info.is_main)
     llama = Llama.build(str(Path(cfg.chpt_dir).expanduser()), tokenizer_path=str(plan.tokenizer_path),
                         max_seq_len=cfg.max_seq_len, max_batch_size=plan.batch_size, device=plan.device,
-                        dtype=plan.dtype, model_parallel_size=1)
+                        dtype=plan.dtype, model_parallel_size=mp)
     model = llama.model.eval()
     recorder = LastTokenRecorder(model, plan.layers)
     engine = plan.engine.to(plan.device)
-    bar = tqdm(total=n_todo, unit="prompt", desc=f"gather (rank {info.rank})" if info.distributed else "gather",
-               disable=None)
+    bar = tqdm(total=n_todo, unit="prompt", desc=f"gather (rank 0, {info.dp_size} data-parallel groups)"
+               if info.distributed else "gather", disable=None if info.is_main else True)
     try:
         for split, shards in todo.items():
             df = plan.splits[split]
@@ -312,8 +317,9 @@ def run_gather(cfg, tracker_factory=None) -> Path:
                 y = torch.tensor(df["y"].to_numpy()[lo:hi], dtype=torch.long)
                 tid = type_ids_all[lo:hi]
                 targets = engine.encode_problem(x.to(plan.device), y.to(plan.device), tid.to(plan.device))  # [n,V]
-                store.write_shard(split, k, {"hidden": hidden, "targets": targets.float(),
-                                             "row": torch.arange(lo, hi), "type_id": tid, "x": x, "y": y})
+                if info.is_writer:  # one writer per data-parallel group (its model-parallel peers hold the same rows)
+                    store.write_shard(split, k, {"hidden": hidden, "targets": targets.float(),
+                                                 "row": torch.arange(lo, hi), "type_id": tid, "x": x, "y": y})
                 if not info.distributed:
                     manifest = store.update_progress(manifest)
                 dt = time.perf_counter() - t0
@@ -323,9 +329,16 @@ def run_gather(cfg, tracker_factory=None) -> Path:
         bar.close()
         recorder.remove()
     barrier(info)
+    return _finish_gather(store, info, tracker)
+
+
+def _finish_gather(store: HiddenStore, info, tracker) -> Path:
+    """After every rank's shards are on disk (the caller passed a barrier): rank 0 records progress."""
     if info.is_main:
         manifest = store.update_progress(store.read_manifest())
-        tracker.log({"gathered_rows": manifest["rows"], "complete": manifest["complete"]})
+        if tracker is not None:
+            tracker.log({"gathered_rows": manifest["rows"], "complete": manifest["complete"]})
         print(f"gathered data: {store.root} rows {manifest['rows']}")
-    tracker.finish()
+    if tracker is not None:
+        tracker.finish()
     return store.root

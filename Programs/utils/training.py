@@ -4,7 +4,10 @@ One forward per micro-batch over left-padded prompts followed by right-padded an
 (+ <|eot_id|> in training), no KV cache, logits only at the answer positions (output_positions);
 gradients flow through attention normally (DESIGN 7, unlike the original's detached K/V, §9.4).
 An optimizer step sees n_samples x inference_to_backprop_ratio samples (gradient accumulation over
-micro-batches of n_samples). Adam on float32 master weights; the learning-rate schedule
+micro-batches of n_samples) per data-parallel group: under torchrun with D data-parallel groups a step
+sees D times as many (each group its own contiguous slice of the step's rows), the gradients of the
+trained parameters are averaged over the data-parallel group only (as DistributedDataParallel would),
+and the parameters start from data-parallel rank 0's values. Adam on float32 master weights; the learning-rate schedule
 `lr_decay` {step: multiplier} multiplies the rate after that many optimizer steps (cumulative).
 
 A `Method` says what is being trained and evaluated: hooks to attach to the model while it runs
@@ -21,12 +24,11 @@ from typing import Callable, ContextManager, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from .config import option
-from .distributed import DistInfo, row_slice
+from .distributed import DistInfo, all_reduce_dp, broadcast_dp, row_slice
 from .problems import cot_dialog, few_shot_dialog, row_rng
 
 IGNORE = -100
@@ -140,20 +142,27 @@ def lr_factor(lr_decay: dict[int, float], step: int) -> float:
     return math.prod(m for s, m in lr_decay.items() if step >= int(s))
 
 
-def steps_per_epoch(n_rows: int, opts: FineTuneOptions, from_csv: bool) -> int:
-    sps = opts.n_samples * opts.inference_to_backprop_ratio
+def samples_per_step(opts: FineTuneOptions, dp_size: int = 1) -> int:
+    """Rows per optimizer step over all data-parallel groups (each group takes n_samples x ratio)."""
+    return opts.n_samples * opts.inference_to_backprop_ratio * dp_size
+
+
+def steps_per_epoch(n_rows: int, opts: FineTuneOptions, from_csv: bool, dp_size: int = 1) -> int:
+    sps = samples_per_step(opts, dp_size)
     return math.ceil(n_rows / sps) if from_csv else opts.num_steps
 
 
 def _allreduce_grads(params, info: DistInfo) -> None:
-    """Data parallel: sum the gradients of the trained parameters over ranks (each rank already
-    divided by the global sample count). Equivalent to DDP on the trainable modules, which cannot
-    wrap them here because they run inside the frozen model's hooks, not through their forward."""
-    if not info.distributed:
+    """Data parallel: sum the gradients of the trained parameters over the data-parallel group (each
+    rank already divided by the step's global sample count, so the sum is the mean over the step).
+    Equivalent to DDP on the trainable modules, which cannot wrap them here because they run inside
+    the frozen model's hooks, not through their own forward. Model-parallel peers hold the same rows
+    and the same (replicated) parameters, so they are not part of the reduction."""
+    if info.dp_size == 1:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
+    flat = torch.cat([g.reshape(-1) for g in grads])  # one collective for all parameters
+    all_reduce_dp(flat, info)
     off = 0
     for p, g in zip(params, grads):
         p.grad = flat[off:off + g.numel()].view_as(g)
@@ -168,8 +177,9 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
     params = list(method.params)
     if not params:
         return []
-    sps = opts.n_samples * opts.inference_to_backprop_ratio
-    spe = steps_per_epoch(len(train_ex), opts, from_csv)
+    sps = samples_per_step(opts, info.dp_size)
+    spe = steps_per_epoch(len(train_ex), opts, from_csv, info.dp_size)
+    broadcast_dp(params, info)  # every data-parallel group starts from the same weights (as DDP does)
     optim = torch.optim.Adam(params, lr=method.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(opts.lr_decay, s))
     answers = [a + [eot] for a in train_ex.answers]  # training also learns to stop
@@ -197,8 +207,7 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
             optim.step()
             sched.step()
             step += 1
-            if info.distributed:
-                dist.all_reduce(total)
+            all_reduce_dp(total, info)
             loss = float(total) / len(idx)
             rec = {"step": step, "epoch": epoch, "loss": loss, "lr": sched.get_last_lr()[0]}
             for name, p in _skips(method):
