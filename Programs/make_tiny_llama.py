@@ -3,7 +3,7 @@
 prompts, saved in Meta's layout (params.json, consolidated.00.pth, tokenizer.model).
 
     python Programs/make_tiny_llama.py                      # Programs/models/demo_llama/ (reused if built)
-    python Programs/make_tiny_llama.py --preset reduced     # about a minute, for CI
+    python Programs/make_tiny_llama.py --preset reduced     # about a minute, for CI (weaker model)
     python Programs/make_tiny_llama.py --report 300         # also measure accuracy and read-outs
 
 The recipe and why it looks the way it does: utils/demo_pretraining.py and docs/DEMO-NOTES.md.
@@ -28,12 +28,15 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     ap.add_argument("--seed", type=int, help="seed of data, initialisation and order (default 0)")
     ap.add_argument("--force", action="store_true", help="rebuild even if the folder matches")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (default: OMP_NUM_THREADS; more than one only pays on idle cores)")
     ap.add_argument("--report", type=int, default=0, metavar="N",
                     help="afterwards, measure plain accuracy and per-layer read-outs on N test problems")
     args = ap.parse_args(argv)
 
     import torch
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     settings = dp.PretrainSettings(**dp.PRESETS[args.preset])
     overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
     settings = dataclasses.replace(settings, **overrides)

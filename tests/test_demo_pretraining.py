@@ -90,3 +90,20 @@ def test_presets_are_valid_settings():
     for name, over in dp.PRESETS.items():
         s = dataclasses.replace(dp.PretrainSettings(), **over)
         assert s.fingerprint() != dataclasses.replace(s, seed=s.seed + 1).fingerprint(), name
+
+
+def test_demo_data_splits_are_disjoint_and_typed(tmp_path):
+    import make_demo_data
+    from utils.config import TRAINED_TYPES_DEFAULT
+    from utils.problems import load_problems_csv
+
+    assert make_demo_data.main(["--out", str(tmp_path), "--n_train", "300", "--n_val", "20",
+                                "--n_test", "100", "--seed", "5"]) == 0
+    dfs = {s: load_problems_csv(tmp_path / f"{s}.csv", max_digits=4) for s in ("train", "val", "test")}
+    assert [len(dfs[s]) for s in ("train", "val", "test")] == [300, 20, 100]
+    assert set(dfs["train"].problem_type) | set(dfs["val"].problem_type) <= set(TRAINED_TYPES_DEFAULT)
+    assert {"addition", "division"} <= set(dfs["test"].problem_type)
+    keys = {s: set(zip(d.problem_type, d.x, d.y)) for s, d in dfs.items()}
+    assert not (keys["train"] & keys["test"]) and not (keys["val"] & keys["test"]) and not (keys["train"] & keys["val"])
+    again = make_demo_data.make_splits(300, 20, 100, TRAINED_TYPES_DEFAULT, seed=5)
+    assert again["test"].reset_index(drop=True).equals(dfs["test"].astype(again["test"].dtypes))
