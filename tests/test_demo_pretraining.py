@@ -107,3 +107,10 @@ def test_demo_data_splits_are_disjoint_and_typed(tmp_path):
     assert not (keys["train"] & keys["test"]) and not (keys["val"] & keys["test"]) and not (keys["train"] & keys["val"])
     again = make_demo_data.make_splits(300, 20, 100, TRAINED_TYPES_DEFAULT, seed=5)
     assert again["test"].reset_index(drop=True).equals(dfs["test"].astype(again["test"].dtypes))
+
+
+def test_report_runs(tmp_path, capsys):
+    out = dp.build_demo_model(tmp_path / "demo", TINY, progress=False)
+    dp.report(out, n_test=20, n_train=100, vsa_settings=((256, 4),))
+    text = capsys.readouterr().out
+    assert "plain greedy accuracy" in text and "linear encoder" in text and "held-out types" in text

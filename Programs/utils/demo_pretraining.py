@@ -107,7 +107,8 @@ class Example:
 
 
 def math_example(fmt: ChatFormat, problem_type: str, question: str, solution: int,
-                 rng: np.random.Generator, s: PretrainSettings) -> list:
+                 rng: np.random.Generator, s: PretrainSettings) -> tuple:
+    """(prompt ids, answer ids) of one few-shot question, exactly as the pipeline prompts it."""
     msgs = few_shot_dialog(problem_type, question, rng, complexity=s.complexity,
                            limit_solution_digits=s.limit_solution_digits)
     prompt = fmt.encode_dialog_prompt(msgs)
@@ -115,7 +116,8 @@ def math_example(fmt: ChatFormat, problem_type: str, question: str, solution: in
     return prompt, answer
 
 
-def number_example(fmt: ChatFormat, n: int, rng: np.random.Generator):
+def number_example(fmt: ChatFormat, n: int, rng: np.random.Generator) -> tuple:
+    """(prompt ids, answer ids) of a number-writing prompt; teaches two-token numbers (>= 1000)."""
     if rng.random() < 0.5:
         ask = f"Repeat {n}."
     else:
@@ -462,20 +464,27 @@ def last_position_states(llama, prompts, batch: int = 128) -> torch.Tensor:
     return torch.cat(out)
 
 
-def encoder_table(h_train, df_train, h_test, df_test, engine, ridge: float = 1e-3):
+def problem_vectors(df, engine) -> torch.Tensor:
+    """VSA problem vectors [N, V] (float64) of a problems DataFrame."""
+    return engine.encode_problem(torch.tensor(df.x.to_numpy().copy()), torch.tensor(df.y.to_numpy().copy()),
+                                 engine.type_ids(list(df.problem_type))).double()
+
+
+def fit_linear(H: torch.Tensor, T: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """Ridge least squares W [D, V] with H @ W ~ T (no bias, like the pipeline's encoders)."""
+    H = H.double()
+    return torch.linalg.solve(H.T @ H + ridge * len(H) * torch.eye(H.shape[1], dtype=H.dtype), H.T @ T)
+
+
+def encoder_table(h_train, df_train, h_test, df_test, engine):
     """Least-squares linear encoder per layer (residual -> problem vector); exact-decode rates."""
     import pandas as pd
-    def target(df):
-        return engine.encode_problem(torch.tensor(df.x.to_numpy().copy()), torch.tensor(df.y.to_numpy().copy()),
-                                     engine.type_ids(list(df.problem_type))).double()
-    T = target(df_train)
-    x, y = torch.tensor(df_test.x.to_numpy()), torch.tensor(df_test.y.to_numpy())
+    T = problem_vectors(df_train, engine)
+    x, y = torch.tensor(df_test.x.to_numpy().copy()), torch.tensor(df_test.y.to_numpy().copy())
     t = engine.type_ids(list(df_test.problem_type))
     rows = []
     for L in range(h_train.shape[1]):
-        H = h_train[:, L].double()
-        W = torch.linalg.solve(H.T @ H + ridge * len(H) * torch.eye(H.shape[1], dtype=H.dtype), H.T @ T)
-        pred = (h_test[:, L].double() @ W).float()
+        pred = (h_test[:, L].double() @ fit_linear(h_train[:, L], T)).float()
         dx, dy = engine.decode_number(pred, "n1"), engine.decode_number(pred, "n2")
         ids, score = engine.decode_problem_type_ids(pred)
         rows.append({"layer": L, "x": float((dx == x).float().mean()), "y": float((dy == y).float().mean()),
@@ -514,15 +523,13 @@ def report(ckpt_dir, n_test: int = 300, seed: int = 1, n_train: int = 3000,
         print(encoder_table(h_tr, df_tr, h_te, df, engine).round(3).to_string(index=False))
     # the paper's split: encoder fitted on the eight trained types; type scores of held-out types
     engine = SymbolicEngine(VSA_dim=vsa_settings[0][0], max_digits=vsa_settings[0][1])
-    seen = torch.tensor(df_tr.problem_type.isin(TRAINED_TYPES_DEFAULT).to_numpy())
+    seen = df_tr.problem_type.isin(TRAINED_TYPES_DEFAULT).to_numpy()
     L = s.aux_layer
-    H = h_tr[seen][:, L].double()
-    T = engine.encode_problem(torch.tensor(df_tr.x.to_numpy().copy()[seen.numpy()]), torch.tensor(df_tr.y.to_numpy().copy()[seen.numpy()]),
-                              engine.type_ids(list(df_tr.problem_type[seen.numpy()]))).double()
-    W = torch.linalg.solve(H.T @ H + 1e-3 * len(H) * torch.eye(H.shape[1], dtype=H.dtype), H.T @ T)
+    W = fit_linear(h_tr[torch.from_numpy(seen), L], problem_vectors(df_tr[seen], engine))
     score = engine.problem_type_scores((h_te[:, L].double() @ W).float()).max(-1).values
     held = ~df.problem_type.isin(TRAINED_TYPES_DEFAULT).to_numpy()
     for name, m in (("trained types", ~held), ("held-out types", held)):
         sc = score[torch.tensor(m)]
         print(f"layer {L}, encoder fitted on the 8 trained types: max type score on {name}: "
-              f"mean {sc.mean():.2f}, min {sc.min():.2f}, max {sc.max():.2f}, > 0.8: {100 * (sc > 0.8).float().mean():.0f}%")
+              f"mean {sc.mean():.2f}, min {sc.min():.2f}, max {sc.max():.2f}, "
+              f"> 0.8: {100 * (sc > 0.8).float().mean():.0f}%")
