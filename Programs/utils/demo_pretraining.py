@@ -523,11 +523,11 @@ def report(ckpt_dir, n_test: int = 300, seed: int = 1, n_train: int = 3000,
         print(encoder_table(h_tr, df_tr, h_te, df, engine).round(3).to_string(index=False))
     # the paper's split: encoder fitted on the eight trained types; type scores of held-out types
     engine = SymbolicEngine(VSA_dim=vsa_settings[0][0], max_digits=vsa_settings[0][1])
-    seen = df_tr.problem_type.isin(TRAINED_TYPES_DEFAULT).to_numpy()
+    seen = df_tr.problem_type.isin(TRAINED_TYPES_DEFAULT).to_numpy().copy()
     L = s.aux_layer
     W = fit_linear(h_tr[torch.from_numpy(seen), L], problem_vectors(df_tr[seen], engine))
     score = engine.problem_type_scores((h_te[:, L].double() @ W).float()).max(-1).values
-    held = ~df.problem_type.isin(TRAINED_TYPES_DEFAULT).to_numpy()
+    held = ~df.problem_type.isin(TRAINED_TYPES_DEFAULT).to_numpy().copy()
     for name, m in (("trained types", ~held), ("held-out types", held)):
         sc = score[torch.tensor(m)]
         print(f"layer {L}, encoder fitted on the 8 trained types: max type score on {name}: "
