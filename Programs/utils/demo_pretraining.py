@@ -15,7 +15,7 @@ tokenizer, and saved as a plain full-vocabulary Meta-format checkpoint. Three de
    digit. They are materialised into ordinary rows at save time.
 3. A share of number-writing prompts ("Repeat 1165.") teaches the two-token answers (>= 1000).
 
-Training runs over a compact vocabulary (the ~1,050 ids the prompts use) with logits only at the
+Training runs over a compact vocabulary (the 1,067 ids the prompts use) with logits only at the
 answer positions: a 128,256-way head would cost more than the rest of the model. At save time the
 tables are expanded to the full vocabulary; rows of ids never seen in training get the mean of
 the trained rows that are never targets, so they never win an argmax.
