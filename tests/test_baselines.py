@@ -81,7 +81,8 @@ def test_cot_parser_and_ce_span(tokenizer):
     from utils.evaluation import _cot_continuations
 
     assert parse_cot_answer("First 3*4 = 12.\nFinal Answer: 12") == 12
-    assert parse_cot_answer("so the result is 12") is None  # no marker
+    assert parse_cot_answer("so the result is 12") is None  # no marker, prose
+    assert parse_cot_answer(" 12") == 12  # no marker, a bare integer: the whole text is the answer
     assert parse_cot_answer("Final Answer: **42**. That is all, 7 more words.") == 42  # trailing text
     assert parse_cot_answer("Final Answer: 1,234") == 1234
     with_marker, without = _cot_continuations(tokenizer, ["Think. Final Answer: 12 done", "Think hard"])

@@ -172,6 +172,7 @@ def test_parse_answer(text, want):
     ("Final Answer: 12.5", None),
     ("Final Answer: the answer is 12", None),
     ("The answer is 12", None),
+    ("12", 12),  # no marker: the whole text, read as a plain answer
     ("", None),
 ])
 def test_parse_cot_answer(text, want):

@@ -325,7 +325,9 @@ def parse_answer(text: str) -> int | None:
 def parse_cot_answer(text: str) -> int | None:
     """The integer after the FIRST ``Final Answer:`` marker (case-insensitive), or None.
 
-    The first marker is used, as the original extraction does. Between the marker and the number
+    Without a marker the whole text is read as a plain answer (``parse_answer``: a bare integer), as
+    the original kept the whole generation when the marker was absent; prose without a marker gives
+    None. The first marker is used, as the original extraction does. Between the marker and the number
     only whitespace and markdown/LaTeX decoration (``**``, ``*``, ``_``, ``$``, backticks,
     ``\\boxed{``) may appear. The number is an optional sign and digits, with optional
     thousands commas (``1,234``); anything after it (punctuation, ``**``, text) is ignored, but a
@@ -335,7 +337,7 @@ def parse_cot_answer(text: str) -> int | None:
         return None
     k = text.lower().find(FINAL_MARKER.lower())
     if k < 0:
-        return None
+        return parse_answer(text)
     m = _COT_AFTER.match(text, k + len(FINAL_MARKER))
     return int(m.group(1).replace(",", "")) if m else None
 
