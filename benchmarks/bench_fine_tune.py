@@ -1,7 +1,9 @@
 """Stage 3 speed, side by side in one process on one thread: this code vs the original's loop.
 
-- fine-tuning: optimizer steps/s with 8 samples a step. Ours: one teacher-forced forward over the
-  8 left-padded prompts + answers, logits only at the answer positions, one backward. Original
+- fine-tuning: optimizer steps/s with 8 samples a step. Ours: the 8 left-padded prompts up to the
+  last prompt token run once under no_grad into a KV cache (the intervention acts only from there
+  on), then last prompt token + answers run with gradients; logits only at the real answer tokens,
+  one backward through the short suffix. Original
   style: 8 sequential batch-1 greedy episodes (KV cache, logits at every position, forced stop
   after complexity + 5 tokens), CE on the collected logits, one backward over the 8 graphs.
   Goal: >= 3x on CPU.

@@ -48,7 +48,7 @@ def neurosymbolic(model, engine, enc_w, dec_ws, iv_opts: InterventionOptions, *,
                               limit_solution_digits=limit_solution_digits,
                               norm_eps=model.args.norm_eps).to(_device(model))
     return Method("neurosymbolic", attach=lambda: iv.attached(model),
-                  params=iv.trainable_parameters() if train else [], lr=lr, intervention=iv)
+                  params=iv.trainable_parameters() if train else [], lr=lr, intervention=iv, prefix_frozen=True)
 
 
 def plain(name: str = "baseline", prompt: str = "few_shot") -> Method:
@@ -65,7 +65,7 @@ def adapter(model, enc_w, dec_ws, iv_opts: InterventionOptions, *, lr: float, in
     iv = SymbolicIntervention(None, enc_w, dec_ws, opts, mode="adapter",
                               norm_eps=model.args.norm_eps).to(_device(model))
     return Method("adapter", attach=lambda: iv.attached(model), params=iv.trainable_parameters(), lr=lr,
-                  intervention=iv)
+                  intervention=iv, prefix_frozen=True)
 
 
 def lora(model, opts: BaselineOptions, seed: int) -> Method:

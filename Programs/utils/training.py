@@ -1,8 +1,12 @@
 """Stage 3 training: teacher-forced answer cross-entropy, with only the chosen parameters trained.
 
 One forward per micro-batch over left-padded prompts followed by right-padded answer tokens
-(+ <|eot_id|> in training), no KV cache, logits only at the answer positions (output_positions);
+(+ <|eot_id|> in training), logits only at the real answer tokens (output_positions (rows, positions));
 gradients flow through attention normally (DESIGN 7, unlike the original's detached K/V, §9.4).
+For methods that act only at positions >= P-1 (Method.prefix_frozen: the intervention, the adapter)
+the forward is split: the prompt up to P-2 runs once under no_grad into a KV cache, the last prompt
+token + answers run with gradients on top of it (same loss and gradients, causal attention); LoRA,
+which changes every position, keeps the single forward.
 An optimizer step sees n_samples x inference_to_backprop_ratio samples (gradient accumulation over
 micro-batches of n_samples) per data-parallel group: under torchrun with D data-parallel groups a step
 sees D times as many (each group its own contiguous slice of the step's rows), the gradients of the
@@ -57,6 +61,10 @@ class Method:
     lr: float = 1e-3
     intervention: object = None                  # SymbolicIntervention (records, truth, prompt length)
     prompt: str = "few_shot"                     # few_shot | cot
+    # True when the method changes nothing at positions before the last prompt token P-1 (its hooks
+    # read and write only at >= P-1): training then runs the prefix once without gradients
+    # (answer_cross_entropy's prefix_frozen). False for methods that change every position (LoRA).
+    prefix_frozen: bool = False
 
 
 @dataclass
@@ -73,9 +81,10 @@ class Examples:
     def truth(self, idx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(type ids, x, y) [len(idx)] long of the given rows (for simulate_perfect_encoder)."""
         idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
-        x = torch.tensor(self.rows["x"].to_numpy(dtype=np.int64))
-        y = torch.tensor(self.rows["y"].to_numpy(dtype=np.int64))
-        return self.type_ids[idx], x[idx], y[idx]
+        xy = self.__dict__.get("_xy")  # the operand columns as tensors, converted once per split
+        if xy is None:
+            xy = self.__dict__["_xy"] = tuple(torch.tensor(self.rows[c].to_numpy(dtype=np.int64)) for c in ("x", "y"))
+        return self.type_ids[idx], xy[0][idx], xy[1][idx]
 
     def take(self, idx) -> "Examples":
         idx = np.asarray(idx, dtype=np.int64)
@@ -122,19 +131,39 @@ def teacher_batch(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[i
 
 
 def answer_cross_entropy(model, prompts, answers, *, fill_id: int, intervention=None, truth=None,
-                         device=None) -> torch.Tensor:
-    """Teacher-forced mean token cross-entropy of each sample's answer: [B] float32."""
-    tokens, pad, P, targets, out_pos = teacher_batch(prompts, answers, fill_id)
+                         device=None, prefix_frozen: bool = False) -> torch.Tensor:
+    """Teacher-forced mean token cross-entropy of each sample's answer: [B] float32.
+
+    Logits are computed only at the N real answer tokens (not at padding), [N, vocab].
+    `prefix_frozen` (the method changes nothing before the last prompt position P-1, see
+    Method.prefix_frozen): positions < P-1 run first under no_grad into a KV cache, then
+    last prompt token + answers run with gradients on top of it. Same loss and gradients as the one
+    forward over everything (causal attention), without the prefix's backward and saved activations.
+    """
+    tokens, pad, P, targets, _ = teacher_batch(prompts, answers, fill_id)
     device = device or next(model.parameters()).device
+    lengths = torch.tensor([len(a) for a in answers], dtype=torch.long)  # [B]
+    rows = torch.repeat_interleave(torch.arange(len(answers)), lengths)  # [N] sample of each answer token
+    tok_pos = torch.cat([torch.arange(int(n)) for n in lengths]) if len(answers) else torch.zeros(0, dtype=torch.long)
+    target = targets[rows, tok_pos]  # [N]
     ctx = contextlib.nullcontext()
     if intervention is not None:
         intervention.set_truth(*truth) if truth is not None else intervention.set_truth()
         ctx = intervention.prompt_length(P)
+    tokens, pad = tokens.to(device), pad.to(device)
+    start = P - 1 if prefix_frozen and P > 1 else 0
+    out = (rows.to(device), (tok_pos + P - 1 - start).to(device))  # chunk positions P-1+k predict token k
     with ctx:
-        logits = model(tokens.to(device), 0, pad_lengths=pad.to(device), output_positions=out_pos.to(device))  # [B,A,V]
-    targets = targets.to(device)
-    ce = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")  # [B,A]
-    return ce.sum(1) / (targets != IGNORE).sum(1).clamp_min(1)
+        if start == 0:
+            logits = model(tokens, 0, pad_lengths=pad, output_positions=out)  # [N,V]
+        else:
+            with model.kv_cache(tokens.shape[0], tokens.shape[1]):
+                with torch.no_grad():
+                    model(tokens[:, :start], 0, pad_lengths=pad, output_positions=torch.zeros(0, dtype=torch.long))
+                logits = model(tokens[:, start:], start, pad_lengths=pad, output_positions=out)  # [N,V]
+    ce = F.cross_entropy(logits, target.to(device), reduction="none")  # [N]
+    total = torch.zeros(len(answers), dtype=ce.dtype, device=device).index_add(0, rows.to(device), ce)  # [B]
+    return total / lengths.to(device).clamp_min(1)
 
 
 def lr_factor(lr_decay: dict[int, float], step: int) -> float:
@@ -200,7 +229,8 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
                     mb = mine[m0:m0 + opts.n_samples]
                     truth = train_ex.truth(mb)
                     ce = answer_cross_entropy(model, [train_ex.prompts[i] for i in mb], [answers[i] for i in mb],
-                                              fill_id=fill, intervention=method.intervention, truth=truth)
+                                              fill_id=fill, intervention=method.intervention, truth=truth,
+                                              prefix_frozen=method.prefix_frozen)
                     (ce.sum() / len(idx)).backward()
                     total = total + ce.detach().sum()
             _allreduce_grads(params, info)

@@ -4,8 +4,10 @@
   the Llama 3.1 frequency rescaling when ``use_scaled_rope`` is set.
 - Left padding: ``pad_lengths[b]`` leading tokens of row b are masked as keys and the RoPE position of
   token i is ``start_pos + i - pad_lengths[b]``, so a padded row gives the logits of the row alone.
-- ``with model.kv_cache(B, L):`` holds K/V caches for incremental decoding (cached K/V are detached,
-  as in Meta's reference). Outside it, attention is within the chunk and autograd flows through K/V.
+- ``with model.kv_cache(B, L):`` holds K/V caches for incremental decoding: a chunk attends to the
+  cached (detached) K/V of earlier chunks and to its own K/V with autograd, so a prefix run under
+  no_grad followed by a suffix with gradients equals one forward over both. Outside it, attention is
+  within the chunk and autograd flows through K/V.
 - Residual hooks: ``register_residual_hook(layer, fn)``; layer 0 = embedding output entering block 0,
   layer n_layers = output of the final norm. ``fn(h, ctx)`` may return a replacement for ``h``.
 - model_parallel_size 1: plain nn.Linear / nn.Embedding; > 1: fairscale's parallel layers (torchrun).
@@ -188,10 +190,16 @@ class Attention(nn.Module):
         q, k = apply_rotary_emb(q, rot), apply_rotary_emb(k, rot)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B,H(kv),S,hd]
         if self.cache_k is not None:
+            # Later chunks see detached copies; this chunk attends to its own K/V in the graph, so
+            # a chunk run with gradients after a cached prefix gets the gradients of an unsplit
+            # forward (the prefix is constant). The concatenation also keeps the saved tensors of
+            # this step free of later in-place cache writes.
             end = start_pos + S
             self.cache_k[:B, :, start_pos:end] = k.detach()
             self.cache_v[:B, :, start_pos:end] = v.detach()
-            k, v = self.cache_k[:B, :, :end], self.cache_v[:B, :, :end]  # [B,Hkv,end,hd]
+            if start_pos > 0:
+                k = torch.cat([self.cache_k[:B, :, :start_pos], k], dim=2)  # [B,Hkv,end,hd]
+                v = torch.cat([self.cache_v[:B, :, :start_pos], v], dim=2)
         causal = mask is None and S > 1 and k.shape[2] == S
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                              enable_gqa=self.n_local_heads != self.n_local_kv_heads)
@@ -330,6 +338,11 @@ class Transformer(nn.Module):
         h = self._run_hooks(self.n_layers, h, start_pos, pad_lengths)
         if stop_at_layer is not None:
             return None
+        if isinstance(output_positions, tuple):  # (rows [N], chunk positions [N]) -> [N,vocab]
+            rows, pos = (torch.as_tensor(t, dtype=torch.long, device=device) for t in output_positions)
+            if rows.numel() == 0:
+                return h.new_zeros((0, self.vocab_size), dtype=torch.float32)
+            return self.output(h[rows, pos]).float()  # [N,vocab]
         if output_positions is not None:
             output_positions = torch.as_tensor(output_positions, dtype=torch.long, device=device)
             if output_positions.numel() == 0:
