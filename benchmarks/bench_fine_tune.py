@@ -149,8 +149,31 @@ def bench_8b_step() -> None:
     t0 = time.perf_counter()
     train(llama, method, ex.take(range(8, 48)), opts, from_csv=True, seed=0)
     torch.cuda.synchronize()
-    print(f"8B-shaped batch-8 training step on {torch.cuda.get_device_name()}: "
-          f"{(time.perf_counter() - t0) / 5 * 1000:.0f} ms/step")
+    step = (time.perf_counter() - t0) / 5
+    # Useful work of a step: a forward over every token (2 FLOPs per weight and token) plus the
+    # backward over the answer part (4 per weight and token: the prefix runs without gradients).
+    n_weights = sum(p.numel() for n, p in model.named_parameters() if "tok_embeddings" not in n)
+    tokens = sum(len(p) + len(a) for p, a in zip(ex.prompts[8:48], ex.answers[8:48])) / 5
+    suffix = sum(len(a) + 1 for a in ex.answers[8:48]) / 5
+    flops = 2 * n_weights * tokens + 4 * n_weights * suffix
+    peak = matmul_peak()
+    print(f"8B-shaped batch-8 training step on {torch.cuda.get_device_name()}: {step * 1000:.0f} ms/step, "
+          f"~{flops / step / 1e12:.0f} TFLOP/s of useful work = {flops / step / peak:.0%} of the measured "
+          f"bf16 matmul peak ({peak / 1e12:.0f} TFLOP/s, 8192^3)")
+
+
+def matmul_peak(n: int = 8192, repeats: int = 10) -> float:
+    """FLOP/s of a large bf16 matrix product on this GPU (the practical peak)."""
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t0)
 
 
 def main(argv=None) -> int:

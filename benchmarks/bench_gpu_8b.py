@@ -115,7 +115,24 @@ def main() -> int:
         print(f"{label:<52} {tps:>12,.0f} {sec:>9.4f}")
     if device.type == "cuda":
         print(f"peak GPU memory allocated: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
+        card_limits(model, device)
     return 0
+
+
+def card_limits(model, device) -> None:
+    """The card's limits for this model, measured here: prefill is bounded by the bf16 matmul peak
+    (2 FLOPs per weight and token), batch-1 decoding by memory bandwidth (every weight read once per
+    token)."""
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    peak = 2 * n ** 3 / timed(lambda: a @ a, device, 10)
+    big = torch.empty(2 ** 30, dtype=torch.uint8, device=device)
+    bandwidth = 2 * big.numel() / timed(lambda: big.clone(), device, 10)  # bytes read + written
+    n_weights = sum(p.numel() for name, p in model.named_parameters() if "tok_embeddings" not in name)
+    bytes_ = sum(p.numel() * p.element_size() for name, p in model.named_parameters() if "tok_embeddings" not in name)
+    print(f"card limits (measured): bf16 matmul {peak / 1e12:.0f} TFLOP/s -> prefill <= "
+          f"{peak / (2 * n_weights):,.0f} tokens/s; memory {bandwidth / 1e12:.2f} TB/s -> batch-1 decode <= "
+          f"{bandwidth / bytes_:,.0f} tokens/s")
 
 
 if __name__ == "__main__":

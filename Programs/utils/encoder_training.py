@@ -226,6 +226,7 @@ def plot_accuracy(table: pd.DataFrame, path: Path, split: str = "test") -> Path:
             ax.plot(part["layer"], part[col], style, color=color, marker=".",
                     label=f"{col.replace('_accuracy', '')} ({seen} types)")
     ax.set_xlabel("layer (residual stream entering the block)")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"Linear encoder decoding accuracy vs layer ({split} split)")
