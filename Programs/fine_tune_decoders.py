@@ -28,13 +28,13 @@ from utils.distributed import DistInfo, barrier, init_distributed, resolve_model
 from utils.errors import ConfigError, DataError, run_entry_point  # noqa: E402
 from utils.evaluation import EvaluationOptions, evaluate, gate_scores, summarize  # noqa: E402
 from utils.intervention import InterventionOptions  # noqa: E402
+from utils.llama.generation import resolve_device  # noqa: E402
 from utils.paths import results_dir, run_name_or_today  # noqa: E402
 from utils.results import atomic_write_csv, gate_summary, write_gate_scores, write_results  # noqa: E402
 from utils.tracking import Tracker  # noqa: E402
 from utils.training import FineTuneOptions, build_examples, samples_per_step, train  # noqa: E402
 
 WANDB_PROJECT = "Symbolic LLM - Fine Tune Decoders"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @register
@@ -48,8 +48,6 @@ class FineTuneConfig(RunOptions, ModelOptions, SymbolicOptions, DataOptions, Int
     def validate(self) -> None:
         if sum([self.lora_baseline, self.adapter_baseline, self.cot]) > 1:
             raise ConfigError("choose at most one of --lora_baseline, --adapter_baseline, --cot per run")
-        if self.dtype and self.dtype not in DTYPES:
-            raise ConfigError(f"--dtype {self.dtype!r} is not one of {list(DTYPES)}")
         for name in ("n_samples", "inference_to_backprop_ratio", "eval_batch_size", "num_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be at least 1")
@@ -132,11 +130,11 @@ def model_parallel_size(cfg) -> int:
 
 
 def build_llama(cfg: FineTuneConfig, device: str):
-    from utils.llama.generation import Llama
+    from utils.llama.generation import Llama, resolve_dtype
 
     llama = Llama.build(Path(cfg.chpt_dir).expanduser(), tokenizer_path=cfg.tokenizer_path or None,
                         max_seq_len=cfg.max_seq_len, max_batch_size=max(cfg.eval_batch_size, cfg.n_samples),
-                        device=device, dtype=DTYPES.get(cfg.dtype), model_parallel_size=model_parallel_size(cfg))
+                        device=device, dtype=resolve_dtype(cfg.dtype, device), model_parallel_size=model_parallel_size(cfg))
     llama.model.eval()
     for p in llama.model.parameters():
         p.requires_grad_(False)  # frozen: only the method's own parameters train
@@ -160,7 +158,7 @@ def save_decoder(cfg: FineTuneConfig, run: str, method, engine, llama) -> Path:
 def main(argv=None) -> int:
     cfg = parse_config(FineTuneConfig, argv, __doc__)
     run = run_name_or_today(cfg.run_name)
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(cfg.device))
     mp = model_parallel_size(cfg)
     if cfg.lora_baseline and mp > 1:
         raise ConfigError(f"--lora_baseline 1 needs model-parallel size 1 (peft wraps torch Linear layers, not "

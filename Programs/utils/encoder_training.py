@@ -260,13 +260,14 @@ def check_store_matches(cfg, manifest: dict, engine) -> None:
 
 def run_training(cfg, tracker_factory=None) -> dict:
     """Stage 2 end to end; returns {"encoders", "decoders", "table"}."""
-    from .gathering import make_engine, resolve_device, store_dir
+    from .gathering import make_engine, store_dir
+    from .llama.generation import resolve_device
     from .networks import save_maps
     from .tracking import Tracker
 
     if cfg.batch_size < 1 or cfg.training_epochs < 0 or cfg.decoding_epochs < 0:
         raise ConfigError("--batch_size must be >= 1 and the epoch counts >= 0")
-    device = resolve_device(cfg)
+    device = resolve_device(cfg.device)
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.weight_dtype]
     store = HiddenStore(store_dir(cfg))
     manifest = store.read_manifest()

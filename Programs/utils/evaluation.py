@@ -17,7 +17,7 @@ all of them in row order, so the result equals a single process's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 import pandas as pd
 import torch

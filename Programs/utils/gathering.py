@@ -45,24 +45,6 @@ class GatherOptions:
 
 
 # ----------------------------------------------------------------------------- helpers
-def resolve_device(cfg) -> torch.device:
-    if cfg.device:
-        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"--device {cfg.device}: no CUDA device is available")
-        return torch.device(cfg.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_dtype(cfg, device: torch.device) -> torch.dtype:
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
-             "bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
-    if cfg.dtype:
-        if cfg.dtype not in names:
-            raise ConfigError(f"--dtype {cfg.dtype!r}: expected one of float32, bfloat16, float16")
-        return names[cfg.dtype]
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
 def resolve_tokenizer_path(cfg) -> Path:
     from .llama.tokenizer import default_tokenizer_path
 
@@ -158,13 +140,14 @@ class GatherPlan:
 def plan_gather(cfg) -> GatherPlan:
     """Check every input and describe the work, without loading the model."""
     from .llama.checkpoint import checkpoint_fingerprint, file_fingerprint, load_params
+    from .llama.generation import resolve_device, resolve_dtype
 
     if cfg.save_frequency < 1:
         raise ConfigError(f"--save_frequency {cfg.save_frequency}: must be at least 1 row per shard")
     if cfg.n_samples < 0:
         raise ConfigError(f"--n_samples {cfg.n_samples}: must be >= 0 (0 = sized for the device)")
-    device = resolve_device(cfg)
-    dtype = resolve_dtype(cfg, device)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
     params = load_params(Path(cfg.chpt_dir).expanduser())
     layers = resolve_layers(cfg, params["n_layers"])
     tok_path = resolve_tokenizer_path(cfg)

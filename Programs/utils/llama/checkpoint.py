@@ -217,8 +217,9 @@ def save_checkpoint(model_or_state_dict, params: dict, out_dir, tokenizer_path=N
 # ----------------------------------------------------------------------------- fingerprints
 
 def _hash_file_into(h, path: Path) -> None:
+    """Feed a file's size and its first and last MiB (the whole file if <= 2 MiB) into `h`."""
     size = path.stat().st_size
-    h.update(f"{path.name}:{size}\n".encode())
+    h.update(f"{size}\n".encode())
     with open(path, "rb") as f:
         h.update(f.read(_MiB))
         if size > _MiB:
@@ -232,13 +233,7 @@ def file_fingerprint(path) -> str:
     if not path.is_file():
         raise UserError(f"{path} not found")
     h = hashlib.sha256()
-    size = path.stat().st_size
-    h.update(f"{size}\n".encode())
-    with open(path, "rb") as f:
-        h.update(f.read(_MiB))
-        if size > _MiB:
-            f.seek(max(_MiB, size - _MiB))
-            h.update(f.read(_MiB))
+    _hash_file_into(h, path)
     return h.hexdigest()
 
 
@@ -251,6 +246,7 @@ def checkpoint_fingerprint(ckpt_dir) -> str:
         raise CheckpointError(f"{params} not found")
     h.update(params.read_bytes())
     for shard in shard_paths(ckpt_dir):
+        h.update(f"{shard.name}:".encode())
         _hash_file_into(h, shard)
     return h.hexdigest()
 

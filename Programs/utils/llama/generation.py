@@ -12,6 +12,10 @@ from utils.llama.model import ModelArgs, Transformer
 from utils.llama.tokenizer import ChatFormat, Tokenizer
 
 
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -22,6 +26,27 @@ def default_dtype(device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+def resolve_device(name: str = "") -> torch.device:
+    """The --device option: '' means cuda when available, else cpu."""
+    if not name:
+        return default_device()
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r}: expected cpu, cuda or cuda:N") from None
+
+
+def resolve_dtype(name: str, device) -> torch.dtype:
+    """The --dtype option: '' means the device's default (bf16 on cuda, float32 on cpu)."""
+    if not name:
+        return default_dtype(device)
+    if name not in DTYPES:
+        raise UserError(f"--dtype {name!r}: expected one of {', '.join(DTYPES)}")
+    return DTYPES[name]
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int):
