@@ -26,10 +26,10 @@ step() {  # step "title" command...: run it and say how long it took
     "$@"
     printf '   (%d s)\n' $((SECONDS - t0))
 }
-wait_for() {  # wait_for pid name: fail with the end of the log when that run failed
+wait_for() {  # wait_for pid: fail with the end of the background logs when that lane failed
     if ! wait "$1"; then
-        echo "error: run $2 failed; end of $LOGS/$2.log:" >&2
-        tail -n 20 "$LOGS/$2.log" >&2
+        echo "error: a background run failed; end of its log:" >&2
+        tail -n 20 "$(ls -t "$LOGS"/*.log | head -1)" >&2
         exit 1
     fi
 }
@@ -55,19 +55,17 @@ step "Stage 2: encoders and decoders for every layer" \
 stage3() {
     $PY Programs/fine_tune_decoders.py "${COMMON[@]}" "${MAPS[@]}" "$@"
 }
-printf '\n== Stage 3 and baselines (two runs at a time; background logs in %s)\n' "$LOGS"
-stage3 --run_name demo_lora --lora_baseline 1 >"$LOGS/demo_lora.log" 2>&1 &
-lora=$!
+printf '\n== Stage 3 and baselines in two lanes (LoRA then CoT in the background: %s)\n' "$LOGS"
+{ stage3 --run_name demo_lora --lora_baseline 1 >"$LOGS/demo_lora.log" 2>&1 &&
+  stage3 --run_name demo_cot --cot 1 >"$LOGS/demo_cot.log" 2>&1; } &
+background=$!
 step "Stage 3: neurosymbolic decoder, plain model, gate statistics" \
     stage3 --run_name demo_ns --test_baseline 1 --test_on_unrelated_questions 1
-wait_for "$lora" demo_lora
-stage3 --run_name demo_cot --cot 1 >"$LOGS/demo_cot.log" 2>&1 &
-cot=$!
 # The paper's adapter sits at the last prompt position only; both of its maps train, and the
 # decoder's rate (3e-2) makes them diverge, so it gets LoRA's rate.
 step "Adapter baseline (the paper's \"LoRA\" row)" \
     stage3 --run_name demo_adapter --adapter_baseline 1 --multi_token_intervention 0 --learning_rate 0.003
-wait_for "$cot" demo_cot
+step "LoRA (peft) and chain-of-thought baselines (background lane)" wait_for "$background"
 
 step "All methods in one table" \
     $PY Programs/compare_runs.py demo_ns demo_lora demo_adapter demo_cot --out Programs/results/demo
