@@ -190,16 +190,18 @@ class Attention(nn.Module):
         q, k = apply_rotary_emb(q, rot), apply_rotary_emb(k, rot)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B,H(kv),S,hd]
         if self.cache_k is not None:
-            # Later chunks see detached copies; this chunk attends to its own K/V in the graph, so
-            # a chunk run with gradients after a cached prefix gets the gradients of an unsplit
-            # forward (the prefix is constant). The concatenation also keeps the saved tensors of
-            # this step free of later in-place cache writes.
+            # Later chunks see detached copies. A chunk that needs gradients (run after a cached,
+            # frozen prefix) attends to its own K/V in the graph, so it gets the gradients of an
+            # unsplit forward; the concatenation also keeps its saved tensors free of later
+            # in-place cache writes. Without gradients (generation) the cache is read in place.
             end = start_pos + S
             self.cache_k[:B, :, start_pos:end] = k.detach()
             self.cache_v[:B, :, start_pos:end] = v.detach()
-            if start_pos > 0:
+            if start_pos > 0 and (k.requires_grad or v.requires_grad):
                 k = torch.cat([self.cache_k[:B, :, :start_pos], k], dim=2)  # [B,Hkv,end,hd]
                 v = torch.cat([self.cache_v[:B, :, :start_pos], v], dim=2)
+            else:
+                k, v = self.cache_k[:B, :, :end], self.cache_v[:B, :, :end]  # [B,Hkv,end,hd]
         causal = mask is None and S > 1 and k.shape[2] == S
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                              enable_gqa=self.n_local_heads != self.n_local_kv_heads)
