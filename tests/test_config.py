@@ -53,3 +53,17 @@ def test_unknown_yaml_key_and_bad_values_are_named(tmp_path):
         parse_config(StageA, ["--learning_rate", "fast"])
     with pytest.raises(ConfigError, match=r"config file not found"):
         parse_config(StageA, ["--config", str(tmp_path / "missing.yaml")])
+
+
+@pytest.mark.parametrize("preset", ["demo.yaml", "paper.yaml"])
+def test_shipped_presets_parse_for_every_entry_point(preset):
+    from pathlib import Path
+
+    from fine_tune_decoders import FineTuneConfig
+    from train_encoders_and_decoders import TrainEncodersConfig
+
+    path = Path(__file__).resolve().parents[1] / "Programs" / "configs" / preset
+    stage12 = parse_config(TrainEncodersConfig, ["--config", str(path)])
+    stage3 = parse_config(FineTuneConfig, ["--config", str(path)])
+    assert stage12.VSA_dim == stage3.VSA_dim and stage12.max_digits == stage3.max_digits
+    assert stage3.symbolic_encoding_layer in range(0, 33)
