@@ -12,7 +12,7 @@ from utils import demo_pretraining as dp
 from utils.llama.model import ModelArgs, Transformer
 
 TINY = dp.PretrainSettings(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, aux_layer=1, steps=3,
-                           batch_size=8, warmup_steps=1, seed=3)
+                           batch_size=8, warmup_steps=1, seed=3, non_math_fraction=0.15, common_token_limit=3000, aux_bias=False)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,45 @@ def test_digit_features_cover_every_number():
     assert pos.sum(1).tolist() == length.argmax(1).add(1).float().tolist()  # one digit per position
     assert pos[7].nonzero().flatten().tolist() == [7]
     assert pos[305].nonzero().flatten().tolist() == [5, 10, 23]  # units 5, tens 0, hundreds 3
+
+
+def test_non_math_prompts_are_generated_and_held_out(tokenizer):
+    from utils.problems import NON_MATH_PREFIX, NON_MATH_SYSTEM, non_math_questions
+
+    s = dataclasses.replace(TINY, non_math_fraction=0.5, number_prompt_fraction=0.2)
+    fmt = dp.ChatFormat(tokenizer)
+    examples = dp.make_examples(s, fmt, 200)
+    other = [ex for ex in examples if ex.aux == dp.NO_PROBLEM]
+    assert 60 <= len(other) <= 140
+    reply = tokenizer.encode(dp.NON_MATH_REPLY, bos=False, eos=False) + [tokenizer.eot_id]
+    texts = [tokenizer.decode(ex.tokens[:ex.n_prompt]) for ex in other]
+    assert all(ex.tokens[ex.n_prompt:] == reply for ex in other)
+    assert len(set(texts)) == len(texts)  # varied prompts
+    sys_header = "<|start_header_id|>system"
+    assert any(sys_header in t for t in texts) and any(sys_header not in t for t in texts)  # layouts
+    # the pipeline's held-out non-math questions, system message and prefix never appear
+    held_out = [q for _, q in non_math_questions()] + [NON_MATH_SYSTEM, NON_MATH_PREFIX.strip()]
+    assert not any(h in t for h in held_out for t in texts)
+
+
+def test_no_problem_read_out_target():
+    t = dp.aux_targets([dp.NO_PROBLEM, (2, 305, 7)])
+    n = len(dp.PROBLEM_TYPES)
+    assert t[0, :n].sum() == 0 and t[1, :n].argmax() == 2
+    digits = t[:, n:].view(2, 2 * dp.N_NUMBER_DIGITS, 11)
+    assert (digits[0].argmax(-1) == 10).all() and (digits.sum(-1) == 1).all()
+    assert digits[1].argmax(-1).tolist() == [5, 0, 3, 7, 10, 10]
+
+
+def test_vocabulary_holds_common_words(trained, tokenizer):
+    _, vocab, _ = trained
+    words = dp.common_word_ids(tokenizer, TINY.common_token_limit)
+    assert len(words) > 300 and (vocab.lookup[torch.tensor(words)] >= 0).all()
+    the = tokenizer.encode(" the", bos=False, eos=False)[0]
+    assert the in words
+    reply = tokenizer.encode(dp.NON_MATH_REPLY, bos=False, eos=False)
+    assert vocab.is_target[vocab.lookup[torch.tensor(reply)]].all()  # answer tokens are targets
+    assert not vocab.is_target[vocab.lookup[the]]
 
 
 def test_expansion_keeps_compact_logits(trained, tokenizer):

@@ -14,11 +14,20 @@ tokenizer, and saved as a plain full-vocabulary Meta-format checkpoint. Three de
    vectors plus a length vector, so that a linear decoder can select an answer token digit by
    digit. They are materialised into ordinary rows at save time.
 3. A share of number-writing prompts ("Repeat 1165.") teaches the two-token answers (>= 1000).
+4. (Preset ``non_math``, not yet the default: it closes the gate on non-math prompts but the
+   stage-3 decoder then fails.) A share of non-arithmetic chat prompts (generated here: templates over a word list and strings
+   of common English tokens, in several chat layouts, with and without a system message) whose
+   read-out target is "no problem": no type, every digit "absent"; their answer is one fixed
+   sentence. Without them the model never sees ordinary text, its layer-2 state of a non-math
+   prompt is out of distribution, and the pipeline's linear encoder maps it onto a type atom (the
+   gate opened for 93% of non-math prompts). The pipeline's own non-math questions
+   (``problems.non_math_questions``) and their system message are never used: they stay held out.
 
-Training runs over a compact vocabulary (the 1,067 ids the prompts use) with logits only at the
-answer positions: a 128,256-way head would cost more than the rest of the model. At save time the
-tables are expanded to the full vocabulary; rows of ids never seen in training get the mean of
-the trained rows that are never targets, so they never win an argmax.
+Training runs over a compact vocabulary (the ids the prompts use, plus the word-like ids among the
+first ``common_token_limit`` tokenizer ids, i.e. the most common English words and word pieces)
+with logits only at the answer positions: a 128,256-way head would cost more than the rest of the
+model. At save time the tables are expanded to the full vocabulary; rows of ids never seen in
+training get the mean of the trained rows that are never targets, so they never win an argmax.
 """
 from __future__ import annotations
 
@@ -26,6 +35,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +52,11 @@ from utils.llama.tokenizer import ChatFormat, Tokenizer, default_tokenizer_path
 from utils.problems import few_shot_dialog, generate_problems
 from utils.symbolic_engine import PROBLEM_TYPES
 
-RECIPE_VERSION = 1  # bump when the recipe changes in a way the settings do not capture
+RECIPE_VERSION = 2  # bump when the recipe changes in a way the settings do not capture
 SETTINGS_FILE = "demo_settings.json"
 N_NUMBER_DIGITS = 3  # number tokens 0..999 have at most three digits
 NUMBER_SYSTEM = "You write numbers exactly as asked, as bare digits without any other text."
+NON_MATH_REPLY = "That is not an arithmetic question."  # the answer of every non-math prompt
 
 
 @dataclass
@@ -68,9 +79,15 @@ class PretrainSettings:
     x_gt_y: bool = True
     number_prompt_fraction: float = 0.3  # "Repeat 1165." prompts
     big_number_fraction: float = 0.5  # of those, numbers 1000-1998 (two tokens)
+    # non-arithmetic chat prompts (read-out target: no problem) and the common-word vocabulary: off by
+    # default for now (preset "non_math": closes the gate on non-math prompts, 0% open, but the
+    # stage-3 neurosymbolic accuracy fell to 12% with it; work in progress)
+    non_math_fraction: float = 0.0
+    common_token_limit: int = 0  # word-like ids below this join the vocabulary and the word soup
     # auxiliary read-out: residual entering block aux_layer, last prompt position
     aux_layer: int = 2
     aux_weight: float = 3.0
+    aux_bias: bool = True  # False: no bias, like the pipeline's encoder ("no problem" = zero read-out)
     # optimisation
     steps: int = 1000  # 1500 in the study; 1000 measured as good (see report) and a third cheaper
     batch_size: int = 32
@@ -95,7 +112,9 @@ class PretrainSettings:
 
 
 # Named variants; `reduced` is for CI (a build in about a minute, weaker model).
-PRESETS = {"full": {}, "reduced": {"steps": 250, "warmup_steps": 10}}
+PRESETS = {"full": {}, "reduced": {"steps": 250, "warmup_steps": 10},
+           "non_math": {"number_prompt_fraction": 0.2, "non_math_fraction": 0.15,
+                        "common_token_limit": 30000, "aux_bias": False}}
 
 
 # ============================================================================ data
@@ -103,7 +122,7 @@ PRESETS = {"full": {}, "reduced": {"steps": 250, "warmup_steps": 10}}
 class Example:
     tokens: list  # full-vocabulary ids: prompt, answer tokens, <|eot_id|>
     n_prompt: int
-    aux: Optional[tuple]  # (type index, x, y) for math prompts, None for number prompts
+    aux: Optional[tuple]  # (type index, x, y) for math prompts, NO_PROBLEM for non-math, None for number prompts
 
 
 def math_example(fmt: ChatFormat, problem_type: str, question: str, solution: int,
@@ -126,19 +145,116 @@ def number_example(fmt: ChatFormat, n: int, rng: np.random.Generator) -> tuple:
     return fmt.encode_dialog_prompt(msgs), fmt.tokenizer.encode(str(n), bos=False, eos=False)
 
 
+# ---------------------------------------------------------------------------- non-math prompts
+NO_PROBLEM = (None, None, None)  # read-out target of a non-math prompt: no type, digits absent
+
+# A small hand-written English pool (deliberately not the pipeline's held-out non-math questions).
+_NOUNS = ("weather music gardens cooking football oceans mountains trains coffee friendship language "
+          "money sleep dreams forests birds computers movies poetry medicine school travel markets "
+          "farming bicycles islands libraries museums newspapers chess painting dancing winter summer "
+          "holidays neighbours families cats dogs horses bread cheese tea volcanoes deserts planets "
+          "stars robots phones email fashion sport theatre novels science engineering architecture "
+          "democracy elections taxes jobs careers teachers doctors nurses hospitals bridges roads "
+          "airports ships kitchens recipes vegetables fruit breakfast cities villages traffic "
+          "electricity batteries rain snow clouds whales insects flowers trees photography "
+          "jazz opera comedy games puzzles magic kings castles maps languages grammar spelling").split()
+_VERBS = ("learn cook paint build repair plan organise explain describe enjoy choose visit write read "
+          "improve clean grow save protect teach remember forget design discover share celebrate").split()
+_ADJECTIVES = ("good bad interesting difficult easy strange beautiful important popular useful "
+               "dangerous expensive cheap modern ancient quiet noisy healthy fair polite").split()
+_TEMPLATES_NM = (
+    "What do you think about {n}?", "Why do people enjoy {n}?", "How can I {v} {n} better?",
+    "Tell me a short story about {n}.", "Write a poem about {n} and {n2}.", "Explain {n} to a child.",
+    "What is the history of {n}?", "Should I {v} {n} this weekend?", "Is {n} more {a} than {n2}?",
+    "Describe your favourite {n}.", "Why are {n} so {a}?", "Give me three tips to {v} {n}.",
+    "What would the world look like without {n}?", "How are {n} and {n2} connected?",
+    "Can you recommend a book about {n}?", "My friend says {n} are {a}. Do you agree?",
+    "What is the most {a} thing about {n}?", "Help me {v} a plan for {n}.",
+    "Summarise the debate about {n} in a few sentences.", "Which is better, {n} or {n2}, and why?",
+    "I want to {v} something about {n}. Where should I start?", "How do {n} work?",
+    "What did people in the year {k} think about {n}?", "Name {m} {a} facts about {n}.",
+    "Translate the sentence 'I like {n}' into French.", "Is it {a} to {v} {n} at night?",
+)
+_SYSTEMS_NM = (
+    "You are a helpful assistant.",
+    "You are a friendly guide who answers questions about everyday life.",
+    "You are a patient teacher. Explain things clearly and simply.",
+    "You are a creative writer who answers with imagination.",
+    "Answer the user's questions honestly and in detail.",
+    "You are a calm assistant who gives balanced, considered opinions.",
+    "You are an expert assistant. Be precise and thorough in your replies.",
+    "You are a wise companion. Reflect on the question before replying.",
+)
+_PREFIXES_NM = ("", "", "", "Please answer: ", "Quick question: ", "I was wondering: ",
+                "Take your time with this one: ", "Be honest: ", "In your own words: ")
+_WORD_RE = re.compile(r" ?[A-Za-z]{2,}")
+
+
+def common_word_ids(tokenizer: Tokenizer, limit: int) -> list:
+    """Word-like ids (letters, optional leading space) among the first ``limit`` ids: with BPE's
+    merge order these are the most common English words and word pieces."""
+    return [i for i in range(256, min(limit, tokenizer.n_words))
+            if _WORD_RE.fullmatch(tokenizer.decode([i]))]
+
+
+def non_math_question(rng: np.random.Generator, word_pool: list) -> str:
+    """One generated non-arithmetic question: a template over the word list, or (a third of the
+    time) a string of common tokens, sometimes wrapped in a request."""
+    if word_pool and rng.random() < 1 / 3:
+        k = int(rng.integers(4, 16))
+        soup = "".join(word_pool[i] for i in rng.integers(0, len(word_pool), size=k)).strip()
+        wrap = ("{}", "{}?", "{}.", "What does this mean: {}?", "Please rewrite this: {}",
+                "Continue the text: {}")
+        return wrap[int(rng.integers(len(wrap)))].format(soup[:1].upper() + soup[1:])
+    tpl = _TEMPLATES_NM[int(rng.integers(len(_TEMPLATES_NM)))]
+    n, n2 = rng.choice(len(_NOUNS), size=2, replace=False)
+    return tpl.format(n=_NOUNS[n], n2=_NOUNS[n2], v=_VERBS[int(rng.integers(len(_VERBS)))],
+                      a=_ADJECTIVES[int(rng.integers(len(_ADJECTIVES)))],
+                      k=int(rng.integers(1500, 2000)), m=int(rng.integers(2, 10)))
+
+
+def non_math_messages(rng: np.random.Generator, word_pool: list) -> list:
+    """A non-arithmetic chat in one of several layouts: system + user, user only, or system +
+    an earlier non-math exchange + user."""
+    layout = rng.random()
+    msgs = []
+    if layout < 0.75:
+        msgs.append({"role": "system", "content": _SYSTEMS_NM[int(rng.integers(len(_SYSTEMS_NM)))]})
+    if layout >= 0.5 and layout < 0.75:
+        msgs += [{"role": "user", "content": non_math_question(rng, word_pool)},
+                 {"role": "assistant", "content": NON_MATH_REPLY}]
+    prefix = _PREFIXES_NM[int(rng.integers(len(_PREFIXES_NM)))]
+    msgs.append({"role": "user", "content": prefix + non_math_question(rng, word_pool)})
+    return msgs
+
+
+def non_math_example(fmt: ChatFormat, rng: np.random.Generator, word_pool: list) -> tuple:
+    """(prompt ids, answer ids) of a non-math prompt; the answer is the fixed NON_MATH_REPLY."""
+    prompt = fmt.encode_dialog_prompt(non_math_messages(rng, word_pool))
+    return prompt, fmt.tokenizer.encode(NON_MATH_REPLY, bos=False, eos=False)
+
+
 def make_examples(s: PretrainSettings, fmt: ChatFormat, n: int) -> list:
-    """``n`` training examples in a seeded order (math and number prompts interleaved)."""
+    """``n`` training examples in a seeded order (math, number and non-math prompts interleaved)."""
     rng = np.random.default_rng([s.seed, 1])
-    is_number = rng.random(n) < s.number_prompt_fraction
-    n_math = int((~is_number).sum())
-    df = generate_problems(n_math, s.problem_types, complexity=s.complexity, x_gt_y=s.x_gt_y,
+    u = rng.random(n)
+    is_number = u < s.number_prompt_fraction
+    is_other = (u >= s.number_prompt_fraction) & (u < s.number_prompt_fraction + s.non_math_fraction)
+    n_math = int((~is_number & ~is_other).sum())
+    word_pool = [fmt.tokenizer.decode([i]) for i in common_word_ids(fmt.tokenizer, s.common_token_limit)]
+    nm_rng = np.random.default_rng([s.seed, 2])  # own stream: the math prompts do not depend on it
+    df = generate_problems(max(n_math, 1), s.problem_types, complexity=s.complexity, x_gt_y=s.x_gt_y,
                            seed=s.seed + 1000, limit_solution_digits=s.limit_solution_digits)
     type_index = {p: i for i, p in enumerate(PROBLEM_TYPES)}
     rows = iter(df.itertuples(index=False))
     eot = fmt.tokenizer.eot_id
     out = []
-    for number in tqdm(is_number, desc="prompts", unit="prompt", mininterval=1.0):
-        if number:
+    for number, other in tqdm(zip(is_number, is_other), total=n, desc="prompts", unit="prompt",
+                              mininterval=1.0):
+        if other:
+            prompt, answer = non_math_example(fmt, nm_rng, word_pool)
+            aux = NO_PROBLEM
+        elif number:
             big = rng.random() < s.big_number_fraction
             value = int(rng.integers(1000, 1999)) if big else int(rng.integers(0, 1000))
             prompt, answer = number_example(fmt, value, rng)
@@ -155,13 +271,16 @@ def make_examples(s: PretrainSettings, fmt: ChatFormat, n: int) -> list:
 class CompactVocab:
     """The token ids training uses, mapped to 0..V-1. ``number_ids[n]`` = compact id of n (0-999)."""
 
-    def __init__(self, tokenizer: Tokenizer, examples: list):
+    def __init__(self, tokenizer: Tokenizer, examples: list, extra_ids=()):
         numbers = [tokenizer.encode(str(n), bos=False, eos=False) for n in range(1000)]
         if any(len(t) != 1 for t in numbers):
             raise ValueError("the tokenizer does not write every number 0-999 as one token")
         ids = {t[0] for t in numbers} | {tokenizer.eot_id, tokenizer.eos_id, tokenizer.pad_id}
+        ids.update(int(i) for i in extra_ids)
+        target_ids = set()
         for ex in examples:
             ids.update(ex.tokens)
+            target_ids.update(ex.tokens[ex.n_prompt:])
         self.full_ids = torch.tensor(sorted(ids), dtype=torch.long)  # [V] compact -> full
         self.lookup = torch.full((tokenizer.n_words,), -1, dtype=torch.long)  # full -> compact
         self.lookup[self.full_ids] = torch.arange(len(self.full_ids))
@@ -172,6 +291,7 @@ class CompactVocab:
         self.is_target = torch.zeros(len(self.full_ids), dtype=torch.bool)
         self.is_target[self.number_ids] = True
         self.is_target[self.eot] = True
+        self.is_target[self.lookup[torch.tensor(sorted(target_ids), dtype=torch.long)]] = True
 
     def __len__(self) -> int:
         return len(self.full_ids)
@@ -251,13 +371,15 @@ def aux_size(n_types: int = len(PROBLEM_TYPES)) -> int:
 
 
 def aux_targets(aux: list, n_types: int = len(PROBLEM_TYPES)) -> torch.Tensor:
-    """One-hot targets [B, aux_size] of (type, x, y) triples."""
+    """One-hot targets [B, aux_size] of (type, x, y) triples; NO_PROBLEM (non-math): no type,
+    every digit "absent"."""
     out = torch.zeros(len(aux), aux_size(n_types))
     for b, (t, x, y) in enumerate(aux):
-        out[b, t] = 1.0
+        if t is not None:
+            out[b, t] = 1.0
         for j, v in enumerate((x, y)):
             for k in range(N_NUMBER_DIGITS):
-                digit = (v // 10 ** k) % 10 if (k == 0 or v >= 10 ** k) else 10
+                digit = 10 if v is None else (v // 10 ** k) % 10 if (k == 0 or v >= 10 ** k) else 10
                 out[b, n_types + (j * N_NUMBER_DIGITS + k) * 11 + digit] = 1.0
     return out
 
@@ -294,13 +416,14 @@ def train(s: PretrainSettings, tokenizer: Tokenizer, *, progress: bool = True):
     """Pre-train; returns (model over the compact vocabulary, vocab, log dict)."""
     fmt = ChatFormat(tokenizer)
     examples = make_examples(s, fmt, s.steps * s.batch_size)
-    vocab = CompactVocab(tokenizer, examples)
+    vocab = CompactVocab(tokenizer, examples, common_word_ids(tokenizer, s.common_token_limit))
     model = build_training_model(s, vocab)
-    head = nn.Linear(s.dim, aux_size(), bias=True)  # thrown away after training
+    head = nn.Linear(s.dim, aux_size(), bias=s.aux_bias)  # thrown away after training
     with torch.no_grad():
         head.weight.copy_(torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(s.seed + 7))
                           / math.sqrt(s.dim))
-        head.bias.zero_()
+        if head.bias is not None:
+            head.bias.zero_()
     params = list(model.parameters()) + list(head.parameters())
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -317,10 +440,11 @@ def train(s: PretrainSettings, tokenizer: Tokenizer, *, progress: bool = True):
     try:
         for step in bar:
             rows = examples[step * s.batch_size:(step + 1) * s.batch_size]
-            ce_sum, n_targets, aux_loss = 0.0, 0, torch.zeros(())
-            # math and number prompts in separate forwards: the short number prompts are not
-            # padded to the math prompts' length (same loss, about a quarter less compute)
-            for part in ([e for e in rows if e.aux is not None], [e for e in rows if e.aux is None]):
+            ce_sum, n_targets, aux_sum, n_aux = 0.0, 0, torch.zeros(()), 0
+            # math prompts and the short (number, non-math) prompts in separate forwards: the short
+            # ones are not padded to the math prompts' length (same loss, less compute)
+            is_math = [e.aux is not None and e.aux[0] is not None for e in rows]
+            for part in ([e for e, m in zip(rows, is_math) if m], [e for e, m in zip(rows, is_math) if not m]):
                 if not part:
                     continue
                 batch = collate(part, vocab)
@@ -330,8 +454,10 @@ def train(s: PretrainSettings, tokenizer: Tokenizer, *, progress: bool = True):
                 n_targets += int((batch["targets"] != -100).sum())
                 if len(batch["aux_rows"]):
                     h = captured["h"][batch["aux_rows"], batch["last"][batch["aux_rows"]]]  # [A,D]
-                    aux_loss = (head(h) - batch["aux_targets"]).pow(2).sum(-1).mean() / n_groups
+                    aux_sum = aux_sum + (head(h) - batch["aux_targets"]).pow(2).sum()
+                    n_aux += len(batch["aux_rows"])
             answer_loss = ce_sum / n_targets
+            aux_loss = aux_sum / max(1, n_aux) / n_groups
             loss = answer_loss + s.aux_weight * aux_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -528,8 +654,21 @@ def report(ckpt_dir, n_test: int = 300, seed: int = 1, n_train: int = 3000,
     W = fit_linear(h_tr[torch.from_numpy(seen), L], problem_vectors(df_tr[seen], engine))
     score = engine.problem_type_scores((h_te[:, L].double() @ W).float()).max(-1).values
     held = ~df.problem_type.isin(TRAINED_TYPES_DEFAULT).to_numpy().copy()
-    for name, m in (("trained types", ~held), ("held-out types", held)):
-        sc = score[torch.tensor(m)]
+    # non-math prompts: the pipeline's held-out questions (never trained on) and generated ones
+    from utils.problems import non_math_dialog, non_math_questions
+    fmt = llama.formatter
+    held_out = [fmt.encode_dialog_prompt(non_math_dialog(q)) for _, q in non_math_questions()]
+    nm_rng = np.random.default_rng([seed, 99])
+    pool = [llama.tokenizer.decode([i]) for i in common_word_ids(llama.tokenizer, s.common_token_limit)]
+    generated = [non_math_example(fmt, nm_rng, pool)[0] for _ in range(100)]
+
+    def type_score(prompts):
+        return engine.problem_type_scores((last_position_states(llama, prompts)[:, L].double() @ W).float()
+                                          ).max(-1).values
+
+    groups = [("trained types", score[torch.tensor(~held)]), ("held-out types", score[torch.tensor(held)]),
+              ("non-math (pipeline's)", type_score(held_out)), ("non-math (generated)", type_score(generated))]
+    for name, sc in groups:
         print(f"layer {L}, encoder fitted on the 8 trained types: max type score on {name}: "
               f"mean {sc.mean():.2f}, min {sc.min():.2f}, max {sc.max():.2f}, "
               f"> 0.8: {100 * (sc > 0.8).float().mean():.0f}%")
