@@ -74,3 +74,11 @@ def test_compare_runs(tmp_path, capsys):
     assert "| modulo | 98.7 | 53.5 | 69.7 | 51.5 |" in out and "times_more_solved: 15.39" in out
     assert "kept the earlier run's ['baseline']" in out
     assert markdown(merged).count("\n| ") > 20
+
+
+def test_runaway_digit_strings_parse_as_missing_not_a_crash():
+    from utils.evaluation import parsed_column
+    from utils.problems import parse_answer
+
+    col = parsed_column([parse_answer("42"), parse_answer("9" * 40), parse_answer("no"), parse_answer("-7")])
+    assert col.tolist() == [42, pd.NA, pd.NA, -7]

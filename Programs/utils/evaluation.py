@@ -53,6 +53,13 @@ def _cot_continuations(tok, texts: Sequence[str]) -> list[list[int]]:
     return out
 
 
+def parsed_column(values: Sequence[int | None]) -> pd.arrays.IntegerArray:
+    """Parsed answers as a nullable int64 column; a number too long for int64 (a runaway digit
+    string) cannot equal any answer and becomes missing, like an unparsable one."""
+    lo, hi = -(2 ** 63), 2 ** 63 - 1
+    return pd.array([v if v is not None and lo <= v <= hi else None for v in values], dtype="Int64")
+
+
 @torch.no_grad()
 def evaluate(llama, method: Method, ex: Examples, *, max_new_tokens: int, batch_size: int,
              seen_types: Sequence[str], problem_list: Sequence[str], info: DistInfo = DistInfo(),
@@ -86,7 +93,7 @@ def evaluate(llama, method: Method, ex: Examples, *, max_new_tokens: int, batch_
                 "question": rows["question"].values,
                 "expected": rows["solution"].values.astype("int64"),
                 "generated": texts,
-                "parsed": pd.array(parsed, dtype="Int64"),
+                "parsed": parsed_column(parsed),
                 "cross_entropy": ce.float().cpu().numpy(),
             })
             part["correct"] = (part["parsed"] == part["expected"]).fillna(False).astype(bool)
