@@ -12,7 +12,7 @@ from utils import demo_pretraining as dp
 from utils.llama.model import ModelArgs, Transformer
 
 TINY = dp.PretrainSettings(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, aux_layer=1, steps=3,
-                           batch_size=8, warmup_steps=1, seed=3, non_math_fraction=0.15, common_token_limit=3000, aux_bias=False)
+                           batch_size=8, warmup_steps=1, seed=3, common_token_limit=3000)
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,25 @@ def test_checkpoint_loads_with_llama_build_and_is_reused(tmp_path, capsys):
     assert "reusing" in capsys.readouterr().out
     assert (out / "consolidated.00.pth").stat().st_mtime_ns == mtime
     assert not dp.cached_build(out, dataclasses.replace(TINY, steps=4))
+
+
+def test_default_recipe_has_non_math_prompts_and_arith_only_is_the_old_one():
+    s = dp.PretrainSettings()
+    assert 0 < s.non_math_fraction <= 0.15 and s.number_prompt_fraction >= 0.3 and s.aux_bias
+    assert 0 < s.common_token_limit <= 12000  # a small vocabulary extension (30000 broke stage 3)
+    old = dataclasses.replace(s, **dp.PRESETS["arith_only"])
+    assert old.non_math_fraction == 0 and old.common_token_limit == 0
+    assert dp.PRESETS["full"] == {}
+
+
+def test_template_only_non_math_prompts(tokenizer):
+    s = dataclasses.replace(TINY, **dp.PRESETS["non_math_templates"], non_math_fraction=0.5)
+    assert dp.common_word_ids(tokenizer, s.common_token_limit) == []
+    examples = dp.make_examples(s, dp.ChatFormat(tokenizer), 100)
+    other = [ex for ex in examples if ex.aux == dp.NO_PROBLEM]
+    assert len(other) > 20
+    vocab = dp.CompactVocab(tokenizer, examples)
+    assert len(vocab) < 3000  # the prompts' ids only: no common-word extension
 
 
 def test_presets_are_valid_settings():

@@ -13,18 +13,24 @@ tokenizer, and saved as a plain full-vocabulary Meta-format checkpoint. Three de
 2. The embedding and output rows of the number tokens 0-999 are sums of learned (position, digit)
    vectors plus a length vector, so that a linear decoder can select an answer token digit by
    digit. They are materialised into ordinary rows at save time.
-3. A share of number-writing prompts ("Repeat 1165.") teaches the two-token answers (>= 1000).
-4. (Preset ``non_math``, not yet the default: it closes the gate on non-math prompts but the
-   stage-3 decoder then fails.) A share of non-arithmetic chat prompts (generated here: templates over a word list and strings
-   of common English tokens, in several chat layouts, with and without a system message) whose
-   read-out target is "no problem": no type, every digit "absent"; their answer is one fixed
-   sentence. Without them the model never sees ordinary text, its layer-2 state of a non-math
-   prompt is out of distribution, and the pipeline's linear encoder maps it onto a type atom (the
-   gate opened for 93% of non-math prompts). The pipeline's own non-math questions
-   (``problems.non_math_questions``) and their system message are never used: they stay held out.
+3. A share of number-writing prompts ("Repeat 1165.", 30%) teaches the two-token answers (>= 1000).
+4. A share of non-arithmetic chat prompts (10%), generated here: templates over a small
+   hand-written word list, and (a third of them) strings of common English tokens, in several chat
+   layouts, with and without a system message. Their read-out target is "no problem" (no type,
+   every digit "absent") and their answer is one fixed sentence. Without them the model never sees
+   ordinary text, its layer-2 state of a non-math prompt is out of distribution, and the pipeline's
+   linear encoder maps it onto a type atom: with the arithmetic-only recipe (preset ``arith_only``)
+   the gate opened for 93% of the pipeline's non-math prompts (type score ~1.05); with this one it
+   stays closed for all of them (mean ~0.16, like the paper's ~0.35), while the neurosymbolic
+   accuracy after stages 1-3 stays where it was (93.8% on the seen types vs 94.8%; plain 11.1%).
+   The evaluation's non-math questions (``problems.non_math_questions``), their system message and
+   prefix are never used in training: they stay held out.
+   What did not work (preset ``non_math``): 15% non-math prompts, only 20% number prompts, a
+   ~23k-id vocabulary (common_token_limit 30000) and a bias-free read-out head: the gate closed,
+   but the stage-3 decoder's answers no longer came out as the right tokens (12.4% on seen types).
 
 Training runs over a compact vocabulary (the ids the prompts use, plus the word-like ids among the
-first ``common_token_limit`` tokenizer ids, i.e. the most common English words and word pieces)
+first ``common_token_limit`` = 12000 tokenizer ids, i.e. the most common English words and word pieces)
 with logits only at the answer positions: a 128,256-way head would cost more than the rest of the
 model. At save time the tables are expanded to the full vocabulary; rows of ids never seen in
 training get the mean of the trained rows that are never targets, so they never win an argmax.
@@ -52,7 +58,7 @@ from utils.llama.tokenizer import ChatFormat, Tokenizer, default_tokenizer_path
 from utils.problems import few_shot_dialog, generate_problems
 from utils.symbolic_engine import PROBLEM_TYPES
 
-RECIPE_VERSION = 2  # bump when the recipe changes in a way the settings do not capture
+RECIPE_VERSION = 3  # bump when the recipe changes in a way the settings do not capture
 SETTINGS_FILE = "demo_settings.json"
 N_NUMBER_DIGITS = 3  # number tokens 0..999 have at most three digits
 NUMBER_SYSTEM = "You write numbers exactly as asked, as bare digits without any other text."
@@ -79,11 +85,10 @@ class PretrainSettings:
     x_gt_y: bool = True
     number_prompt_fraction: float = 0.3  # "Repeat 1165." prompts
     big_number_fraction: float = 0.5  # of those, numbers 1000-1998 (two tokens)
-    # non-arithmetic chat prompts (read-out target: no problem) and the common-word vocabulary: off by
-    # default for now (preset "non_math": closes the gate on non-math prompts, 0% open, but the
-    # stage-3 neurosymbolic accuracy fell to 12% with it; work in progress)
-    non_math_fraction: float = 0.0
-    common_token_limit: int = 0  # word-like ids below this join the vocabulary and the word soup
+    # non-arithmetic chat prompts (read-out target: no problem) and the common-word vocabulary; they
+    # close the pipeline's gate on (held-out) non-math prompts. 0 / 0: the arithmetic-only recipe
+    non_math_fraction: float = 0.1
+    common_token_limit: int = 12000  # word-like ids below this join the vocabulary and the word soup
     # auxiliary read-out: residual entering block aux_layer, last prompt position
     aux_layer: int = 2
     aux_weight: float = 3.0
@@ -111,8 +116,17 @@ class PretrainSettings:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-# Named variants; `reduced` is for CI (a build in about a minute, weaker model).
+# Named variants; `reduced` is for CI (a build in about a minute, weaker model). Measured after
+# stages 1-3 (NS / plain accuracy, mean over the 8 seen types; gate open on the pipeline's non-math
+# prompts), one core:
+#   full                93.8% / 11.1%, non-math gate open 0% (mean 0.16), build 252 s
+#   arith_only          94.8% / 11.3%, non-math gate open 93% (~1.05)  (recipe 2, the old default)
+#   non_math_templates  92.1% / 10.6%, non-math gate open 0% (mean 0.26), build 228 s (no word soup:
+#                       the vocabulary gains only the template words)
+#   non_math            12.4% NS: does NOT work for stage 3 (kept as a record; see the docstring)
 PRESETS = {"full": {}, "reduced": {"steps": 250, "warmup_steps": 10},
+           "arith_only": {"non_math_fraction": 0.0, "common_token_limit": 0},
+           "non_math_templates": {"common_token_limit": 0},
            "non_math": {"number_prompt_fraction": 0.2, "non_math_fraction": 0.15,
                         "common_token_limit": 30000, "aux_bias": False}}
 
