@@ -21,6 +21,7 @@ from utils.paths import models_dir  # noqa: E402
 
 def main(argv=None) -> int:
     from utils import demo_pretraining as dp
+    from utils import demo_report
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(models_dir() / "demo_llama"), help="checkpoint folder")
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     settings = dataclasses.replace(settings, **overrides)
     out = dp.build_demo_model(args.out, settings, force=args.force)
     if args.report:
-        dp.report(out, args.report, seed=settings.seed + 1)
+        demo_report.report(out, args.report, seed=settings.seed + 1)
     return 0
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from utils import demo_pretraining as dp
+from utils import demo_report
 from utils.llama.model import ModelArgs, Transformer
 
 TINY = dp.PretrainSettings(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, aux_layer=1, steps=3,
@@ -169,6 +170,6 @@ def test_demo_data_splits_are_disjoint_and_typed(tmp_path):
 
 def test_report_runs(tmp_path, capsys):
     out = dp.build_demo_model(tmp_path / "demo", TINY, progress=False)
-    dp.report(out, n_test=20, n_train=100, vsa_settings=((256, 4),))
+    demo_report.report(out, n_test=20, n_train=100, vsa_settings=((256, 4),))
     text = capsys.readouterr().out
     assert "plain greedy accuracy" in text and "linear encoder" in text and "held-out types" in text
