@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from utils.errors import CheckpointError, UserError
+from utils.llama.errors import CheckpointError, LlamaError
 from utils.llama.checkpoint import (checkpoint_fingerprint, file_fingerprint, load_model,
                                     load_params, reshard, save_checkpoint, shard_dim)
 from utils.llama.generation import Llama
@@ -79,9 +79,9 @@ def test_reshard_split_and_merge(small_ckpt, tmp_path):
     one = reshard(two, tmp_path / "mp1", 1)
     merged = torch.load(one / "consolidated.00.pth", weights_only=True)
     assert merged.keys() == sd.keys() and all(torch.equal(merged[k], sd[k]) for k in sd)
-    with pytest.raises(UserError, match="model-parallel size 3: it must divide n_heads = 4"):
+    with pytest.raises(LlamaError, match="model-parallel size 3: it must divide n_heads = 4"):
         reshard(path, tmp_path / "mp3", 3)
-    with pytest.raises(UserError, match="it must divide n_kv_heads = 2"):
+    with pytest.raises(LlamaError, match="it must divide n_kv_heads = 2"):
         reshard(path, tmp_path / "mp4", 4)
     # a two-shard folder needs two processes
     with pytest.raises(CheckpointError, match=r"holds 2 \.pth shard\(s\) \(consolidated\.00\.pth, "
@@ -164,5 +164,5 @@ def test_tokenizer_size_differs_from_vocab(small_ckpt):
 def test_model_parallel_needs_torchrun(small_ckpt, monkeypatch):
     path, _ = small_ckpt
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    with pytest.raises(UserError, match="torchrun --nproc_per_node 2"):
+    with pytest.raises(LlamaError, match="torchrun --nproc_per_node 2"):
         load_model(path, model_parallel_size=2)

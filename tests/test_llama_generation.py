@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from utils.errors import UserError
+from utils.llama.errors import LlamaError
 from utils.llama.generation import Llama, left_pad, sample_top_p
 
 
@@ -105,9 +105,9 @@ def test_top_p_sampling(llama):
 
 
 def test_prompt_errors(llama):
-    with pytest.raises(UserError, match="prompt 1 has 65 tokens, longer than max_seq_len 64"):
+    with pytest.raises(LlamaError, match="prompt 1 has 65 tokens, longer than max_seq_len 64"):
         llama.generate([[1, 2], [5] * 65], max_gen_len=2)
-    with pytest.raises(UserError, match="5 prompts exceed max_batch_size 4"):
+    with pytest.raises(LlamaError, match="5 prompts exceed max_batch_size 4"):
         llama.generate([[1]] * 5, max_gen_len=2)
-    with pytest.raises(UserError, match="prompt 0 is empty"):
+    with pytest.raises(LlamaError, match="prompt 0 is empty"):
         llama.generate([[]], max_gen_len=2)

@@ -1,5 +1,7 @@
 """Errors a user can cause. Entry scripts print their message on one line and exit with code 2."""
 
+from utils.llama.errors import CheckpointError, LlamaError  # noqa: F401  (re-exported)
+
 
 class UserError(Exception):
     """Bad input: the message names the file, row/field and what was expected."""
@@ -7,10 +9,6 @@ class UserError(Exception):
 
 class DataError(UserError):
     """A CSV or gathered-data file does not hold what it must."""
-
-
-class CheckpointError(UserError):
-    """A model checkpoint folder is missing files or does not match its params.json."""
 
 
 class EngineMismatchError(UserError):
@@ -27,6 +25,6 @@ def run_entry_point(main, argv=None) -> int:
 
     try:
         return main(argv) or 0
-    except UserError as exc:
+    except (UserError, LlamaError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from typing import Optional, Union
 
 import torch
 
-from utils.errors import CheckpointError, UserError
+from utils.llama.errors import CheckpointError, LlamaError
 from utils.llama.model import ModelArgs, Transformer
 
 _SHARD_RE = re.compile(r"consolidated\.(\d+)\.pth$")
@@ -88,7 +88,7 @@ def init_model_parallel(model_parallel_size: int, device: Optional[torch.device]
     from fairscale.nn.model_parallel import initialize as fs
     if not torch.distributed.is_initialized():
         if "WORLD_SIZE" not in os.environ:
-            raise UserError(f"model_parallel_size {model_parallel_size} needs one process per shard: "
+            raise LlamaError(f"model_parallel_size {model_parallel_size} needs one process per shard: "
                             f"launch with torchrun --nproc_per_node {model_parallel_size}")
         on_cuda = device is not None and torch.device(device).type == "cuda"
         torch.distributed.init_process_group("nccl" if on_cuda else "gloo")
@@ -96,7 +96,7 @@ def init_model_parallel(model_parallel_size: int, device: Optional[torch.device]
         fs.initialize_model_parallel(model_parallel_size)
     got = fs.get_model_parallel_world_size()
     if got != model_parallel_size:
-        raise UserError(f"model-parallel size is already {got}, cannot use {model_parallel_size}")
+        raise LlamaError(f"model-parallel size is already {got}, cannot use {model_parallel_size}")
 
 
 def load_model(ckpt_dir, *, max_seq_len: int = 2048, max_batch_size: int = 32,
@@ -197,7 +197,7 @@ def save_checkpoint(model_or_state_dict, params: dict, out_dir, tokenizer_path=N
     if isinstance(model_or_state_dict, torch.nn.Module):
         model_args = getattr(model_or_state_dict, "args", None)
         if model_args is not None and getattr(model_args, "model_parallel_size", 1) > 1:
-            raise UserError("save_checkpoint saves a single-process model; use reshard for shards")
+            raise LlamaError("save_checkpoint saves a single-process model; use reshard for shards")
         state = model_or_state_dict.state_dict()
     else:
         state = model_or_state_dict
@@ -231,7 +231,7 @@ def file_fingerprint(path) -> str:
     """sha256 of a file's size and its first and last MiB (cheap; the whole file if <= 2 MiB)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} not found")
+        raise LlamaError(f"{path} not found")
     h = hashlib.sha256()
     _hash_file_into(h, path)
     return h.hexdigest()
@@ -263,7 +263,7 @@ def reshard(src_dir, dst_dir, model_parallel_size: int) -> Path:
               "vocab_size": args.vocab_size, "FFN hidden size": args.ffn_hidden_dim}
     for what, n in checks.items():
         if mp < 1 or n % mp:
-            raise UserError(f"cannot reshard {src_dir} to model-parallel size {mp}: it must divide "
+            raise LlamaError(f"cannot reshard {src_dir} to model-parallel size {mp}: it must divide "
                             f"{what} = {n}")
     srcs = shard_paths(src_dir)
     for i, p in enumerate(srcs):

@@ -6,7 +6,7 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
-from utils.errors import CheckpointError, UserError
+from utils.llama.errors import CheckpointError, LlamaError
 from utils.llama.checkpoint import checkpoint_fingerprint, load_model, load_params
 from utils.llama.model import ModelArgs, Transformer
 from utils.llama.tokenizer import ChatFormat, Tokenizer
@@ -33,11 +33,11 @@ def resolve_device(name: str = "") -> torch.device:
     if not name:
         return default_device()
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is available")
+        raise LlamaError(f"--device {name}: no CUDA device is available")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise UserError(f"--device {name!r}: expected cpu, cuda or cuda:N") from None
+        raise LlamaError(f"--device {name!r}: expected cpu, cuda or cuda:N") from None
 
 
 def resolve_dtype(name: str, device) -> torch.dtype:
@@ -45,14 +45,14 @@ def resolve_dtype(name: str, device) -> torch.dtype:
     if not name:
         return default_dtype(device)
     if name not in DTYPES:
-        raise UserError(f"--dtype {name!r}: expected one of {', '.join(DTYPES)}")
+        raise LlamaError(f"--dtype {name!r}: expected one of {', '.join(DTYPES)}")
     return DTYPES[name]
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int):
     """-> (tokens [B,S] long, pad_lengths [B] long): every row ends at position S-1."""
     if len(seqs) == 0:
-        raise UserError("left_pad: no sequences given")
+        raise LlamaError("left_pad: no sequences given")
     S = max(len(s) for s in seqs)
     tokens = torch.full((len(seqs), S), int(pad_id), dtype=torch.long)
     pad_lengths = torch.empty(len(seqs), dtype=torch.long)
@@ -111,15 +111,15 @@ class Llama:
 
     def _check_prompts(self, prompt_tokens) -> None:
         if len(prompt_tokens) == 0:
-            raise UserError("generate: no prompts given")
+            raise LlamaError("generate: no prompts given")
         if len(prompt_tokens) > self.args.max_batch_size:
-            raise UserError(f"generate: {len(prompt_tokens)} prompts exceed max_batch_size "
+            raise LlamaError(f"generate: {len(prompt_tokens)} prompts exceed max_batch_size "
                             f"{self.args.max_batch_size} (Llama.build(max_batch_size=...))")
         for b, p in enumerate(prompt_tokens):
             if len(p) == 0:
-                raise UserError(f"generate: prompt {b} is empty")
+                raise LlamaError(f"generate: prompt {b} is empty")
             if len(p) > self.args.max_seq_len:
-                raise UserError(f"generate: prompt {b} has {len(p)} tokens, longer than max_seq_len "
+                raise LlamaError(f"generate: prompt {b} has {len(p)} tokens, longer than max_seq_len "
                                 f"{self.args.max_seq_len} (Llama.build(max_seq_len=...))")
 
     @torch.no_grad()

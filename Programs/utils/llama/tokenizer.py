@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
-from utils.errors import CheckpointError
+from utils.llama.errors import CheckpointError
 
 PAT_STR = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
            r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
