@@ -1,12 +1,16 @@
 """Merge the results of several stage-3 runs into one table in the layout of the paper's Table 1.
 
-    python Programs/compare_runs.py R1 R2 ... [--out FOLDER] [--programs_dir DIR]
+    python Programs/compare_runs.py R1 R2 ... [--out FOLDER] [--programs_dir DIR] [--allow_mismatch]
 
 Each argument is a run name (Programs/results/<run>/results.csv) or a path to a results.csv (or
 its folder). Rows: problem types (seen first); columns: methods. Writes results.csv, results.md
 and results.png of the combination (default folder: Programs/results/compare_<R1>_<R2>...), prints
 the Markdown table, and the paper's headline ratios (see utils/pipeline/results.py for how they are computed
 and how a zero accuracy is guarded).
+
+Runs are compared only when they were made on the same test rows, model and VSA codebook and agree
+on the seen types (each run's fingerprints.json); otherwise the script names what differs and exits
+with code 2. --allow_mismatch merges them anyway, with a warning saying what differs.
 """
 import argparse
 import sys
@@ -23,11 +27,15 @@ def main(argv=None) -> int:
     ap.add_argument("runs", nargs="+", help="run names or results.csv paths")
     ap.add_argument("--out", default="", help="output folder (default: Programs/results/compare_<runs>)")
     ap.add_argument("--programs_dir", default="", help="root of results/ (default: the Programs folder)")
+    ap.add_argument("--allow_mismatch", action="store_true",
+                    help="merge runs made on different test rows, models, codebooks or seen types (with a warning)")
     args = ap.parse_args(argv)
-    written, notes = compare_runs(args.runs, args.out, args.programs_dir)
+    written, notes, warnings = compare_runs(args.runs, args.out, args.programs_dir, args.allow_mismatch)
     print(written["md"].read_text())
     for n in notes:
         print(f"note: {n}")
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     print(f"written: {', '.join(str(p) for p in written.values())}")
     return 0
 
