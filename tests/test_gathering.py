@@ -173,3 +173,22 @@ def test_data_parallel_gather_equals_single_process(tiny_ckpt, tmp_path):
         a, b = dp.load_split(split), sp.load_split(split)
         for name in ("hidden", "targets", "row", "type_id", "x", "y"):
             assert torch.equal(getattr(a, name), getattr(b, name)), (split, name)
+
+
+def test_failed_model_load_leaves_no_manifest_behind(tiny_ckpt, tmp_path):
+    """A first attempt whose checkpoint does not load (truncated) writes no manifest, so the rerun
+    with the restored checkpoint is not refused as "different model_fingerprint"."""
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_ckpt, ckpt)
+    shard = ckpt / "consolidated.00.pth"
+    good = shard.read_bytes()
+    shard.write_bytes(good[:len(good) // 2])
+    with pytest.raises(CheckpointError, match="consolidated.00.pth"):
+        run_gather(cfg_of(*args(ckpt, tmp_path, rows=(4, 2, 2))))
+    store = tmp_path / "gathered_data_t"
+    assert not (store / "manifest.json").exists() and not list(store.rglob("shard_*.pt"))
+    shard.write_bytes(good)
+    run_gather(cfg_of(*args(ckpt, tmp_path, rows=(4, 2, 2))))
+    assert HiddenStore(store).read_manifest()["complete"]

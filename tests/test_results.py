@@ -75,6 +75,7 @@ def test_summary_and_files(tmp_path):
 
 
 PRINTS = {"test_rows": "a1b2", "n_test_rows": 2000, "model": "m0", "codebook": "c0",
+          "test_questions": {"modify_question_format": False, "test_with_non_numerical_rep": False},
           "seen_types": sorted(PAPER), "seen_from": "maps"}
 
 

@@ -30,12 +30,14 @@ import torch
 from utils.pipeline import paths
 from utils.pipeline.options import option
 from utils.pipeline.errors import ConfigError, DataError, EngineMismatchError
-from utils.pipeline.files import atomic_savefig, atomic_write_csv
+from utils.pipeline.files import MiB, atomic_savefig, atomic_write_csv, check_output_folders
 from utils.pipeline.gathering import split_source
 from utils.pipeline.hidden_store import HiddenStore, SplitData
+from utils.pipeline.locks import stage_lock
 from utils.pipeline.runtime import make_engine, progress, resolve_device
 
 STAGE2_PROJECT = "Symbolic LLM - Train Encoders and Decoders"
+STAGE = "train_encoders_and_decoders"
 CSV_COLUMNS = ["layer", "split", "seen", "n", "x_accuracy", "y_accuracy", "type_accuracy", "digit_accuracy"]
 
 
@@ -257,10 +259,9 @@ def check_store_matches(cfg, manifest: dict, engine) -> None:
 
 
 def run_training(cfg) -> dict:
-    """Stage 2 end to end; returns {"encoders", "decoders", "table", "summary"}."""
-    from utils.pipeline.maps import save_maps
-    from utils.pipeline.tracking import Tracker
-
+    """Stage 2 end to end; returns {"encoders", "decoders", "table", "summary"}. Inputs and output
+    folders (write access, room for the map files) are checked before any work; one process per run
+    name (locks.py)."""
     if cfg.batch_size < 1 or cfg.training_epochs < 0 or cfg.decoding_epochs < 0:
         raise ConfigError("--batch_size must be >= 1 and the epoch counts >= 0")
     device = resolve_device(cfg.device)
@@ -275,6 +276,19 @@ def run_training(cfg) -> dict:
     layers = sorted(set(cfg.layer_numbers)) if cfg.layer_numbers else list(manifest["layers"])
     run = paths.run_name_or_today(cfg.run_name)
     out_dir = paths.results_dir(run, cfg.programs_dir)
+    models = paths.models_dir(cfg.programs_dir)
+    map_bytes = 2 * len(layers) * engine.VSA_dim * manifest["dim"] * 4  # encoders + decoders, float32
+    with stage_lock(out_dir, STAGE, run):
+        check_output_folders({models: ("the encoder and decoder files", 2 * map_bytes + MiB),
+                              out_dir: ("the encoding-accuracy table and plot", MiB)})
+        return _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dtype)
+
+
+def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dtype) -> dict:
+    """Train the maps of every layer, measure them, write the files (run_training's work)."""
+    from utils.pipeline.maps import save_maps
+    from utils.pipeline.tracking import Tracker
+
     tracker = Tracker(out_dir, project=cfg.wandb_project or STAGE2_PROJECT, run_name=run, config=cfg,
                       log_wandb=cfg.log_wandb)
     t0 = time.perf_counter()
@@ -294,9 +308,12 @@ def run_training(cfg) -> dict:
     t_train = time.perf_counter() - t1
 
     n_digits = min(cfg.complexity + 1, engine.max_digits)
+    # "seen" = the types the maps are trained on: those of the training split, whatever --problem_type says
+    present = set(data["train"].type_id.unique().tolist())
+    trained_types = [p for i, p in enumerate(engine.possible_problems) if i in present]
     rows = []
     for split in ("train", "val", "test"):
-        rows += encoding_accuracy(engine, W_enc, data[split], layers, split, list(cfg.problem_type), n_digits)
+        rows += encoding_accuracy(engine, W_enc, data[split], layers, split, trained_types, n_digits)
     table = pd.DataFrame(rows, columns=CSV_COLUMNS)
     csv_path = atomic_write_csv(table, out_dir / "encoding_accuracy.csv", float_format="%.4f")
     png = plot_accuracy(table, out_dir / "encoding_accuracy.png")
@@ -304,8 +321,7 @@ def run_training(cfg) -> dict:
 
     model = manifest["model"]
     info = {"fingerprint": model["fingerprint"], "dim": model["dim"], "n_layers": model["n_layers"]}
-    extra = {"run_name": run, "layers": layers, "gathered_data": str(store.root)}
-    models = paths.models_dir(cfg.programs_dir)
+    extra = {"run_name": run, "layers": layers, "gathered_data": str(store.root), "trained_types": trained_types}
     enc_path = save_maps(models / f"encoders_{run}.pth", "encoder", {l: W_enc[j] for j, l in enumerate(layers)},
                          engine.state_dict(), info, {**extra, "val_rmse": enc_stats["best_val_rmse"]})
     dec_path = save_maps(models / f"decoders_{run}.pth", "decoder", {l: W_dec[j] for j, l in enumerate(layers)},

@@ -197,7 +197,8 @@ def combine(frames: list[pd.DataFrame], names: Optional[list[str]] = None) -> tu
 # ----------------------------------------------------------------------------- what a run was made on
 FINGERPRINTS = "fingerprints.json"
 # What must agree between runs whose results are merged into one table (compare_runs).
-MUST_MATCH = {"test_rows": "test rows", "model": "model", "codebook": "VSA codebook", "seen_types": "seen types"}
+MUST_MATCH = {"test_rows": "test rows", "test_questions": "test question format", "model": "model",
+              "codebook": "VSA codebook", "seen_types": "seen types"}
 
 
 def rows_fingerprint(rows: pd.DataFrame) -> str:
@@ -210,8 +211,8 @@ def rows_fingerprint(rows: pd.DataFrame) -> str:
 
 
 def write_fingerprints(run_dir: Path, info: dict) -> Path:
-    """`fingerprints.json` beside results.csv: {test_rows, n_test_rows, model, codebook (None when the
-    run used no VSA engine), seen_types, seen_from}."""
+    """`fingerprints.json` beside results.csv: {test_rows, n_test_rows, test_questions (how they were
+    asked), model, codebook (None when the run used no VSA engine), seen_types, seen_from}."""
     return atomic_write_json(Path(run_dir) / FINGERPRINTS, info, what="the run's fingerprints")
 
 
