@@ -28,7 +28,7 @@ from utils.distributed import DistInfo, barrier, init_distributed, resolve_model
 from utils.errors import ConfigError, DataError, run_entry_point  # noqa: E402
 from utils.evaluation import EvaluationOptions, evaluate, gate_scores, summarize  # noqa: E402
 from utils.intervention import InterventionOptions  # noqa: E402
-from utils.llama.generation import resolve_device  # noqa: E402
+from utils.pipeline.runtime import resolve_device  # noqa: E402
 from utils.paths import results_dir, run_name_or_today  # noqa: E402
 from utils.results import atomic_write_csv, gate_summary, write_gate_scores, write_results  # noqa: E402
 from utils.tracking import Tracker  # noqa: E402
@@ -130,7 +130,8 @@ def model_parallel_size(cfg) -> int:
 
 
 def build_llama(cfg: FineTuneConfig, device: str):
-    from utils.llama.generation import Llama, resolve_dtype
+    from utils.llama.generation import Llama
+    from utils.pipeline.runtime import resolve_dtype
 
     llama = Llama.build(Path(cfg.chpt_dir).expanduser(), tokenizer_path=cfg.tokenizer_path or None,
                         max_seq_len=cfg.max_seq_len, max_batch_size=max(cfg.eval_batch_size, cfg.n_samples),

@@ -10,6 +10,7 @@ from utils.llama.checkpoint import (checkpoint_fingerprint, file_fingerprint, lo
                                     load_params, reshard, save_checkpoint, shard_dim)
 from utils.llama.generation import Llama
 from utils.llama.model import ModelArgs, Transformer
+from utils.llama.tokenizer import default_tokenizer_path, resolve_tokenizer_path
 
 SMALL = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512, multiple_of=16,
              norm_eps=1e-5, rope_theta=500000.0, use_scaled_rope=True)
@@ -115,11 +116,24 @@ def test_bad_params_json(small_ckpt):
         load_model(path)
 
 
-def test_missing_tokenizer(small_ckpt):
+def test_missing_tokenizer(small_ckpt, tmp_path):
     path, _ = small_ckpt
-    (path / "tokenizer.model").unlink()
-    with pytest.raises(CheckpointError, match=r"tokenizer .*small/tokenizer\.model not found"):
-        Llama.build(path, device="cpu")
+    with pytest.raises(CheckpointError, match=r"tokenizer .*elsewhere/tokenizer\.model not found"):
+        Llama.build(path, tokenizer_path=tmp_path / "elsewhere" / "tokenizer.model", device="cpu")
+
+
+def test_folder_without_tokenizer_uses_the_packaged_one(tiny_ckpt, tmp_path):
+    folder = tmp_path / "weights_only"
+    shutil.copytree(tiny_ckpt, folder)
+    (folder / "tokenizer.model").unlink()
+    assert resolve_tokenizer_path(folder) == default_tokenizer_path()
+    assert resolve_tokenizer_path(tiny_ckpt) == tiny_ckpt / "tokenizer.model"
+    own = tmp_path / "own.model"
+    shutil.copy(default_tokenizer_path(), own)
+    assert resolve_tokenizer_path(folder, str(own)) == own
+    llama = Llama.build(folder, device="cpu", max_seq_len=32, max_batch_size=1)
+    assert llama.tokenizer.model_path == default_tokenizer_path()
+    assert llama.tokenizer.encode("12", bos=False, eos=False) == [717]
 
 
 def test_no_shard_and_too_many_shards(small_ckpt):

@@ -261,7 +261,7 @@ def check_store_matches(cfg, manifest: dict, engine) -> None:
 def run_training(cfg, tracker_factory=None) -> dict:
     """Stage 2 end to end; returns {"encoders", "decoders", "table"}."""
     from .gathering import make_engine, store_dir
-    from .llama.generation import resolve_device
+    from .pipeline.runtime import resolve_device
     from .networks import save_maps
     from .tracking import Tracker
 

@@ -45,20 +45,6 @@ class GatherOptions:
 
 
 # ----------------------------------------------------------------------------- helpers
-def resolve_tokenizer_path(cfg) -> Path:
-    from .llama.tokenizer import default_tokenizer_path
-
-    if cfg.tokenizer_path:
-        path = Path(cfg.tokenizer_path).expanduser()
-    else:
-        path = Path(cfg.chpt_dir).expanduser() / "tokenizer.model"
-        if not path.is_file():
-            path = default_tokenizer_path()
-    if not path.is_file():
-        raise DataError(f"--tokenizer_path {path}: file not found (a Llama 3 tokenizer.model)")
-    return path
-
-
 def store_dir(cfg) -> Path:
     if cfg.gathered_data_dir:
         return Path(cfg.gathered_data_dir).expanduser().resolve()
@@ -140,7 +126,8 @@ class GatherPlan:
 def plan_gather(cfg) -> GatherPlan:
     """Check every input and describe the work, without loading the model."""
     from .llama.checkpoint import checkpoint_fingerprint, file_fingerprint, load_params
-    from .llama.generation import resolve_device, resolve_dtype
+    from .llama.tokenizer import resolve_tokenizer_path
+    from .pipeline.runtime import resolve_device, resolve_dtype
 
     if cfg.save_frequency < 1:
         raise ConfigError(f"--save_frequency {cfg.save_frequency}: must be at least 1 row per shard")
@@ -150,7 +137,7 @@ def plan_gather(cfg) -> GatherPlan:
     dtype = resolve_dtype(cfg.dtype, device)
     params = load_params(Path(cfg.chpt_dir).expanduser())
     layers = resolve_layers(cfg, params["n_layers"])
-    tok_path = resolve_tokenizer_path(cfg)
+    tok_path = resolve_tokenizer_path(cfg.chpt_dir, cfg.tokenizer_path)
     splits, sources = {}, {}
     for split in ("train", "val", "test"):
         splits[split], sources[split] = load_split_problems(cfg, split)

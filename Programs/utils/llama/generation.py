@@ -9,11 +9,7 @@ import torch
 from utils.llama.errors import CheckpointError, LlamaError
 from utils.llama.checkpoint import checkpoint_fingerprint, load_model, load_params
 from utils.llama.model import ModelArgs, Transformer
-from utils.llama.tokenizer import ChatFormat, Tokenizer
-
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+from utils.llama.tokenizer import ChatFormat, Tokenizer, resolve_tokenizer_path
 
 
 def default_device() -> torch.device:
@@ -26,27 +22,6 @@ def default_dtype(device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
-
-
-def resolve_device(name: str = "") -> torch.device:
-    """The --device option: '' means cuda when available, else cpu."""
-    if not name:
-        return default_device()
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LlamaError(f"--device {name}: no CUDA device is available")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise LlamaError(f"--device {name!r}: expected cpu, cuda or cuda:N") from None
-
-
-def resolve_dtype(name: str, device) -> torch.dtype:
-    """The --dtype option: '' means the device's default (bf16 on cuda, float32 on cpu)."""
-    if not name:
-        return default_dtype(device)
-    if name not in DTYPES:
-        raise LlamaError(f"--dtype {name!r}: expected one of {', '.join(DTYPES)}")
-    return DTYPES[name]
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int):
@@ -87,16 +62,14 @@ class Llama:
     def build(ckpt_dir, tokenizer_path=None, max_seq_len: int = 2048, max_batch_size: int = 64,
               device=None, dtype: Optional[torch.dtype] = None,
               model_parallel_size: Optional[int] = None, seed: int = 1) -> "Llama":
-        """Load a Meta checkpoint folder (params.json, consolidated.*.pth, tokenizer.model)."""
+        """Load a Meta checkpoint folder (params.json, consolidated.*.pth; tokenizer: see
+        `resolve_tokenizer_path`)."""
         ckpt_dir = Path(ckpt_dir)
         if not ckpt_dir.is_dir():
             raise CheckpointError(f"checkpoint folder {ckpt_dir} does not exist: expected a folder "
                                   f"with params.json, consolidated.00.pth and tokenizer.model")
         params = load_params(ckpt_dir)
-        tok_path = Path(tokenizer_path) if tokenizer_path is not None else ckpt_dir / "tokenizer.model"
-        if not tok_path.is_file():
-            raise CheckpointError(f"tokenizer {tok_path} not found: put the Llama 3 tokenizer.model "
-                                  f"in the checkpoint folder or pass its path (tokenizer_path)")
+        tok_path = resolve_tokenizer_path(ckpt_dir, tokenizer_path)
         tokenizer = Tokenizer(tok_path)
         if tokenizer.n_words != params["vocab_size"]:
             raise CheckpointError(f"tokenizer {tok_path} has {tokenizer.n_words} tokens but "

@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 
 @dataclass
@@ -249,24 +251,6 @@ class TransformerBlock(nn.Module):
         return h + self.feed_forward(self.ffn_norm(h))
 
 
-class _Hook:
-    __slots__ = ("fn",)  # compared by identity: the same fn may be registered twice
-
-    def __init__(self, fn):
-        self.fn = fn
-
-
-class HookHandle:
-    def __init__(self, hooks: list, entry: _Hook):
-        self._hooks, self._entry = hooks, entry
-
-    def remove(self) -> None:
-        for i, e in enumerate(self._hooks):
-            if e is self._entry:
-                del self._hooks[i]
-                return
-
-
 class Transformer(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -279,7 +263,7 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(args.dim, eps=args.norm_eps)
         self.output = col(args.dim, args.vocab_size, gather=True)
         self.tie_weights()
-        self._residual_hooks: dict[int, list] = {}
+        self._residual_hooks: dict[int, OrderedDict] = {}  # layer -> {handle id: fn}, in registration order
         self._freqs: dict = {}  # device -> rope frequencies (not part of the state dict)
 
     def tie_weights(self) -> None:
@@ -289,20 +273,20 @@ class Transformer(nn.Module):
             self.output.weight = self.tok_embeddings.weight
 
     # ---------------------------------------------------------------- hooks and cache
-    def register_residual_hook(self, layer: int, fn: Callable) -> HookHandle:
+    def register_residual_hook(self, layer: int, fn: Callable) -> RemovableHandle:
         if not 0 <= layer <= self.n_layers:
             raise ValueError(f"residual hook layer must be in 0..{self.n_layers}, got {layer}")
-        hooks = self._residual_hooks.setdefault(layer, [])
-        entry = _Hook(fn)
-        hooks.append(entry)
-        return HookHandle(hooks, entry)
+        hooks = self._residual_hooks.setdefault(layer, OrderedDict())  # RemovableHandle needs a weakref-able dict
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = fn
+        return handle
 
     def _run_hooks(self, layer, h, start_pos, pad_lengths):
         hooks = self._residual_hooks.get(layer)
         if hooks:
             ctx = ForwardContext(layer, start_pos, pad_lengths)
-            for entry in list(hooks):
-                out = entry.fn(h, ctx)
+            for fn in list(hooks.values()):
+                out = fn(h, ctx)
                 if out is not None:
                     h = out
         return h

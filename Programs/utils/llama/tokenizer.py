@@ -40,6 +40,19 @@ def default_tokenizer_path() -> Path:
     return Path(str(path))
 
 
+def resolve_tokenizer_path(ckpt_dir, tokenizer_path=None) -> Path:
+    """The tokenizer a checkpoint folder is used with: ``tokenizer_path`` when given, else the
+    folder's ``tokenizer.model``, else the one shipped in ``llama_models`` (every Llama 3 model has
+    the same tokenizer, so a folder of weights alone still works)."""
+    if tokenizer_path:
+        path = Path(tokenizer_path).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"tokenizer {path} not found: expected a Llama 3 tiktoken tokenizer.model")
+        return path
+    path = Path(ckpt_dir).expanduser() / "tokenizer.model"
+    return path if path.is_file() else default_tokenizer_path()
+
+
 class Tokenizer:
     def __init__(self, model_path: str | os.PathLike):
         model_path = Path(model_path)

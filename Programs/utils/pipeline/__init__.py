@@ -1,0 +1,1 @@
+"""The pipeline's stages and their shared runtime (options, device/dtype, files, tracking)."""
