@@ -129,8 +129,9 @@ class BPETokenizer:
                    pattern: str, special_tokens: dict[str, int], bos_id: Optional[int],
                    eos_id: int, eot_id: int, pad_id: int, stop_tokens: Iterable[int],
                    unk_id: Optional[int] = None) -> "BPETokenizer":
-        """From a byte-level vocabulary: ``tokens[id]`` in the GPT-2 alphabet (None for ids that
-        are only special tokens) and ``merges`` in priority order ("a b" or (a, b))."""
+        """From a byte-level vocabulary: ``tokens[id]`` in the GPT-2 alphabet (ids of
+        ``special_tokens`` and unused ids (None) are never produced by BPE) and ``merges`` in
+        priority order ("a b" or (a, b))."""
         specials = {i: s for s, i in special_tokens.items()}
         id_bytes: list[bytes] = []
         id_of: dict[bytes, int] = {}
@@ -138,8 +139,9 @@ class BPETokenizer:
             if i in specials:
                 id_bytes.append(specials[i].encode("utf-8"))
                 continue
-            if text is None:
-                raise CheckpointError(f"{name}: token id {i} has no text")
+            if text is None:  # an id no token uses (vocabularies may have gaps)
+                id_bytes.append(b"")
+                continue
             b = token_bytes(text, f"{name}: ")
             id_bytes.append(b)
             id_of.setdefault(b, i)

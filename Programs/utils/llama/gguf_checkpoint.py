@@ -26,6 +26,7 @@ import torch
 
 from utils.llama.bpe import PRE_TOKENIZER_PATTERNS, BPETokenizer
 from utils.llama.errors import CheckpointError
+from utils.llama.fingerprint import Fingerprint
 from utils.llama.model import ModelArgs, Transformer
 
 _BLOCK_RE = re.compile(r"blk\.(\d+)\.(\w+)\.weight$")
@@ -37,7 +38,6 @@ _BLOCK = {"attn_norm": "attention_norm", "attn_q": "attention.wq", "attn_k": "at
 _ROPE_FREQS = "rope_freqs.weight"
 # GGUF token types (llama.cpp's llama_token_type)
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
-_SAMPLE = 4096  # bytes hashed at the start, middle and end of each tensor (fingerprint)
 _MISSING = object()
 
 
@@ -216,24 +216,24 @@ def gguf_tokenizer(reader) -> tuple[BPETokenizer, Optional[str]]:
     return tok, template
 
 
-# ----------------------------------------------------------------------------- fingerprint
+# ----------------------------------------------------------------------------- fingerprints
 
 def gguf_fingerprint(path, reader=None) -> str:
-    """sha256 of what the file means, cheaply: the parsed architecture (ModelArgs without runtime
-    sizes), the tokenizer metadata, and per tensor its name, type, shape and 4 KiB of its stored
-    bytes at the start, middle and end (a few MB read for any model size)."""
+    """Fingerprint of the network (see utils/llama/fingerprint.py): architecture + sampled bytes of
+    every tensor as stored (a requantized file is another model)."""
     reader = reader if reader is not None else open_gguf(path)
-    args = gguf_model_args(reader)
-    h = hashlib.sha256(b"gguf\n")
-    arch = {k: v for k, v in vars(args).items() if k not in ("max_seq_len", "max_batch_size",
-                                                              "model_parallel_size")}
-    h.update(json.dumps(arch, sort_keys=True).encode())
-    for key in ("tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.merges",
-                "tokenizer.chat_template"):
-        h.update(json.dumps(field(reader, key, None)).encode())
+    fp = Fingerprint("gguf", gguf_model_args(reader))
     for t in reader.tensors:
         raw = np.asarray(t.data).reshape(-1).view(np.uint8)
-        h.update(f"{t.name}:{t.tensor_type.name}:{list(map(int, t.shape))}:{raw.size}\n".encode())
-        for start in (0, max(0, raw.size // 2 - _SAMPLE // 2), max(0, raw.size - _SAMPLE)):
-            h.update(raw[start:start + _SAMPLE].tobytes())
+        fp.tensor(t.name, t.tensor_type.name, t.shape, raw.size,
+                  lambda start, n, raw=raw: raw[start:start + n].tobytes())
+    return fp.hexdigest()
+
+
+def gguf_tokenizer_fingerprint(path, reader=None) -> str:
+    """sha256 of the tokenizer metadata and chat template."""
+    reader = reader if reader is not None else open_gguf(path)
+    h = hashlib.sha256(b"gguf-tokenizer\n")
+    for key in sorted(k for k in reader.fields if k.startswith("tokenizer.")):
+        h.update(json.dumps([key, field(reader, key)]).encode())
     return h.hexdigest()
