@@ -27,6 +27,7 @@ import torch
 from utils.llama.bpe import PRE_TOKENIZER_PATTERNS, BPETokenizer
 from utils.llama.errors import CheckpointError
 from utils.llama.fingerprint import Fingerprint
+from utils.llama.gguf_file import GGUFFile
 from utils.llama.model import ModelArgs, Transformer
 
 _BLOCK_RE = re.compile(r"blk\.(\d+)\.(\w+)\.weight$")
@@ -41,42 +42,28 @@ _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
 _MISSING = object()
 
 
-def open_gguf(path):
-    """A ``gguf.GGUFReader`` over ``path`` (memory-mapped copy-on-write: tensors can be used in
-    place without being writable into the file)."""
-    from gguf import GGUFReader
+def open_gguf(path) -> GGUFFile:
+    """The metadata and tensor index of a GGUF file (tensor data stays in the mapped file)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"GGUF file {path} not found")
-    try:
-        return GGUFReader(path, "c")
-    except Exception as e:
-        raise CheckpointError(f"{path} is not a readable GGUF file: {e}") from e
+    return GGUFFile(path)
 
 
-def field(reader, key: str, default: Any = _MISSING) -> Any:
-    """The value of metadata ``key`` (str, int, float, bool or a list of them)."""
-    from gguf import GGUFValueType
-    f = reader.fields.get(key)
-    if f is None:
+def field(reader: GGUFFile, key: str, default: Any = _MISSING) -> Any:
+    """The value of metadata ``key``; a missing key without a default is an error naming it."""
+    if key not in reader.fields:
         if default is _MISSING:
-            raise CheckpointError(f"{reader.data.filename}: metadata {key!r} is missing")
+            raise CheckpointError(f"{reader.path}: metadata {key!r} is missing")
         return default
-    main, sub = f.types[0], f.types[-1]
-    if main == GGUFValueType.ARRAY:
-        if sub == GGUFValueType.STRING:
-            return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
-        return np.concatenate([f.parts[i] for i in f.data]).tolist() if f.data else []
-    if main == GGUFValueType.STRING:
-        return bytes(f.parts[f.data[0]]).decode("utf-8")
-    return f.parts[f.data[0]].tolist()[0]
+    return reader.fields[key]
 
 
 # ----------------------------------------------------------------------------- architecture
 
-def gguf_model_args(reader, **runtime) -> ModelArgs:
+def gguf_model_args(reader: GGUFFile, **runtime) -> ModelArgs:
     """``ModelArgs`` of a llama GGUF (``runtime``: max_seq_len, max_batch_size, ...)."""
-    path = reader.data.filename
+    path = reader.path
     arch = field(reader, "general.architecture")
     if arch != "llama":
         raise CheckpointError(f"{path}: architecture {arch!r} is not supported: only 'llama' "
@@ -114,7 +101,7 @@ def gguf_model_args(reader, **runtime) -> ModelArgs:
     factors = None
     if _ROPE_FREQS in names:
         t = next(t for t in reader.tensors if t.name == _ROPE_FREQS)
-        factors = [float(x) for x in _dequantize(t)]
+        factors = _dequantize(t).float().reshape(-1).tolist()
     try:
         return ModelArgs(dim=dim, n_layers=a("block_count"), n_heads=n_heads, n_kv_heads=n_kv,
                          vocab_size=vocab, hidden_dim=a("feed_forward_length"),
@@ -126,13 +113,15 @@ def gguf_model_args(reader, **runtime) -> ModelArgs:
         raise CheckpointError(f"{path}: {e}") from e
 
 
-def _dequantize(t) -> np.ndarray:
-    """A GGUF tensor as a numpy array [rows, cols] (float32 unless stored as F32/F16)."""
+def _dequantize(t) -> torch.Tensor:
+    """A GGUF tensor [rows, ne0] on the CPU: F32/F16/BF16 as stored (a view of the mapped file),
+    anything quantized dequantized to float32 by the ``gguf`` package."""
     from gguf import GGMLQuantizationType as Q, dequantize
-    shape = tuple(int(n) for n in reversed(t.shape))  # GGUF lists ne0 (the row length) first
     if t.tensor_type in (Q.F32, Q.F16):
-        return np.asarray(t.data).reshape(shape)
-    return dequantize(t.data, t.tensor_type).reshape(shape)
+        return torch.from_numpy(t.data)
+    if t.tensor_type == Q.BF16:
+        return torch.from_numpy(t.data).view(torch.bfloat16)
+    return torch.from_numpy(dequantize(t.data, t.tensor_type).reshape(t.data.shape[0], -1))
 
 
 def state_key(name: str) -> Optional[str]:
@@ -161,12 +150,13 @@ def load_gguf_model(path, *, max_seq_len: int = 2048, max_batch_size: int = 32,
         if key is None or key not in expected:
             raise CheckpointError(f"{path}: tensor {t.name!r} is not part of a llama network with "
                                   f"{args.n_layers} blocks: not supported")
-        arr = _dequantize(t)
-        if tuple(arr.shape) != tuple(expected[key].shape):
-            raise CheckpointError(f"{path}: tensor {t.name!r} has shape {tuple(arr.shape)} but the "
+        shape = tuple(reversed(t.shape))  # [rows, ne0]
+        if shape != tuple(expected[key].shape):
+            raise CheckpointError(f"{path}: tensor {t.name!r} has shape {shape} but the "
                                   f"metadata implies {tuple(expected[key].shape)}")
-        state[key] = torch.from_numpy(arr).to(device=device, dtype=dtype)
-        del arr
+        w = _dequantize(t).reshape(shape)
+        state[key] = w.to(device=device, dtype=dtype)  # no copy when already right (F32 -> float32)
+        del w
     if args.tie_word_embeddings and "tok_embeddings.weight" in state:
         state["output.weight"] = state["tok_embeddings.weight"]
     missing = [k for k in expected if k not in state]
@@ -181,9 +171,9 @@ def load_gguf_model(path, *, max_seq_len: int = 2048, max_batch_size: int = 32,
 
 # ----------------------------------------------------------------------------- tokenizer
 
-def gguf_tokenizer(reader) -> tuple[BPETokenizer, Optional[str]]:
+def gguf_tokenizer(reader: GGUFFile) -> tuple[BPETokenizer, Optional[str]]:
     """(tokenizer, chat template or None) from the ``tokenizer.*`` metadata."""
-    path = reader.data.filename
+    path = reader.path
     kind = field(reader, "tokenizer.ggml.model", None)
     if kind != "gpt2":
         raise CheckpointError(f"{path}: tokenizer.ggml.model {kind!r} is not supported: only "
@@ -224,7 +214,7 @@ def gguf_fingerprint(path, reader=None) -> str:
     reader = reader if reader is not None else open_gguf(path)
     fp = Fingerprint("gguf", gguf_model_args(reader))
     for t in reader.tensors:
-        raw = np.asarray(t.data).reshape(-1).view(np.uint8)
+        raw = t.data.reshape(-1).view(np.uint8)
         fp.tensor(t.name, t.tensor_type.name, t.shape, raw.size,
                   lambda start, n, raw=raw: raw[start:start + n].tobytes())
     return fp.hexdigest()
