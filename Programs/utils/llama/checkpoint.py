@@ -144,6 +144,7 @@ def load_model(ckpt_dir, *, max_seq_len: int = 2048, max_batch_size: int = 32,
         state[k] = state[k].to(device=device, dtype=dtype)
     model.load_state_dict(state, strict=True, assign=True)
     del state
+    model.tie_weights()  # assign replaced the shared Parameter by two (which share storage)
     model.requires_grad_(False)
     return model.eval()
 

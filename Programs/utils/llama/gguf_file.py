@@ -11,6 +11,7 @@ u32 type, u64 offset); tensor data from the next multiple of ``general.alignment
 """
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ class GGUFTensor:
     tensor_type: Any  # gguf.GGMLQuantizationType
     shape: tuple  # GGUF order: ne0 (the row length) first
     n_bytes: int
+    offset: int  # of the data in the file
     data: np.ndarray  # F32/F16/...: typed [rows, ne0]; quantized: uint8 [rows, bytes per row]
 
 
@@ -44,10 +46,12 @@ class GGUFFile:
         from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
         self.path = Path(path)
         try:
-            self._map = np.memmap(self.path, dtype=np.uint8, mode="c")  # copy-on-write
+            with open(self.path, "rb") as f:  # copy-on-write: tensors are writable, the file never is
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
         except (OSError, ValueError) as e:
             raise CheckpointError(f"cannot map GGUF file {self.path}: {e}") from e
-        self._buf = memoryview(self._map)
+        self._map = np.frombuffer(self._mmap, dtype=np.uint8)
+        self._buf = memoryview(self._mmap)
         self._pos = 0
         try:
             if bytes(self._buf[:4]) != b"GGUF":
@@ -89,9 +93,23 @@ class GGUFFile:
                     data = raw.view(np.dtype(_plain_dtype(qtype))).reshape(rows, dims[0] if dims else 1)
                 else:
                     data = raw.reshape(rows, n_bytes // rows)
-                self.tensors.append(GGUFTensor(name, qtype, tuple(dims), n_bytes, data))
+                self.tensors.append(GGUFTensor(name, qtype, tuple(dims), n_bytes, begin, data))
         except (struct.error, IndexError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{self.path}: corrupt GGUF header at byte {self._pos}: {e}") from e
+
+    def maps(self, address: int) -> bool:
+        """Whether a memory address lies in the mapped file (a tensor used in place)."""
+        base = self._map.ctypes.data
+        return base <= address < base + len(self._map)
+
+    def release(self, t: GGUFTensor) -> None:
+        """Drop the resident pages of a tensor whose data was copied out (dequantized or converted),
+        so that loading holds the model plus one tensor, not the model plus the file. Never call it
+        for a tensor still in use: its pages would be read again from the file."""
+        if hasattr(mmap, "MADV_DONTNEED"):
+            page = mmap.PAGESIZE
+            start = t.offset // page * page
+            self._mmap.madvise(mmap.MADV_DONTNEED, start, t.offset + t.n_bytes - start)
 
     # ---------------------------------------------------------------- parsing
     def _unpack(self, fmt: str):
