@@ -187,6 +187,10 @@ def test_unknown_pre_tokenizer_is_an_error(tiny, tmp_path):
     (folder / "tokenizer.json").write_text(json.dumps(tj))
     with pytest.raises(CheckpointError, match=r"pre_tokenizer \{'type': 'Whitespace'\} is not supported"):
         open_checkpoint(folder).load_tokenizer()
+    tj["model"]["byte_fallback"] = True
+    (folder / "tokenizer.json").write_text(json.dumps(tj))
+    with pytest.raises(CheckpointError, match=r"SentencePiece-style BPE .* is not supported"):
+        open_checkpoint(folder).load_tokenizer()
 
 
 # ----------------------------------------------------------------------------- fingerprints

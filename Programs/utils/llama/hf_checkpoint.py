@@ -244,10 +244,12 @@ def hf_tokenizer(folder) -> tuple[BPETokenizer, Optional[str]]:
     path = folder / "tokenizer.json"
     tj = _read_json(path, "tokenizer.json (a byte-level BPE tokenizer)")
     model = tj.get("model") or {}
-    if model.get("type") != "BPE" or model.get("byte_fallback") or model.get("continuing_subword_prefix") \
-            or model.get("end_of_word_suffix"):
-        raise CheckpointError(f"{path}: model {model.get('type')!r} is not supported: only "
-                              f"byte-level BPE (no byte_fallback, no subword prefix/suffix)")
+    if model.get("byte_fallback"):
+        raise CheckpointError(f"{path}: a SentencePiece-style BPE (byte_fallback: Llama 2, TinyLlama, "
+                              f"Mistral, ...) is not supported: only byte-level BPE (GPT-2 family)")
+    if model.get("type") != "BPE" or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+        raise CheckpointError(f"{path}: tokenizer model {model.get('type')!r} is not supported: only "
+                              f"byte-level BPE (no subword prefix/suffix)")
     if tj.get("normalizer") is not None:
         raise CheckpointError(f"{path}: normalizer {tj['normalizer'].get('type')!r} is not "
                               f"supported (byte-level BPE has none)")
