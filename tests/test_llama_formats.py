@@ -25,8 +25,7 @@ from utils.llama.formats import open_checkpoint  # noqa: E402
 from utils.llama.generation import Llama  # noqa: E402
 
 pytestmark = pytest.mark.slow
-VARIANT_STYLE = {"tied": "smollm", "gqa": "llama3"}
-QTYPES = ("F32", "F16", "Q8_0")
+VARIANT_STYLE, QTYPES = tf.VARIANT_STYLE, tf.QTYPES
 
 
 def rel_err(a, b) -> float:
@@ -34,18 +33,8 @@ def rel_err(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """{variant: {"hf": folder, "model": LlamaForCausalLM, "F32"|"F16"|"Q8_0": gguf path}}."""
-    root = tmp_path_factory.mktemp("formats")
-    out = {}
-    for variant, style in VARIANT_STYLE.items():
-        folder = tf.make_tokenizer(root / variant, style)
-        model = tf.make_hf_model(folder, variant, tf.tokenizer_size(folder))
-        entry = {"hf": folder, "model": model, "root": root}
-        for q in QTYPES:
-            entry[q] = tf.write_gguf(folder, root / f"{variant}-{q}.gguf", q)
-        out[variant] = entry
-    return out
+def tiny(tiny_formats):
+    return tiny_formats
 
 
 def _tokens(n_vocab, seed=0):
