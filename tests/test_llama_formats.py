@@ -208,8 +208,23 @@ def test_fingerprints_follow_the_weights_not_the_files(tiny, tmp_path):
 
 # ----------------------------------------------------------------------------- tokenizers
 
+def pipeline_dialogs(n: int = 40) -> list[list[dict]]:
+    """The pipeline's own prompts: few-shot dialogs of every problem type, chain of thought, non-math."""
+    import numpy as np
+    from utils.symbolic.problems import generate_problems
+    from utils.symbolic.prompts import cot_dialog, few_shot_dialog, non_math_dialog, non_math_questions
+    from utils.symbolic.solver import PROBLEM_TYPES
+    rows = generate_problems(n, list(PROBLEM_TYPES), complexity=2, seed=11)
+    out = [few_shot_dialog(r.problem_type, r.question, np.random.default_rng(i), complexity=2)
+           for i, r in enumerate(rows.itertuples())]
+    out += [cot_dialog(q) for q in rows["question"][:5]]
+    out += [non_math_dialog(q) for _, q in non_math_questions()[::3]]
+    return out
+
+
 def sample_strings(n_random: int = 700) -> list[str]:
-    """Numbers, whitespace runs, non-Latin text, prompts and random mixes (>= 1,000 strings)."""
+    """Numbers, whitespace runs, non-Latin text, the pipeline's prompt texts and random mixes
+    (>= 1,000 strings)."""
     rng = random.Random(7)
     out = ["", " ", "  ", "\n", "\n\n", " \n \n", "\t\t x", "a" * 50, "a     b", "   leading",
            "trailing   ", "line1\r\nline2\n\n\nline3", "tabs\tand\tspaces  \t ", "héllo wörld",
@@ -229,6 +244,7 @@ def sample_strings(n_random: int = 700) -> list[str]:
     for q in questions:
         for _ in range(8):
             out.append(q.format(x=rng.randrange(10 ** rng.randrange(1, 5)), y=rng.randrange(1, 1000)))
+    out += sorted({m["content"] for d in pipeline_dialogs() for m in d})
     spaces = [" ", "  ", "   ", "\t", "\n", "\r\n", "\u00a0", "\u3000", " \n"]
     alphabet = "ab cd\n\t0123456789é日😀.,!?'-_*#ßж"
     for _ in range(n_random):
@@ -285,7 +301,7 @@ def _dialogs():
                      {"role": "assistant", "content": str(x + y)}]
         msgs.append({"role": "user", "content": f"What is {rng.randrange(10**4)} divided by {rng.randrange(1, 99)}?"})
         out.append(msgs)
-    return out
+    return out + pipeline_dialogs()
 
 
 @pytest.mark.parametrize("style", ["smollm", "llama3", "gpt2"])
@@ -365,6 +381,6 @@ def test_smollm2_tokenizer_equals_its_real_split():
     assert all(len(ours.encode(str(d), bos=False, eos=False)) == 1 for d in range(10))
     assert len(ours.encode("12345", bos=False, eos=False)) == 5
     assert fmt.name == "chatml" and ours.eot_id == ours.special_tokens["<|im_end|>"]
-    dialog = [{"role": "user", "content": "What is 123 plus 4567?"}]
-    want = hf.apply_chat_template(dialog, add_generation_prompt=True, tokenize=True, return_dict=False)
-    assert fmt.encode_dialog_prompt(dialog) == list(want)
+    for dialog in _dialogs():  # the pipeline's prompts hold no 2+ whitespace before a digit
+        want = hf.apply_chat_template(dialog, add_generation_prompt=True, tokenize=True, return_dict=False)
+        assert fmt.encode_dialog_prompt(dialog) == list(want), dialog
