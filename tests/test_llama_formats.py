@@ -57,6 +57,25 @@ def test_hf_folder_logits_equal_transformers(tiny, variant):
         assert llama.model.output.weight is llama.model.tok_embeddings.weight
 
 
+def test_bf16_safetensors_in_place_or_converted(tiny, tmp_path):
+    """bf16 shards: read in place as bf16 (no copy, the mapped file), or converted to float32 with
+    the logits of transformers reading the same folder in float32."""
+    from transformers import AutoModelForCausalLM
+    t = tiny["gqa"]
+    folder = tmp_path / "bf16"
+    t["model"].to(torch.bfloat16).save_pretrained(folder, max_shard_size="40KB")
+    t["model"].float()
+    ckpt = open_checkpoint(folder)
+    x = _tokens(ckpt.args().vocab_size, seed=3)
+    ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    with torch.no_grad():
+        assert rel_err(ckpt.load_model(max_seq_len=64, max_batch_size=2)(x), ref(x).logits) < 1e-5
+    bf16 = ckpt.load_model(max_seq_len=64, max_batch_size=2, dtype=torch.bfloat16)
+    w = bf16.layers[0].feed_forward.w2.weight
+    assert w.dtype == torch.bfloat16 and torch.equal(w, ref.model.layers[0].mlp.down_proj.weight.bfloat16())
+    assert not w.untyped_storage().resizable()  # a view of the mapped file, not an own allocation
+
+
 @pytest.mark.parametrize("qtype", QTYPES)
 @pytest.mark.parametrize("variant", list(VARIANT_STYLE))
 def test_gguf_logits_equal_transformers(tiny, variant, qtype):
