@@ -185,6 +185,16 @@ def test_unsupported_gguf_is_refused_by_name(tmp_path):
         Llama.build(path, device="cpu")
 
 
+def test_truncated_gguf_is_an_error(tiny, tmp_path):
+    raw = tiny["tied"]["Q8_0"].read_bytes()
+    for cut, message in ((len(raw) - 100, r"runs past the end of the file"),
+                         (200, r"corrupt GGUF header at byte \d+")):
+        path = tmp_path / f"cut{cut}.gguf"
+        path.write_bytes(raw[:cut])
+        with pytest.raises(CheckpointError, match=message):
+            Llama.build(path, device="cpu")
+
+
 def test_unknown_pre_tokenizer_is_an_error(tiny, tmp_path):
     path = tf.write_gguf(tiny["tied"]["hf"], tmp_path / "odd.gguf", "F32", pre="deepseek-coder")
     with pytest.raises(CheckpointError, match=r"tokenizer\.ggml\.pre = 'deepseek-coder' is not known"):
