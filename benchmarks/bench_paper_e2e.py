@@ -49,8 +49,8 @@ sys.path.insert(0, str(PROGRAMS))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from card import (LLAMA_31_8B, kv_bytes_per_token, matmul_peak, memory_bandwidth, weight_counts,  # noqa: E402
-                  write_random_checkpoint)
+from card import (LLAMA_31_8B, kv_bytes_per_token, matmul_peak, memory_bandwidth, random_model,  # noqa: E402
+                  weight_counts, write_random_checkpoint)
 
 PAPER = dict(n_train=20000, n_val=200, n_test=2000)
 TINY = dict(dim=64, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=128256, multiple_of=32, norm_eps=1e-5,
@@ -61,15 +61,15 @@ STAGE3 = [(f"{RUN}_ns", ["--test_baseline", "1"]), (f"{RUN}_adapter", ["--adapte
           (f"{RUN}_lora", ["--lora_baseline", "1"]), (f"{RUN}_cot", ["--cot", "1"])]
 
 
-def pipeline(name: str):
-    """A pipeline module by name: utils/pipeline/<name> (the target layout) or utils/<name>."""
-    for mod in (f"utils.pipeline.{name}", f"utils.{name}"):
+def module(*names: str):
+    """The first of these modules that exists (the target layout's name first, then the old one)."""
+    for mod in names:
         try:
             return importlib.import_module(mod)
         except ModuleNotFoundError as e:
-            if e.name not in (mod, "utils.pipeline"):
+            if not mod.startswith(e.name or "\0"):
                 raise
-    raise ModuleNotFoundError(f"no pipeline module {name!r}")
+    raise ModuleNotFoundError(f"none of {names}")
 
 
 def script(name: str) -> Path:
@@ -200,7 +200,7 @@ def examples(ckpt: Path, data: Path) -> dict:
     """Token counts of every prompt and answer the runs see (the pipeline's prompt builder)."""
     from utils.llama.tokenizer import ChatFormat, Tokenizer
 
-    training = pipeline("training")
+    training = module("utils.pipeline.training", "utils.training")
     tok = Tokenizer(ckpt / "tokenizer.model")
     fmt = ChatFormat(tok)
     problems = ["addition", "multiplication", "division", "modulo", "gcd", "lcm", "square_mod",
@@ -240,6 +240,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--lanes", type=int, default=1, help="stage-3 runs at a time")
     ap.add_argument("--decode", default="", help="NSLLM_DECODE of the runs (auto, eager, static, graph)")
     ap.add_argument("--eval_batch_size", type=int, default=0, help="prompts per evaluation batch (0: 64, tiny 8)")
+    ap.add_argument("--train_sweep", action="store_true",
+                    help="instead of the run: time stage-3 steps per micro-batch x accumulation x prefix split (MFU)")
+    ap.add_argument("--sweep_steps", type=int, default=5, help="timed optimizer steps per choice (--train_sweep)")
     return ap.parse_args(argv)
 
 
@@ -356,6 +359,75 @@ def run(opt: argparse.Namespace) -> dict:
     return {"walls": walls, "runs": runs, "work": work}
 
 
+def train_sweep(opt: argparse.Namespace) -> list[dict]:
+    """Measurement mode: time neurosymbolic training steps (8B-shaped, in this process) for
+    micro-batch x accumulation x prefix-split choices and print each one's MFU, so the preset's
+    default can be chosen by measurement. Effective batch 8 is the paper's optimisation (any split
+    of it into micro-batches trains the same); larger ones are shown for reference only."""
+    from utils.llama.generation import Llama
+    from utils.llama.tokenizer import Tokenizer, default_tokenizer_path
+
+    training = module("utils.pipeline.training", "utils.training")
+    methods = module("utils.pipeline.methods", "utils.baselines")
+    InterventionOptions = module("utils.pipeline.intervention", "utils.intervention").InterventionOptions
+    generate_problems = module("utils.symbolic.problems", "utils.problems").generate_problems
+    SymbolicEngine = module("utils.symbolic.engine", "utils.symbolic_engine").SymbolicEngine
+
+    st = Setup.of(opt)
+    if opt.tiny:
+        torch.set_num_threads(1)
+    card = measure_card(st.device, st.dtype)
+    effective = [8] if opt.tiny else [8, 16, 32]
+    model = random_model(st.params, st.device, st.dtype, max_seq_len=1024, max_batch_size=max(effective))
+    llama = Llama(model, Tokenizer(default_tokenizer_path()), model.args, torch.device(st.device))
+    engine = SymbolicEngine(VSA_dim=2048, max_digits=10).to(st.device)
+    g = torch.Generator().manual_seed(0)
+    d, v = model.args.dim, engine.VSA_dim
+    method = methods.neurosymbolic(
+        model, engine, torch.randn(v, d, generator=g) / d ** 0.5, {st.layer: torch.randn(d, v, generator=g) / v ** 0.5},
+        InterventionOptions(symbolic_encoding_layer=st.layer, symbolic_decoding_layers=[st.layer]),
+        lr=1e-3, complexity=2, limit_solution_digits=True)
+    steps = opt.sweep_steps
+    rows = generate_problems(max(effective) * (steps + 1), ["multiplication", "modulo", "gcd", "lcm", "square_mod",
+                             "bitwise_and", "bitwise_xor", "bitwise_or"], complexity=2, seed=0)
+    ex = training.build_examples(rows, llama.formatter, "train", seed=0, complexity=2, limit_solution_digits=True,
+                                 problem_list=engine.possible_problems)
+    m = Shape.of(st.params, torch.finfo(st.dtype).bits // 8)
+    print(f"{'effective':>9} {'micro x accum':>13} {'prefix split':>12} {'ms/step':>9} {'samples/s':>9} "
+          f"{'MFU':>6} {'peak GiB':>8}")
+    results = []
+    for eff in effective:
+        warm, timed_ex = ex.take(range(eff)), ex.take(range(eff, eff * (steps + 1)))
+        useful = train_s(card, m, [len(p) for p in timed_ex.prompts], [len(a) + 1 for a in timed_ex.answers],
+                         prefix_split=True, layer=st.layer) / steps  # least time of one step's work
+        for micro in [b for b in (32, 16, 8, 4, 2, 1) if b <= eff and b * 8 >= eff]:
+            for split in (True, False):
+                method.prefix_frozen = split
+                fopts = training.FineTuneOptions(n_samples=micro, inference_to_backprop_ratio=eff // micro,
+                                                 learning_rate=1e-3, lr_decay={})
+                training.train(llama, method, warm, fopts, from_csv=True, seed=0)
+                if st.device == "cuda":
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                t0 = time.perf_counter()
+                training.train(llama, method, timed_ex, fopts, from_csv=True, seed=0)
+                if st.device == "cuda":
+                    torch.cuda.synchronize()
+                step = (time.perf_counter() - t0) / steps
+                peak = torch.cuda.max_memory_allocated() / 2 ** 30 if st.device == "cuda" else float("nan")
+                r = dict(effective=eff, micro=micro, accum=eff // micro, prefix_split=split, step_s=step,
+                         mfu=useful / step, peak_gib=peak)
+                results.append(r)
+                print(f"{eff:>9} {f'{micro} x {eff // micro}':>13} {'yes' if split else 'no':>12} {step * 1e3:>9.1f} "
+                      f"{eff / step:>9.1f} {r['mfu']:>6.1%} {peak:>8.1f}", flush=True)
+    best = max((r for r in results if r["effective"] == 8), key=lambda r: r["mfu"])
+    print(f"fastest at the paper's 8 samples per step: n_samples {best['micro']}, inference_to_backprop_ratio "
+          f"{best['accum']}, prefix split {'on' if best['prefix_split'] else 'off'} ({best['mfu']:.1%} MFU; "
+          f"MFU = the step's forward and needed input-gradient FLOPs at the measured {card.peak / 1e12:.1f} "
+          f"TFLOP/s over its time)")
+    return results
+
+
 def report(stages, walls: dict, runs: dict, stage2_metrics: dict) -> None:
     print(f"\n{'stage':<44} {'wall s':>9} {'limit s':>9} {'share':>7}")
     for title, rs in stages:
@@ -377,7 +449,7 @@ def main(argv=None) -> int:
     if not opt.tiny and not torch.cuda.is_available():
         print("bench_paper_e2e: no CUDA device here; run it on a machine with a GPU, or use --tiny on a CPU.")
         return 0
-    run(opt)
+    train_sweep(opt) if opt.train_sweep else run(opt)
     return 0
 
 

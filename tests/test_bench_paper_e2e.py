@@ -41,3 +41,13 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
     assert len(cot) == 20  # every test question, none capped
     printed = capsys.readouterr().out
     assert "total" in printed and "share" in printed
+
+
+@pytest.mark.slow
+def test_tiny_train_sweep(capsys):
+    """Every micro-batch x accumulation split of the paper's 8 samples, with and without the prefix split."""
+    out = e2e.train_sweep(e2e.parse_args(["--tiny", "--train_sweep", "--sweep_steps", "1"]))
+    assert [(r["micro"], r["accum"], r["prefix_split"]) for r in out] == [
+        (m, 8 // m, s) for m in (8, 4, 2, 1) for s in (True, False)]
+    assert all(r["step_s"] > 0 and 0 < r["mfu"] < 1 for r in out)
+    assert "fastest at the paper's 8 samples per step" in capsys.readouterr().out
