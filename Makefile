@@ -24,7 +24,7 @@ test: venv
 	$(VPY) -m pytest -q
 
 demo: venv
-	bash Programs/run_demo.sh
+	bash Programs/demo/run_demo.sh
 
 bench: venv
 	$(VPY) benchmarks/run_all.py

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.errors import UserError, run_entry_point  # noqa: E402
+from utils.pipeline.errors import UserError, run_entry_point  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -49,8 +49,8 @@ def free_port() -> int:
 
 
 def run(nproc: int, ckpt: Path, root: Path, prompts: int, rows_per_shard: int, batch: int) -> dict:
-    from utils.distributed import DistInfo, row_slice
-    from utils.hidden_store import n_shards, shard_range
+    from utils.pipeline.distributed import DistInfo, row_slice
+    from utils.pipeline.hidden_store import n_shards, shard_range
 
     argv = ["--run_name", "bench", "--chpt_dir", str(ckpt), "--programs_dir", str(root), "--device", "cpu",
             "--train_data_rounds", str(prompts), "--val_data_rounds", "1", "--testing_data_rounds", "1",
@@ -90,7 +90,7 @@ def main() -> None:
         ckpt = make_ckpt(tmp / "ckpt")
         out = {n: run(n, ckpt, tmp / f"n{n}", a.prompts, a.rows_per_shard, a.batch) for n in (1, 2)}
         import torch
-        from utils.hidden_store import HiddenStore
+        from utils.pipeline.hidden_store import HiddenStore
 
         for split in ("train", "val", "test"):
             x, y = HiddenStore(out[1]["store"]).load_split(split), HiddenStore(out[2]["store"]).load_split(split)

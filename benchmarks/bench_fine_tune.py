@@ -31,15 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Programs"))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from utils import baselines  # noqa: E402
-from utils.evaluation import evaluate  # noqa: E402
-from utils.intervention import InterventionOptions  # noqa: E402
+from utils.pipeline import methods  # noqa: E402
+from utils.pipeline.evaluation import evaluate  # noqa: E402
+from utils.pipeline.intervention import InterventionOptions  # noqa: E402
 from utils.llama.generation import Llama  # noqa: E402
 from utils.llama.model import ModelArgs, Transformer  # noqa: E402
 from utils.llama.tokenizer import Tokenizer, default_tokenizer_path  # noqa: E402
-from utils.problems import generate_problems  # noqa: E402
-from utils.symbolic_engine import SymbolicEngine  # noqa: E402
-from utils.training import FineTuneOptions, build_examples, train  # noqa: E402
+from utils.symbolic.problems import generate_problems  # noqa: E402
+from utils.symbolic.engine import SymbolicEngine  # noqa: E402
+from utils.pipeline.training import FineTuneOptions, build_examples, train  # noqa: E402
 
 COMPLEXITY = 2
 LAYER = 2
@@ -57,7 +57,7 @@ def ns_method(llama, engine, vsa):
     opts = InterventionOptions(symbolic_encoding_layer=LAYER, symbolic_decoding_layers=[LAYER],
                                problem_score_threshold=-math.inf)
     d = llama.args.dim
-    return baselines.neurosymbolic(llama.model, engine, torch.randn(vsa, d, generator=g) / d ** 0.5,
+    return methods.neurosymbolic(llama.model, engine, torch.randn(vsa, d, generator=g) / d ** 0.5,
                                    {LAYER: torch.randn(d, vsa, generator=g) / vsa ** 0.5}, opts, lr=1e-4,
                                    complexity=COMPLEXITY, limit_solution_digits=True)
 
@@ -72,7 +72,7 @@ def original_episode(llama, prompt, answer, method, *, grad: bool):
         with torch.set_grad_enabled(grad):
             logits = model(tok, 0)  # [1,P,V]: all positions, as the original
         # The cached K/V are detached, so with one written position later steps carry no gradient
-        # (METHOD §9.4): run them without a graph. Fresh cache tensors keep the prefill's saved
+        # (docs/METHOD.md, difference 10): run them without a graph. Fresh cache tensors keep the prefill's saved
         # views intact for backward (the original's repeat_kv copied them).
         for layer in model.layers:
             layer.attention.cache_k = layer.attention.cache_k.clone()

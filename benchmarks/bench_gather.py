@@ -1,6 +1,6 @@
 """Stage-1 gathering throughput against the original's way, and stage-2 time, on one thread.
 
-Original way (METHOD §7, §13): batches of 2 prompts, a generation of prefill + 2 decode steps (3
+Original way (docs/METHOD.md, difference 18): batches of 2 prompts, a generation of prefill + 2 decode steps (3
 forwards, full-vocabulary logits of every prefill position), every layer of every position kept,
 then the last prompt position sliced out. Ours: one forward per batch of 16 prompts sorted by
 length, stopping after the last wanted layer, no logits, only the last position kept.
@@ -27,11 +27,12 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from utils.gathering import LastTokenRecorder, record_hidden  # noqa: E402
+from utils.pipeline.gathering import LastTokenRecorder, record_hidden  # noqa: E402
 from utils.llama.generation import Llama, left_pad  # noqa: E402
 from utils.llama.model import ModelArgs, Transformer  # noqa: E402
 from utils.llama.tokenizer import ChatFormat, Tokenizer, default_tokenizer_path  # noqa: E402
-from utils.problems import few_shot_dialog, generate_problems, row_rng  # noqa: E402
+from utils.symbolic.problems import generate_problems  # noqa: E402
+from utils.symbolic.prompts import few_shot_dialog, row_rng  # noqa: E402
 
 TINY = {"dim": 64, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 128256, "multiple_of": 32,
         "ffn_dim_multiplier": None, "norm_eps": 1e-5, "rope_theta": 500000.0, "use_scaled_rope": True}
@@ -111,10 +112,10 @@ def bench_cpu(n_prompts: int) -> None:
 
 def bench_stage2() -> None:
     """Stage 2 for all 5 residual layers of the tiny model on gathered data, default epochs (1000 + 1000)."""
-    from train_encoders_and_decoders import TrainEncodersConfig
-    from utils.config import parse_config
-    from utils.encoder_training import run_training
-    from utils.gathering import run_gather
+    from utils.pipeline.encoders_and_decoders import TrainEncodersConfig
+    from utils.pipeline.options import parse_config
+    from utils.pipeline.encoder_training import run_training
+    from utils.pipeline.gathering import run_gather
     from utils.llama.checkpoint import save_checkpoint
 
     import contextlib

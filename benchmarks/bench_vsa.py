@@ -16,8 +16,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from utils import vsa  # noqa: E402
-from utils.symbolic_engine import PROBLEM_TYPES, SymbolicEngine  # noqa: E402
+from utils.symbolic import vsa  # noqa: E402
+from utils.symbolic.engine import SymbolicEngine  # noqa: E402
+from utils.symbolic.solver import PROBLEM_TYPES  # noqa: E402
 
 
 def loop_encode(eng, x, y, t):

@@ -24,9 +24,9 @@ def run(script: str, *args: str) -> None:
 
 def test_reduced_demo_neurosymbolic_beats_plain_model(tmp_path):
     model, data, root = tmp_path / "model", tmp_path / "data", tmp_path / "programs"
-    run("make_tiny_llama.py", "--preset", "reduced", "--out", str(model))
-    run("make_demo_data.py", "--out", str(data), "--n_train", "2000", "--n_val", "50", "--n_test", "300")
-    common = ["--config", str(PROGRAMS / "configs" / "demo.yaml"), "--chpt_dir", str(model),
+    run("demo/make_tiny_llama.py", "--preset", "reduced", "--out", str(model))
+    run("demo/make_demo_data.py", "--out", str(data), "--n_train", "2000", "--n_val", "50", "--n_test", "300")
+    common = ["--config", str(PROGRAMS / "demo" / "demo.yaml"), "--chpt_dir", str(model),
               "--programs_dir", str(root), "--training_data_df_path", str(data / "train.csv"),
               "--val_data_df_path", str(data / "val.csv"), "--testing_data_df_path", str(data / "test.csv")]
     run("train_encoders_and_decoders.py", *common, "--run_name", "ci", "--generate_data", "1")

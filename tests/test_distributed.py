@@ -24,12 +24,20 @@ import pandas as pd
 import pytest
 import torch
 
-from utils.distributed import DistInfo, init_distributed, row_slice
+from utils.pipeline.distributed import DistInfo, init_distributed, row_slice
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = ROOT / "Programs"
 VSA, LAYER = 64, 2
 ENV = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
+
+
+def stage3(argv) -> int:
+    """fine_tune_decoders.py's main in this process."""
+    from utils.pipeline.fine_tuning import FineTuneConfig, run
+    from utils.pipeline.options import parse_config
+
+    return run(parse_config(FineTuneConfig, argv))
 
 
 def _free_port() -> int:
@@ -63,14 +71,14 @@ def test_rank_layout_model_and_data_parallel(monkeypatch):
     assert slices[0] == slices[1] == slice(0, 4) and slices[2] == slices[3] == slice(4, 7)
     # a model-parallel size > 1 without torchrun is a clear error, not a hang
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    from utils.errors import ConfigError
+    from utils.pipeline.errors import ConfigError
 
     with pytest.raises(ConfigError, match="torchrun --nproc_per_node 2"):
         init_distributed("cpu", 2)
 
 
 def test_default_model_parallel_size_is_the_shard_count(tiny_ckpt, mp2_ckpt, tmp_path):
-    from utils.distributed import resolve_model_parallel_size
+    from utils.pipeline.distributed import resolve_model_parallel_size
 
     assert resolve_model_parallel_size(0, tiny_ckpt) == 1 and resolve_model_parallel_size(0, mp2_ckpt) == 2
     assert resolve_model_parallel_size(4, mp2_ckpt) == 4 and resolve_model_parallel_size(0, tmp_path / "no") == 1
@@ -85,7 +93,7 @@ def _gather_args(ckpt, root, rows=(10, 3, 5)):
 
 
 def _assert_same_store(a_root, b_root, exact_hidden: bool):
-    from utils.hidden_store import HiddenStore
+    from utils.pipeline.hidden_store import HiddenStore
 
     a, b = HiddenStore(a_root), HiddenStore(b_root)
     assert a.read_manifest()["complete"] and a.read_manifest()["rows"] == b.read_manifest()["rows"]
@@ -103,9 +111,9 @@ def _assert_same_store(a_root, b_root, exact_hidden: bool):
 def test_model_parallel_gather_equals_one_process(tiny_ckpt, mp2_ckpt, tmp_path):
     """torchrun --nproc_per_node 2 on a 2-shard checkpoint: M=2 by default (one model over both
     processes), rank 0 writes; the store equals a single process's on the 1-shard checkpoint."""
-    from train_encoders_and_decoders import TrainEncodersConfig
-    from utils.config import parse_config
-    from utils.gathering import run_gather
+    from utils.pipeline.encoders_and_decoders import TrainEncodersConfig
+    from utils.pipeline.options import parse_config
+    from utils.pipeline.gathering import run_gather
 
     res = torchrun("gather_hidden_states.py", _gather_args(mp2_ckpt, tmp_path / "mp"))
     assert "initializing model parallel with size 2" in res.stdout + res.stderr
@@ -125,8 +133,8 @@ def test_model_parallel_gather_equals_one_process(tiny_ckpt, mp2_ckpt, tmp_path)
 def _write_maps(folder: Path, ckpt) -> tuple[Path, Path]:
     """The same random encoder/decoder weights, stamped with `ckpt`'s fingerprint."""
     from utils.llama.checkpoint import checkpoint_fingerprint
-    from utils.networks import model_info, save_maps
-    from utils.symbolic_engine import SymbolicEngine
+    from utils.pipeline.maps import model_info, save_maps
+    from utils.symbolic.engine import SymbolicEngine
 
     folder.mkdir(parents=True, exist_ok=True)
     engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
@@ -138,7 +146,7 @@ def _write_maps(folder: Path, ckpt) -> tuple[Path, Path]:
 
 
 def _write_csvs(folder: Path) -> dict:
-    from utils.problems import generate_problems
+    from utils.symbolic.problems import generate_problems
 
     out = {}
     for split, n, seed in (("train", 8, 1), ("val", 3, 2), ("test", 3, 3)):
@@ -187,8 +195,7 @@ def test_fine_tune_entry_under_torchrun_equals_one_process(layout, tiny_ckpt, mp
     with n_samples=4 makes the same steps (gradients averaged over the 2 groups).
     model_parallel (2 shards: M=2, 1 group): the same n_samples; the two ranks hold the same rows, so
     their gradients must not be summed (the logged losses would double)."""
-    from fine_tune_decoders import main
-    from utils.networks import load_maps
+    from utils.pipeline.maps import load_maps
 
     csv = _write_csvs(tmp_path)
     ckpt, per_rank = (tiny_ckpt, "2") if layout == "data_parallel" else (mp2_ckpt, "4")
@@ -198,7 +205,7 @@ def test_fine_tune_entry_under_torchrun_equals_one_process(layout, tiny_ckpt, mp
     train = ["--test_baseline", "1", "--num_epochs", "1", "--inference_to_backprop_ratio", "1"]
     torchrun("fine_tune_decoders.py", _fine_tune_args(ckpt, tmp_path, csv, dist_maps, "D",
                                                       train + ["--n_samples", per_rank]))
-    assert main(_fine_tune_args(tiny_ckpt, tmp_path, csv, one_maps, "S", train + ["--n_samples", single])) == 0
+    assert stage3(_fine_tune_args(tiny_ckpt, tmp_path, csv, one_maps, "S", train + ["--n_samples", single])) == 0
     d_dir, s_dir = tmp_path / "results" / "D", tmp_path / "results" / "S"
     _assert_same_responses(d_dir, s_dir)
     d_loss, s_loss = _losses(d_dir), _losses(s_dir)
@@ -213,13 +220,11 @@ def test_fine_tune_entry_under_torchrun_equals_one_process(layout, tiny_ckpt, mp
 @pytest.mark.slow
 def test_baseline_evaluation_data_parallel_equals_one_process(tiny_ckpt, tmp_path):
     """--test_baseline 2 with gate statistics (--test_on_unrelated_questions 1) split over 2 ranks."""
-    from fine_tune_decoders import main
-
     csv = _write_csvs(tmp_path)
     maps = _write_maps(tmp_path, tiny_ckpt)
     extra = ["--test_baseline", "2", "--test_on_unrelated_questions", "1"]
     torchrun("fine_tune_decoders.py", _fine_tune_args(tiny_ckpt, tmp_path, csv, maps, "D", extra))
-    assert main(_fine_tune_args(tiny_ckpt, tmp_path, csv, maps, "S", extra)) == 0
+    assert stage3(_fine_tune_args(tiny_ckpt, tmp_path, csv, maps, "S", extra)) == 0
     d_dir, s_dir = tmp_path / "results" / "D", tmp_path / "results" / "S"
     _assert_same_responses(d_dir, s_dir)
     pd.testing.assert_frame_equal(pd.read_csv(d_dir / "results.csv"), pd.read_csv(s_dir / "results.csv"),
@@ -230,42 +235,44 @@ def test_baseline_evaluation_data_parallel_equals_one_process(tiny_ckpt, tmp_pat
 
 
 # ----------------------------------------------------------------------------- reshard script
-def test_reshard_entry_script_round_trip(tiny_ckpt, tmp_path, capsys):
-    from reshard_checkpoint import main
-    from utils.errors import run_entry_point
+def test_reshard_entry_script_round_trip(tiny_ckpt, tmp_path):
+    def reshard(*argv):
+        return subprocess.run([sys.executable, str(PROGRAMS / "reshard_checkpoint.py"), *argv], env=ENV,
+                              capture_output=True, text=True, timeout=120)
 
-    assert main([str(tiny_ckpt), str(tmp_path / "two"), "--model_parallel_size", "2"]) == 0
+    assert reshard(str(tiny_ckpt), str(tmp_path / "two"), "--model_parallel_size", "2").returncode == 0
     assert sorted(p.name for p in (tmp_path / "two").glob("*.pth")) == ["consolidated.00.pth", "consolidated.01.pth"]
     assert (tmp_path / "two" / "tokenizer.model").is_file()
-    assert main([str(tmp_path / "two"), str(tmp_path / "one"), "-m", "1"]) == 0
+    assert reshard(str(tmp_path / "two"), str(tmp_path / "one"), "-m", "1").returncode == 0
     a = torch.load(tiny_ckpt / "consolidated.00.pth", weights_only=True)
     b = torch.load(tmp_path / "one" / "consolidated.00.pth", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "one" / "params.json").read_text()) == json.loads(
         (tiny_ckpt / "params.json").read_text())
-    capsys.readouterr()
-    assert run_entry_point(main, [str(tiny_ckpt), str(tmp_path / "three"), "-m", "3"]) == 2
-    err = capsys.readouterr().err
+    res = reshard(str(tiny_ckpt), str(tmp_path / "three"), "-m", "3")
+    err = res.stderr
+    assert res.returncode == 2
     assert err.count("\n") == 1 and "model-parallel size 3: it must divide n_heads = 4" in err
     assert not (tmp_path / "three").exists()
 
 
 def test_model_parallel_needs_torchrun_and_no_lora(mp2_ckpt, tmp_path, capsys):
     """A 2-shard checkpoint in one process, or LoRA (peft) on fairscale's layers: one-line errors."""
-    from fine_tune_decoders import main
-    from utils.errors import run_entry_point
+    from utils.pipeline.errors import run_entry_point
 
     argv = ["--chpt_dir", str(mp2_ckpt), "--programs_dir", str(tmp_path), "--test_baseline", "2", "--device", "cpu"]
-    assert run_entry_point(main, argv) == 2
+    assert run_entry_point(stage3, argv) == 2
     assert "launch with torchrun --nproc_per_node 2" in capsys.readouterr().err
-    assert run_entry_point(main, argv + ["--lora_baseline", "1"]) == 2
+    assert run_entry_point(stage3, argv + ["--lora_baseline", "1"]) == 2
     assert "--lora_baseline 1 needs model-parallel size 1" in capsys.readouterr().err
 
 
 def test_stage2_under_torchrun_runs_on_rank_0_only(tmp_path, monkeypatch):
     """Stage 2 has no language model to split: ranks other than 0 return at once (no store needed)."""
-    from train_encoders_and_decoders import main
+    from utils.pipeline.encoders_and_decoders import TrainEncodersConfig, run
+    from utils.pipeline.options import parse_config
 
     monkeypatch.setenv("RANK", "1")
-    assert main(["--generate_data", "0", "--run_name", "x", "--programs_dir", str(tmp_path)]) == 0
+    assert run(parse_config(TrainEncodersConfig, ["--generate_data", "0", "--run_name", "x",
+                                                  "--programs_dir", str(tmp_path)])) == 0
     assert not any(tmp_path.iterdir())

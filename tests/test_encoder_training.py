@@ -4,14 +4,15 @@ import pandas as pd
 import pytest
 import torch
 
-from train_encoders_and_decoders import TrainEncodersConfig
-from utils.config import parse_config, to_dict
-from utils.encoder_training import run_training, train_maps
-from utils.errors import DataError, EngineMismatchError
-from utils.gathering import make_engine, split_source
-from utils.hidden_store import HiddenStore
-from utils.networks import load_maps
-from utils.symbolic_engine import SymbolicEngine
+from utils.pipeline.encoders_and_decoders import TrainEncodersConfig
+from utils.pipeline.options import parse_config, to_dict
+from utils.pipeline.encoder_training import run_training, train_maps
+from utils.pipeline.errors import DataError, EngineMismatchError
+from utils.pipeline.gathering import split_source
+from utils.pipeline.runtime import make_engine
+from utils.pipeline.hidden_store import HiddenStore
+from utils.pipeline.maps import load_maps
+from utils.symbolic.engine import SymbolicEngine
 
 V, D, LAYERS = 384, 400, [0, 2, 5]
 ROWS = {"train": 600, "val": 60, "test": 120}
@@ -27,7 +28,7 @@ def make_cfg(root, *extra):
 
 def write_synthetic_store(cfg):
     """Hidden state of layer l = S @ A_l (A_l [V, D] random): a linear encoder can recover S exactly."""
-    from utils.problems import generate_problems
+    from utils.symbolic.problems import generate_problems
 
     engine = make_engine(cfg)
     g = torch.Generator().manual_seed(0)

@@ -7,19 +7,25 @@ import pandas as pd
 import pytest
 import torch
 
-from utils.errors import DataError, EngineMismatchError
-from utils.networks import load_maps, model_info, save_maps
-from utils.problems import generate_problems
-from utils.symbolic_engine import SymbolicEngine
+from utils.pipeline.errors import DataError, EngineMismatchError
+from utils.pipeline.fine_tuning import FineTuneConfig, run
+from utils.pipeline.options import parse_config
+from utils.pipeline.runtime import build_llama
+from utils.pipeline.maps import load_maps, model_info, save_maps
+from utils.symbolic.problems import generate_problems
+from utils.symbolic.engine import SymbolicEngine
 
 VSA, LAYER = 64, 2
 
 
+def stage3(argv) -> int:
+    """fine_tune_decoders.py's main: the options, then the stage."""
+    return run(parse_config(FineTuneConfig, argv))
+
+
 @pytest.fixture(scope="module")
 def llama(tiny_ckpt):
-    from fine_tune_decoders import FineTuneConfig, build_llama
-
-    return build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), eval_batch_size=8, max_seq_len=512), "cpu")
+    return build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=512), max_batch_size=8, device="cpu")
 
 
 def write_maps(folder, ckpt, *, seed=4, fingerprint=None, layers=(LAYER,), name="run"):
@@ -48,19 +54,19 @@ def write_csvs(folder):
 
 
 def ns_method(llama, engine, threshold=-math.inf, **kw):
-    from utils import baselines
-    from utils.intervention import InterventionOptions
+    from utils.pipeline import methods
+    from utils.pipeline.intervention import InterventionOptions
 
     g = torch.Generator().manual_seed(0)
     opts = InterventionOptions(symbolic_encoding_layer=LAYER, symbolic_decoding_layers=[LAYER],
                                problem_score_threshold=threshold, **kw)
-    return baselines.neurosymbolic(llama.model, engine, torch.randn(VSA, 64, generator=g) / 8,
+    return methods.neurosymbolic(llama.model, engine, torch.randn(VSA, 64, generator=g) / 8,
                                    {LAYER: torch.randn(64, VSA, generator=g) / 8}, opts, lr=1e-3,
                                    complexity=2, limit_solution_digits=True)
 
 
 def examples(llama, engine, n=8, seed=0):
-    from utils.training import build_examples
+    from utils.pipeline.training import build_examples
 
     rows = generate_problems(n, ["gcd", "modulo", "bitwise_or"], complexity=2, seed=seed)
     return build_examples(rows, llama.formatter, "train", seed=0, complexity=2, limit_solution_digits=True,
@@ -68,7 +74,7 @@ def examples(llama, engine, n=8, seed=0):
 
 
 def mean_ce(llama, method, ex):
-    from utils.training import answer_cross_entropy
+    from utils.pipeline.training import answer_cross_entropy
 
     with torch.no_grad(), method.attach():
         truth = ex.truth(range(len(ex)))
@@ -78,7 +84,7 @@ def mean_ce(llama, method, ex):
 
 
 def test_one_step_lowers_ce_and_trains_only_the_decoder(llama):
-    from utils.training import FineTuneOptions, train
+    from utils.pipeline.training import FineTuneOptions, train
 
     engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
     method = ns_method(llama, engine, simulate_perfect_encoder=True)  # perfect encoder, gate open
@@ -95,7 +101,7 @@ def test_one_step_lowers_ce_and_trains_only_the_decoder(llama):
 
 
 def test_lr_schedule_fires(llama):
-    from utils.training import FineTuneOptions, lr_factor, train
+    from utils.pipeline.training import FineTuneOptions, lr_factor, train
 
     assert lr_factor({2: 0.5, 4: 0.1}, 1) == 1 and lr_factor({2: 0.5, 4: 0.1}, 4) == pytest.approx(0.05)
     engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
@@ -105,8 +111,6 @@ def test_lr_schedule_fires(llama):
 
 
 def test_end_to_end(tiny_ckpt, tmp_path, capsys):
-    from fine_tune_decoders import main
-
     enc, dec, engine = write_maps(tmp_path, tiny_ckpt)
     csv = write_csvs(tmp_path)
     common = ["--chpt_dir", str(tiny_ckpt), "--programs_dir", str(tmp_path), "--encoder_path", str(enc),
@@ -115,7 +119,7 @@ def test_end_to_end(tiny_ckpt, tmp_path, capsys):
               "--symbolic_encoding_layer", "2", "--symbolic_decoding_layers", "2", "--problem_type", "gcd,modulo",
               "--testing_problems", "gcd,modulo,addition", "--n_samples", "4", "--inference_to_backprop_ratio", "2",
               "--eval_batch_size", "8", "--max_seq_len", "512", "--problem_score_threshold", "-100"]
-    assert main(common + ["--run_name", "R", "--test_baseline", "1", "--num_epochs", "2"]) == 0
+    assert stage3(common + ["--run_name", "R", "--test_baseline", "1", "--num_epochs", "2"]) == 0
     out = tmp_path / "results" / "R"
     res = pd.read_csv(out / "results.csv")
     assert list(res.columns) == ["method", "problem_type", "seen", "n", "accuracy", "cross_entropy"]
@@ -136,15 +140,13 @@ def test_end_to_end(tiny_ckpt, tmp_path, capsys):
 
 
 def test_baseline_only_and_unrelated_questions(tiny_ckpt, tmp_path):
-    from fine_tune_decoders import main
-
     enc, dec, _ = write_maps(tmp_path, tiny_ckpt)
     csv = write_csvs(tmp_path)
     argv = ["--chpt_dir", str(tiny_ckpt), "--programs_dir", str(tmp_path), "--run_name", "B", "--test_baseline", "2",
             "--encoder_path", str(enc), "--decoder_path", str(dec), "--testing_data_df_path", str(csv["test"]),
             "--symbolic_encoding_layer", "2", "--symbolic_decoding_layers", "2", "--testing_problems", "gcd,addition",
             "--problem_type", "gcd", "--test_on_unrelated_questions", "1", "--max_seq_len", "512"]
-    assert main(argv) == 0
+    assert stage3(argv) == 0
     out = tmp_path / "results" / "B"
     assert set(pd.read_csv(out / "results.csv")["method"]) == {"baseline"}
     gates = pd.read_csv(out / "gate_scores.csv")
@@ -153,8 +155,7 @@ def test_baseline_only_and_unrelated_questions(tiny_ckpt, tmp_path):
 
 
 def test_clear_errors(tiny_ckpt, tmp_path):
-    from fine_tune_decoders import main
-    from utils.errors import run_entry_point
+    from utils.pipeline.errors import run_entry_point
 
     csv = write_csvs(tmp_path)
     base = ["--chpt_dir", str(tiny_ckpt), "--programs_dir", str(tmp_path), "--testing_data_df_path", str(csv["test"]),
@@ -163,16 +164,16 @@ def test_clear_errors(tiny_ckpt, tmp_path):
     enc, dec, _ = write_maps(tmp_path, tiny_ckpt)
     enc_other, _, _ = write_maps(tmp_path, tiny_ckpt, seed=5, name="other")
     with pytest.raises(EngineMismatchError):
-        main(base + ["--encoder_path", str(enc_other), "--decoder_path", str(dec)])
+        stage3(base + ["--encoder_path", str(enc_other), "--decoder_path", str(dec)])
     enc_fp, dec_fp, _ = write_maps(tmp_path, tiny_ckpt, fingerprint="another model", name="fp")
     with pytest.raises(EngineMismatchError, match="fingerprint"):
-        main(base + ["--encoder_path", str(enc_fp), "--decoder_path", str(dec_fp)])
+        stage3(base + ["--encoder_path", str(enc_fp), "--decoder_path", str(dec_fp)])
     with pytest.raises(DataError, match="no encoder for layer 3"):
-        main(base + ["--encoder_path", str(enc), "--decoder_path", str(dec), "--symbolic_encoding_layer", "3",
+        stage3(base + ["--encoder_path", str(enc), "--decoder_path", str(dec), "--symbolic_encoding_layer", "3",
                      "--symbolic_decoding_layers", "3"])
     with pytest.raises(DataError, match="no test rows"):
-        main(base + ["--encoder_path", str(enc), "--decoder_path", str(dec), "--testing_problems", "lcm"])
-    assert run_entry_point(main, base + ["--encoder_path", str(enc_other), "--decoder_path", str(dec)]) == 2
+        stage3(base + ["--encoder_path", str(enc), "--decoder_path", str(dec), "--testing_problems", "lcm"])
+    assert run_entry_point(stage3, base + ["--encoder_path", str(enc_other), "--decoder_path", str(dec)]) == 2
 
 
 def _dp_worker(rank, world, port, ckpt, out_dir):
@@ -181,13 +182,12 @@ def _dp_worker(rank, world, port, ckpt, out_dir):
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     import torch.distributed as dist
-    from fine_tune_decoders import FineTuneConfig, build_llama
-    from utils.distributed import init_distributed
-    from utils.evaluation import evaluate
-    from utils.training import FineTuneOptions, train
+    from utils.pipeline.distributed import init_distributed
+    from utils.pipeline.evaluation import evaluate
+    from utils.pipeline.training import FineTuneOptions, train
 
     info = init_distributed("cpu")
-    llama = build_llama(FineTuneConfig(chpt_dir=str(ckpt), eval_batch_size=4, max_seq_len=512), "cpu")
+    llama = build_llama(FineTuneConfig(chpt_dir=str(ckpt), max_seq_len=512), max_batch_size=8, device="cpu")
     engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
     df = evaluate(llama, ns_method(llama, engine, threshold=0.0), examples(llama, engine, n=7), max_new_tokens=3,
                   batch_size=4, seen_types=["gcd"], problem_list=engine.possible_problems, info=info)
@@ -208,7 +208,7 @@ def test_data_parallel_evaluation_equals_one_process(llama, tiny_ckpt, tmp_path)
     import socket
 
     import torch.multiprocessing as mp
-    from utils.evaluation import evaluate
+    from utils.pipeline.evaluation import evaluate
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -222,7 +222,7 @@ def test_data_parallel_evaluation_equals_one_process(llama, tiny_ckpt, tmp_path)
     assert dp["correct"].tolist() == one["correct"].tolist()
     assert np.allclose(dp["cross_entropy"], one["cross_entropy"], atol=1e-4)
     assert np.allclose(dp["gate_score"], one["gate_score"], atol=1e-4)
-    from utils.training import FineTuneOptions, train
+    from utils.pipeline.training import FineTuneOptions, train
 
     method = ns_method(llama, engine, simulate_perfect_encoder=True)
     train(llama, method, examples(llama, engine), FineTuneOptions(n_samples=8), from_csv=True, seed=0)

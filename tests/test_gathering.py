@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from train_encoders_and_decoders import TrainEncodersConfig, main
-from utils.config import parse_config
-from utils.errors import CheckpointError, ConfigError, DataError, run_entry_point
-from utils.gathering import LastTokenRecorder, plan_gather, prompt_tokens, run_gather
-from utils.hidden_store import HiddenStore
+from utils.pipeline.encoders_and_decoders import TrainEncodersConfig, run
+from utils.pipeline.options import parse_config
+from utils.pipeline.errors import CheckpointError, ConfigError, DataError, run_entry_point
+from utils.pipeline.gathering import LastTokenRecorder, plan_gather, prompt_tokens, run_gather
+from utils.pipeline.hidden_store import HiddenStore
 
 PROGRAMS = Path(__file__).resolve().parents[1] / "Programs"
 SMALL = ["--VSA_dim", "128", "--max_digits", "4", "--device", "cpu"]
@@ -31,7 +31,7 @@ def cfg_of(*argv):
 
 
 def write_csv(path, n, seed=3):
-    from utils.problems import generate_problems
+    from utils.symbolic.problems import generate_problems
 
     df = generate_problems(n, ["gcd", "bitwise_or", "addition", "lcm"], seed=seed)
     df.to_csv(path, index=False)
@@ -152,7 +152,7 @@ def test_bad_inputs_fail_early(tiny_ckpt, tmp_path, no_model_load, capsys):
     with pytest.raises(ConfigError, match="out of range"):
         run_gather(cfg_of(*args(tiny_ckpt, tmp_path, "--layer_numbers", "[2, 9]")))
     # the entry script turns them into one line on stderr and exit code 2
-    assert run_entry_point(main, args(tiny_ckpt, tmp_path, "--layer_numbers", "[-1]")) == 2
+    assert run_entry_point(lambda argv: run(cfg_of(*argv)), args(tiny_ckpt, tmp_path, "--layer_numbers", "[-1]")) == 2
     assert "layer_numbers" in capsys.readouterr().err
     assert not (tmp_path / "gathered_data_t").exists()
 

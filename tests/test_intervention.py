@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from utils.errors import ConfigError, DataError
-from utils.intervention import InterventionOptions, SymbolicIntervention
+from utils.pipeline.errors import ConfigError, DataError
+from utils.pipeline.intervention import InterventionOptions, SymbolicIntervention
 from utils.llama.model import ModelArgs, Transformer
-from utils.symbolic_engine import SymbolicEngine
+from utils.symbolic.engine import SymbolicEngine
 
 VOCAB, DIM, VSA = 300, 64, 64
 

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from utils.errors import CheckpointError
+from utils.pipeline.errors import CheckpointError
 from utils.llama.tokenizer import ChatFormat, Tokenizer, default_tokenizer_path
 
 

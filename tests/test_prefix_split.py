@@ -6,18 +6,19 @@ import math
 import pytest
 import torch
 
-from utils.problems import generate_problems
-from utils.symbolic_engine import SymbolicEngine
-from utils.training import answer_cross_entropy, build_examples
+from utils.symbolic.problems import generate_problems
+from utils.symbolic.engine import SymbolicEngine
+from utils.pipeline.training import answer_cross_entropy, build_examples
 
 VSA, LAYER = 64, 2
 
 
 @pytest.fixture(scope="module")
 def llama(tiny_ckpt):
-    from fine_tune_decoders import FineTuneConfig, build_llama
+    from utils.pipeline.fine_tuning import FineTuneConfig
+    from utils.pipeline.runtime import build_llama
 
-    return build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), eval_batch_size=8, max_seq_len=512), "cpu")
+    return build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=512), max_batch_size=8, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +37,15 @@ def ex(llama, engine):
 
 
 def _method(kind, llama, engine, **kw):
-    from utils import baselines
-    from utils.intervention import InterventionOptions
+    from utils.pipeline import methods
+    from utils.pipeline.intervention import InterventionOptions
 
     g = torch.Generator().manual_seed(1)
     enc, dec = torch.randn(VSA, 64, generator=g) / 8, {LAYER: torch.randn(64, VSA, generator=g) / 8}
     opts = InterventionOptions(symbolic_encoding_layer=LAYER, symbolic_decoding_layers=[LAYER], **kw)
     if kind == "adapter":
-        return baselines.adapter(llama.model, enc, dec, opts, lr=1e-3, init="stage2", seed=0)
-    return baselines.neurosymbolic(llama.model, engine, enc, dec, opts, lr=1e-3, complexity=2,
+        return methods.adapter(llama.model, enc, dec, opts, lr=1e-3, init="stage2", seed=0)
+    return methods.neurosymbolic(llama.model, engine, enc, dec, opts, lr=1e-3, complexity=2,
                                    limit_solution_digits=True)
 
 
@@ -92,11 +93,12 @@ def test_split_forward_equals_unsplit(llama, engine, ex, case):
 
 
 def test_lora_keeps_the_unsplit_forward(tiny_ckpt):
-    from fine_tune_decoders import FineTuneConfig, build_llama
-    from utils.baselines import BaselineOptions, lora, plain
+    from utils.pipeline.fine_tuning import FineTuneConfig
+    from utils.pipeline.runtime import build_llama
+    from utils.pipeline.methods import BaselineOptions, lora, plain
 
     assert not plain().prefix_frozen
-    model = build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=512), "cpu").model
+    model = build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=512), max_batch_size=8, device="cpu").model
     assert not lora(model, BaselineOptions(lora_rank=2), seed=0).prefix_frozen
 
 

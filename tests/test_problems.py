@@ -1,14 +1,13 @@
-"""Problem generation, CSV loading/validation, prompts and answer parsing."""
+"""Problem generation and CSV loading/validation."""
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from utils import problems as P
-from utils.errors import DataError
-from utils.solver import solve_one
-from utils.symbolic_engine import PROBLEM_TYPES
+from utils.symbolic import problems as P
+from utils.pipeline.errors import DataError
+from utils.symbolic.solver import solve_one
+from utils.symbolic.solver import PROBLEM_TYPES
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CSVS = ["symbolic_math_train_10000.csv", "symbolic_math_val_100.csv"]
@@ -125,55 +124,3 @@ def test_load_10000_rows_fast(tmp_path):
     back = P.load_problems_csv(path, max_digits=5)
     assert time.perf_counter() - t0 < 1.0
     assert len(back) == 10_000
-
-
-def test_few_shot_dialog_and_row_rng():
-    q = "What is the GCD of 12 and 8?"
-    msgs = P.few_shot_dialog("gcd", q, P.row_rng(0, "train", 7))
-    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user"]
-    assert "comma" in msgs[0]["content"] and msgs[-1]["content"] == q
-    for u, a in ((msgs[1], msgs[2]), (msgs[3], msgs[4])):
-        x, y = (int(s) for s in u["content"].removeprefix("What is the GCD of ").rstrip("?").split(" and "))
-        assert x >= y and a["content"] == str(solve_one("gcd", x, y))
-    assert msgs == P.few_shot_dialog("gcd", q, P.row_rng(0, "train", 7))
-    assert msgs != P.few_shot_dialog("gcd", q, P.row_rng(0, "train", 8))
-    assert msgs != P.few_shot_dialog("gcd", q, P.row_rng(0, "val", 7))
-    assert msgs != P.few_shot_dialog("gcd", q, P.row_rng(1, "train", 7))
-    m = P.few_shot_dialog("multiplication", "Q", np.random.default_rng(0))
-    assert "mod 1000" in m[1]["content"] and int(m[2]["content"]) < 1000
-
-
-def test_cot_and_non_math_dialogs():
-    msgs = P.cot_dialog("What is 1 plus 2?")
-    assert msgs[0]["role"] == "system" and "Final Answer:" in msgs[0]["content"]
-    assert msgs[1]["content"].endswith("What is 1 plus 2?") and len(msgs[1]["content"]) > 20
-    qs = P.non_math_questions()
-    assert len(qs) >= 30 and len({t for t, _ in qs}) >= 6 and len(set(qs)) == len(qs)
-    nm = P.non_math_dialog(qs[0][1])
-    assert [m["role"] for m in nm] == ["system", "user"] and nm[1]["content"].endswith(qs[0][1])
-
-
-@pytest.mark.parametrize("text,want", [
-    ("42", 42), (" 42\n", 42), ("-7", -7), ("+5", 5), ("007", 7),
-    ("1,000", None), ("42.", None), ("4 2", None), ("", None), ("forty", None), ("1_000", None),
-    ("42 apples", None), (None, None),
-])
-def test_parse_answer(text, want):
-    assert P.parse_answer(text) == want
-
-
-@pytest.mark.parametrize("text,want", [
-    ("so 3+4=7.\nFinal Answer: 7", 7),
-    ("Final Answer: **1,234**.", 1234),
-    ("**Final Answer:** 56 (mod 1000)", 56),
-    ("final answer: $\\boxed{42}$", 42),
-    ("Final Answer: 12\nWait... Final Answer: 13", 12),
-    ("Final Answer:\n  -3!", -3),
-    ("Final Answer: 12.5", None),
-    ("Final Answer: the answer is 12", None),
-    ("The answer is 12", None),
-    ("12", 12),  # no marker: the whole text, read as a plain answer
-    ("", None),
-])
-def test_parse_cot_answer(text, want):
-    assert P.parse_cot_answer(text) == want

@@ -1,11 +1,11 @@
-"""Result tables, headline ratios (METHOD §12.2) and compare_runs."""
+"""Result tables, headline ratios (docs/METHOD.md, "Metrics") and compare_runs."""
 import pandas as pd
 import pytest
 
-from utils.evaluation import RESPONSE_COLUMNS, summarize
-from utils.results import RESULT_COLUMNS, headline_ratios, markdown, write_results
+from utils.pipeline.evaluation import RESPONSE_COLUMNS, summarize
+from utils.pipeline.results import RESULT_COLUMNS, headline_ratios, markdown, write_results
 
-# METHOD §12.1: accuracy (%) of NS, standard, CoT and the "LoRA" row on the eight seen types.
+# The paper's table (docs/METHOD.md): accuracy (%) of NS, standard, CoT and the "LoRA" row on the seen types.
 PAPER = {
     "modulo": (98.7, 53.5, 69.7, 51.5), "multiplication": (95.6, 1.1, 25.3, 4.5), "gcd": (94.2, 62.6, 93.2, 74.5),
     "lcm": (87.3, 2.5, 10.8, 2.0), "square_mod": (58.9, 7.0, 32.7, 5.5), "bitwise_and": (91.2, 2.7, 5.5, 9.0),
@@ -60,25 +60,25 @@ def test_summary_and_files(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
 
 
-def test_compare_runs(tmp_path, capsys):
-    from compare_runs import main
+def test_compare_runs(tmp_path):
+    from utils.pipeline.results import compare_runs
 
     df = paper_results()
     a, b = tmp_path / "results" / "R1", tmp_path / "results" / "R2"
     write_results(a, df[df["method"].isin(["neurosymbolic", "baseline"])])
     write_results(b, df[df["method"].isin(["cot", "adapter", "baseline"])])
-    assert main(["R1", str(b / "results.csv"), "--programs_dir", str(tmp_path), "--out", str(tmp_path / "cmp")]) == 0
+    written, notes = compare_runs(["R1", str(b / "results.csv")], str(tmp_path / "cmp"), str(tmp_path))
     merged = pd.read_csv(tmp_path / "cmp" / "results.csv")
-    assert len(merged) == 4 * 10
-    out = capsys.readouterr().out
+    assert len(merged) == 4 * 10 and written["csv"] == tmp_path / "cmp" / "results.csv"
+    out = written["md"].read_text()
     assert "| modulo | 98.7 | 53.5 | 69.7 | 51.5 |" in out and "times_more_solved: 15.39" in out
-    assert "kept the earlier run's ['baseline']" in out
+    assert notes == ["R2: kept the earlier run's ['baseline']"]
     assert markdown(merged).count("\n| ") > 20
 
 
 def test_runaway_digit_strings_parse_as_missing_not_a_crash():
-    from utils.evaluation import parsed_column
-    from utils.problems import parse_answer
+    from utils.pipeline.evaluation import parsed_column
+    from utils.symbolic.prompts import parse_answer
 
     col = parsed_column([parse_answer("42"), parse_answer("9" * 40), parse_answer("no"), parse_answer("-7")])
     assert col.tolist() == [42, pd.NA, pd.NA, -7]

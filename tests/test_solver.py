@@ -5,9 +5,9 @@ import random
 import pytest
 import torch
 
-from utils.errors import UserError
-from utils.solver import OPERATIONS, solve, solve_one
-from utils.symbolic_engine import PROBLEM_TYPES
+from utils.pipeline.errors import UserError
+from utils.symbolic.solver import OPERATIONS, solve, solve_one
+from utils.symbolic.solver import PROBLEM_TYPES
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device")])]
@@ -42,6 +42,9 @@ def cases(hi, n=300, seed=0):
 
 
 def test_table_covers_problem_types():
+    # the paper's ten types in its order (the order fixes type ids and codebook atoms)
+    assert PROBLEM_TYPES == ("addition", "multiplication", "division", "modulo", "gcd", "lcm", "square_mod",
+                             "bitwise_and", "bitwise_xor", "bitwise_or")
     assert tuple(OPERATIONS) == PROBLEM_TYPES
 
 

@@ -1,1 +1,1 @@
-"""Shared library of the neurosymbolic LLM pipeline (one module per concept)."""
+"""The library: llama/ (the network and how to run it), symbolic/ (the VSA half), pipeline/ (the stages)."""

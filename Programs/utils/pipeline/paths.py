@@ -1,0 +1,35 @@
+"""Where each stage reads and writes, derived from the run name (never from the working directory)."""
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+PROGRAMS_DIR = Path(__file__).resolve().parents[2]  # utils/pipeline/paths.py -> Programs
+
+
+def run_name_or_today(run_name: str) -> str:
+    return run_name or _dt.date.today().strftime("%Y_%m_%d")
+
+
+def programs_root(programs_dir: str = "") -> Path:
+    """Root of models/, results/ and gathered_data_*/: --programs_dir, else the Programs folder."""
+    return Path(programs_dir).expanduser().resolve() if programs_dir else PROGRAMS_DIR
+
+
+def models_dir(programs_dir: str = "") -> Path:
+    return programs_root(programs_dir) / "models"
+
+
+def results_dir(run_name: str, programs_dir: str = "") -> Path:
+    return programs_root(programs_dir) / "results" / run_name
+
+
+def gathered_data_dir(run_name: str, programs_dir: str = "") -> Path:
+    return programs_root(programs_dir) / f"gathered_data_{run_name}"
+
+
+def store_dir(cfg) -> Path:
+    """Stage 1's output and stage 2's input: --gathered_data_dir, else gathered_data_<run_name>."""
+    if cfg.gathered_data_dir:
+        return Path(cfg.gathered_data_dir).expanduser().resolve()
+    return gathered_data_dir(run_name_or_today(cfg.run_name), cfg.programs_dir)

@@ -1,0 +1,214 @@
+"""Result files of stage 3 and of compare_runs: tables (CSV, Markdown), plots, headline ratios.
+
+results.csv has exactly RESULT_COLUMNS, one row per method and evaluated problem type; accuracy is
+a fraction in [0, 1], cross_entropy the mean teacher-forced token CE of the answer. Every file is
+written atomically (temporary file in the same folder, then rename).
+
+Headline ratios (docs/METHOD.md, "Metrics"), over the seen (trained) problem types:
+- "times more problems solved": per type acc_NS / acc_X, averaged over seen types, for X = CoT and
+  X = the paper's "LoRA" row (our adapter; peft LoRA stands in when no adapter ran); the reported
+  figure is the mean of those two averages. Division by zero: a type where X solved nothing counts
+  as if X had solved one question of that type (denominator max(acc_X, 1/n_X)), the measurement's
+  resolution; so the ratio stays finite and errs against the NS model.
+- "lower cross-entropy": per type 1 - CE_NS / CE_X, averaged the same way (in percent); a type with
+  CE_X == 0 is left out (NS cannot be lower than zero).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import pandas as pd
+
+from utils.pipeline.files import atomic_savefig, atomic_write_csv, atomic_write_text
+
+RESULT_COLUMNS = ["method", "problem_type", "seen", "n", "accuracy", "cross_entropy"]
+METHOD_ORDER = ["neurosymbolic", "baseline", "cot", "adapter", "lora"]
+PAPER_NAMES = {"neurosymbolic": "NS LLM", "baseline": "standard LLM", "cot": "CoT", "adapter": '"LoRA" (adapter)',
+               "lora": "LoRA (peft)"}
+
+
+# ----------------------------------------------------------------------------- tables
+def _ordered_methods(methods: Iterable[str]) -> list[str]:
+    methods = list(dict.fromkeys(methods))
+    return [m for m in METHOD_ORDER if m in methods] + [m for m in methods if m not in METHOD_ORDER]
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    from utils.pipeline.errors import DataError
+
+    df = pd.read_csv(path)
+    if list(df.columns) != RESULT_COLUMNS:
+        raise DataError(f"{path}: columns {list(df.columns)}, expected {RESULT_COLUMNS}")
+    df["seen"] = df["seen"].astype(str).str.lower().isin(["true", "1"])
+    return df
+
+
+def wide(results: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Rows: problem types (seen first, in order of appearance); columns: methods."""
+    types = list(dict.fromkeys(results.sort_values("seen", ascending=False, kind="stable")["problem_type"]))
+    table = results.pivot_table(index="problem_type", columns="method", values=value, aggfunc="first")
+    return table.reindex(index=types, columns=_ordered_methods(results["method"]))
+
+
+def seen_types(results: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(results.loc[results["seen"], "problem_type"]))
+
+
+def headline_ratios(results: pd.DataFrame) -> dict[str, float]:
+    """The paper's aggregate claims (see the module docstring), as far as the methods are present."""
+    seen = seen_types(results)
+    acc, ce, n = (wide(results, v).loc[seen] for v in ("accuracy", "cross_entropy", "n"))
+    out: dict[str, float] = {}
+    if "neurosymbolic" not in acc.columns or not seen:
+        return out
+    others = [m for m in acc.columns if m != "neurosymbolic"]
+    for m in others:
+        denom = np.maximum(acc[m].values, 1.0 / n[m].values.clip(min=1))
+        out[f"times_more_solved_vs_{m}"] = float(np.nanmean(acc["neurosymbolic"].values / denom))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            red = np.where(ce[m].values > 0, 1 - ce["neurosymbolic"].values / ce[m].values, np.nan)
+        out[f"lower_ce_pct_vs_{m}"] = float(100 * np.nanmean(red)) if np.isfinite(red).any() else math.nan
+    lora_row = "adapter" if "adapter" in others else ("lora" if "lora" in others else None)
+    pair = [m for m in ("cot", lora_row) if m is not None]
+    if len(pair) == 2:
+        out["times_more_solved"] = float(np.mean([out[f"times_more_solved_vs_{m}"] for m in pair]))
+        out["lower_ce_pct"] = float(np.nanmean([out[f"lower_ce_pct_vs_{m}"] for m in pair]))
+        out["lora_row"] = lora_row
+    return out
+
+
+def _fmt(v, pct: bool) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{100 * v:.1f}" if pct else f"{v:.3f}"
+
+
+def markdown(results: pd.DataFrame, title: str = "Results") -> str:
+    """Accuracy (%) and cross-entropy tables in the layout of the paper's Table 1, plus seen means."""
+    lines = [f"# {title}", ""]
+    seen = set(seen_types(results))
+    for value, label, pct in (("accuracy", "Exact-match accuracy (%)", True),
+                              ("cross_entropy", "Answer cross-entropy (nats/token, teacher-forced)", False)):
+        table = wide(results, value)
+        n = wide(results, "n")
+        cols = list(table.columns)
+        lines += [f"## {label}", "", "| problem type | " + " | ".join(PAPER_NAMES.get(c, c) for c in cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        for t, row in table.iterrows():
+            name = t if t in seen else f"{t} (unseen)"
+            lines.append(f"| {name} | " + " | ".join(_fmt(row[c], pct) for c in cols) + " |")
+        if seen:
+            means = table.loc[[t for t in table.index if t in seen]].mean()
+            lines.append(f"| *mean, {len(seen)} seen types* | " + " | ".join(f"*{_fmt(means[c], pct)}*" for c in cols) + " |")
+        lines += ["", f"Questions per type: {int(np.nanmin(n.values))}-{int(np.nanmax(n.values))}.", ""]
+    ratios = headline_ratios(results)
+    if ratios:
+        lines += ["## Headline ratios (seen types)", ""]
+        lines += [f"- {k}: {v:.2f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in ratios.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_accuracy(results: pd.DataFrame, path: Path, title: str = "Accuracy per problem type") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = wide(results, "accuracy")
+    seen = set(seen_types(results))
+    types, methods = list(table.index), list(table.columns)
+    x = np.arange(len(types))
+    width = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(types)), 4))
+    for i, m in enumerate(methods):
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, 100 * table[m].fillna(0).values, width,
+               label=PAPER_NAMES.get(m, m))
+    ax.set_xticks(x, [t if t in seen else f"{t}\n(unseen)" for t in types], rotation=30, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    out = atomic_savefig(fig, path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def write_results(run_dir: Path, results: pd.DataFrame, title: str = "Results") -> dict[str, Path]:
+    results = results[RESULT_COLUMNS]
+    run_dir = Path(run_dir)
+    return {"csv": atomic_write_csv(results, run_dir / "results.csv"),
+            "md": atomic_write_text(run_dir / "results.md", markdown(results, title)),
+            "png": plot_accuracy(results, run_dir / "results.png", title)}
+
+
+# ----------------------------------------------------------------------------- gate figure
+def write_gate_scores(run_dir: Path, scores: pd.DataFrame, threshold: float) -> dict[str, Path]:
+    """scores: columns group (seen math | unseen math | non-math), problem_type, score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    scores = scores.assign(gate_open=scores["score"] > threshold)
+    csv = atomic_write_csv(scores, run_dir / "gate_scores.csv")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    finite = scores["score"][np.isfinite(scores["score"])]
+    bins = np.linspace(min(finite.min(), threshold) - 0.05, max(finite.max(), threshold) + 0.05, 40) if len(finite) else 20
+    for group, part in scores.groupby("group", sort=False):
+        rate = part["gate_open"].mean()
+        ax.hist(part["score"], bins=bins, alpha=0.55, label=f"{group} (gate open {100 * rate:.0f}%)")
+    ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax.set_xlabel("max problem-type score")
+    ax.set_ylabel("questions")
+    ax.legend(fontsize=8)
+    png = atomic_savefig(fig, run_dir / "gate_scores.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return {"csv": csv, "png": png}
+
+
+def gate_summary(scores: pd.DataFrame, threshold: float) -> dict[str, float]:
+    return {f"gate_open_rate/{g}": float((p["score"] > threshold).mean()) for g, p in scores.groupby("group")}
+
+
+def combine(frames: list[pd.DataFrame], names: Optional[list[str]] = None) -> tuple[pd.DataFrame, list[str]]:
+    """Merge several runs' results; a (method, problem type) already present is kept from the
+    first run that has it (notes say which were dropped)."""
+    notes, parts, have = [], [], set()
+    for i, df in enumerate(frames):
+        keys = list(zip(df["method"], df["problem_type"]))
+        dup = [k in have for k in keys]
+        if any(dup):
+            notes.append(f"{names[i] if names else i}: kept the earlier run's {sorted({k[0] for k, d in zip(keys, dup) if d})}")
+        parts.append(df[[not d for d in dup]])
+        have.update(keys)
+    out = pd.concat(parts, ignore_index=True)[RESULT_COLUMNS] if parts else pd.DataFrame(columns=RESULT_COLUMNS)
+    return out, notes
+
+
+def resolve_results(arg: str, programs_dir: str = "") -> Path:
+    """A run name (results/<run>/results.csv), a results.csv, or a folder holding one."""
+    from utils.pipeline.errors import DataError
+    from utils.pipeline.paths import results_dir
+
+    p = Path(arg).expanduser()
+    for cand in (p, p / "results.csv", results_dir(arg, programs_dir) / "results.csv"):
+        if cand.is_file():
+            return cand
+    raise DataError(f"{arg}: neither a results.csv, a folder holding one, nor a run with "
+                    f"{results_dir(arg, programs_dir) / 'results.csv'}")
+
+
+def compare_runs(runs: list[str], out: str = "", programs_dir: str = "") -> tuple[dict[str, Path], list[str]]:
+    """Merge several runs' results into one table (compare_runs.py); -> (written files, notes)."""
+    from utils.pipeline.paths import results_dir
+
+    paths = [resolve_results(r, programs_dir) for r in runs]
+    names = [p.parent.name for p in paths]
+    merged, notes = combine([read_results(p) for p in paths], names)
+    folder = Path(out).expanduser() if out else results_dir("compare_" + "_".join(names), programs_dir)
+    return write_results(folder, merged, title="Comparison of runs " + ", ".join(names)), notes

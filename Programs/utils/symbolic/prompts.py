@@ -1,0 +1,152 @@
+"""Prompts around a question, and reading the model's answer.
+
+- few-shot (the pipeline's prompt): a system message, two solved examples of the same type, the
+  question; the examples of a row come from ``row_rng(seed, split, row)``, so batching and ranks
+  change nothing.
+- chain of thought: a step-by-step system message; the answer follows "Final Answer:".
+- non-math questions (the gate statistics): held-out chat questions that must not open the gate.
+"""
+from __future__ import annotations
+
+import re
+import zlib
+
+import numpy as np
+
+from utils.symbolic.problems import question_text
+from utils.symbolic.solver import solve_one
+
+FEW_SHOT_SYSTEM = ("You are a careful math assistant that solves arithmetic problems. "
+                   "Reply with the bare number only, without commas or any other text, "
+                   "in exactly the same format as your previous answers.")
+COT_SYSTEM = ("You are a math assistant that explains its reasoning. Work through each problem "
+              "step by step, and always finish your reply with the marker \"Final Answer:\" "
+              "followed by the result as a bare integer (digits only, no commas).")
+COT_PREFIX = "Solve this problem step by step. "
+NON_MATH_SYSTEM = ("You are a thoughtful assistant. Give careful, well-reasoned and reflective "
+                   "answers.")
+NON_MATH_PREFIX = "Think about this carefully before you answer: "
+FINAL_MARKER = "Final Answer:"
+
+
+def few_shot_dialog(problem_type: str, question: str, rng: np.random.Generator, *,
+                    complexity: int = 2, limit_solution_digits: bool = True) -> list[dict]:
+    """System message, two solved examples of ``problem_type`` (random operands with x >= y,
+    canonical phrasing, the assistant answer a bare integer), then the user ``question``."""
+    hi = 10 ** (int(complexity) + 1) - 1
+    kw = dict(complexity=complexity, limit_solution_digits=limit_solution_digits)
+    msgs = [{"role": "system", "content": FEW_SHOT_SYSTEM}]
+    for _ in range(2):
+        a, b = sorted(rng.integers(1, hi + 1, size=2).tolist(), reverse=True)
+        msgs.append({"role": "user", "content": question_text(problem_type, a, b, **kw)})
+        msgs.append({"role": "assistant", "content": str(solve_one(problem_type, a, b, **kw))})
+    msgs.append({"role": "user", "content": question})
+    return msgs
+
+
+def cot_dialog(question: str) -> list[dict]:
+    """Chain-of-thought prompt: step-by-step system message, user = prefix + question."""
+    return [{"role": "system", "content": COT_SYSTEM},
+            {"role": "user", "content": COT_PREFIX + question}]
+
+
+_NON_MATH = {
+    "philosophy": [
+        "Can a person step into the same river twice?",
+        "Is it possible to know anything with complete certainty?",
+        "What makes a life meaningful?",
+        "Does free will exist if our choices have causes?",
+        "Is a copy of you still you?",
+    ],
+    "ethics": [
+        "Is it ever right to break a promise?",
+        "Should animals have legal rights?",
+        "Do we owe anything to people who will live centuries from now?",
+        "Is lying to protect someone's feelings acceptable?",
+        "How should scarce medicines be shared during a crisis?",
+    ],
+    "history": [
+        "Why did the Bronze Age collapse happen?",
+        "How did the printing press change European society?",
+        "What lessons can be drawn from the fall of the Roman Republic?",
+        "Why did the Silk Road matter for the spread of ideas?",
+        "How did the invention of writing change early states?",
+    ],
+    "psychology": [
+        "Why do people procrastinate on tasks they care about?",
+        "How do habits form and how can they be changed?",
+        "Why are first impressions so hard to revise?",
+        "What role does boredom play in creativity?",
+        "Why do groups sometimes make worse decisions than individuals?",
+    ],
+    "technology": [
+        "How might cities change if most cars drove themselves?",
+        "What are the risks of relying on a single cloud provider?",
+        "Should software be held to the same safety standards as bridges?",
+        "How does open-source software sustain itself?",
+        "What would be lost if paper books disappeared?",
+    ],
+    "art and culture": [
+        "Why do some melodies get stuck in our heads?",
+        "Can a photograph be as expressive as a painting?",
+        "How do folk tales change as they travel between cultures?",
+        "What makes a building beautiful?",
+        "Why do people enjoy stories that make them sad?",
+    ],
+}
+
+
+def non_math_questions() -> list[tuple[str, str]]:
+    """The project's canned non-math questions as ``(topic, question)`` (6 topics x 5)."""
+    return [(topic, q) for topic, qs in _NON_MATH.items() for q in qs]
+
+
+def non_math_dialog(question: str) -> list[dict]:
+    """Prompt for a non-math question (reflective system message, prefix + question)."""
+    return [{"role": "system", "content": NON_MATH_SYSTEM},
+            {"role": "user", "content": NON_MATH_PREFIX + question}]
+
+
+# ----------------------------------------------------------------------------- answers
+_BARE_INT = re.compile(r"[+-]?[0-9]+")
+_COT_AFTER = re.compile(r"""[\s*_$`]*(?:\\boxed\{)?[\s*_$`]*([+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+))(?![0-9]|[.,][0-9])""")
+
+
+def parse_answer(text: str) -> int | None:
+    """The model's answer as an integer, or None.
+
+    Rules: surrounding whitespace is stripped; what is left must be an optional sign followed by
+    ASCII digits only (no commas, spaces, underscores, decimals or words: stricter than ``int()``
+    about underscores and non-ASCII digits, the same otherwise).
+    """
+    if text is None:
+        return None
+    s = text.strip()
+    return int(s) if _BARE_INT.fullmatch(s) else None
+
+
+def parse_cot_answer(text: str) -> int | None:
+    """The integer after the FIRST ``Final Answer:`` marker (case-insensitive), or None.
+
+    Without a marker the whole text is read as a plain answer (``parse_answer``: a bare integer), as
+    the original kept the whole generation when the marker was absent; prose without a marker gives
+    None. The first marker is used, as the original extraction does. Between the marker and the number
+    only whitespace and markdown/LaTeX decoration (``**``, ``*``, ``_``, ``$``, backticks,
+    ``\\boxed{``) may appear. The number is an optional sign and digits, with optional
+    thousands commas (``1,234``); anything after it (punctuation, ``**``, text) is ignored, but a
+    decimal such as ``12.5`` gives None. None when there is no marker or no integer after it.
+    """
+    if text is None:
+        return None
+    k = text.lower().find(FINAL_MARKER.lower())
+    if k < 0:
+        return parse_answer(text)
+    m = _COT_AFTER.match(text, k + len(FINAL_MARKER))
+    return int(m.group(1).replace(",", "")) if m else None
+
+
+def row_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """A generator that depends only on ``(seed, split, index)`` (so few-shot examples do not
+    depend on batching or on data-parallel ranks)."""
+    code = zlib.crc32(str(split).encode("utf-8"))
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(seed) >> 32, code, int(index)])
