@@ -66,8 +66,8 @@ def test_static_top_p_equals_eager_generate(llama):
 def test_static_step_logits_equal_eager_across_windows(llama, window):
     """Logits of every step to float32 rounding, with the attention window crossed several times."""
     prompts = _prompts(llama)
-    eager, tokens = _step_logits(llama, prompts, 40, window=window, static=False)
-    static, fed = _step_logits(llama, prompts, 40, window=window, static=True, forced=tokens)
+    eager, tokens = _step_logits(llama, prompts, 30, window=window, static=False)
+    static, fed = _step_logits(llama, prompts, 30, window=window, static=True, forced=tokens)
     assert torch.equal(fed, tokens)
     torch.testing.assert_close(static, eager, rtol=1e-5, atol=1e-5)
     assert torch.equal(static.argmax(-1), eager.argmax(-1))
@@ -94,6 +94,63 @@ def test_residual_hooks_run_in_static_steps(llama):
     assert static == eager
     assert calls[n_eager:] == calls[:n_eager]  # same layers, positions and shapes, in order
     assert eager != llama.generate(prompts, max_gen_len=8, stop_tokens=[], decode="eager")  # the hook mattered
+
+
+INTERVENTIONS = {  # InterventionOptions of the hook cases; the prompt's gate is forced open
+    "last_prompt_token": dict(),
+    "multi_token": dict(multi_token_intervention=True),
+    "multi_token_reencoded": dict(multi_token_intervention=True, static_encoding=False),
+    "adapter_multi_token": dict(multi_token_intervention=True, adapter=True),
+}
+
+
+def _intervention(llama, case):
+    import math
+
+    from utils.pipeline import methods
+    from utils.pipeline.intervention import InterventionOptions
+    from utils.symbolic.engine import SymbolicEngine
+
+    kw = dict(INTERVENTIONS[case])
+    adapter = kw.pop("adapter", False)
+    d, v, g = llama.args.dim, 64, torch.Generator().manual_seed(1)
+    enc, dec = torch.randn(v, d, generator=g) / 2, {2: torch.randn(d, v, generator=g) / 2}
+    opts = InterventionOptions(symbolic_encoding_layer=2, symbolic_decoding_layers=[2],
+                               problem_score_threshold=-math.inf, **kw)
+    model = llama.model
+    if adapter:
+        return methods.adapter(model, enc, dec, opts, lr=0.0, init="stage2", seed=0)
+    engine = SymbolicEngine(VSA_dim=v, max_digits=4, seed=4).to(llama.device)
+    return methods.neurosymbolic(model, engine, enc, dec, opts, lr=0.0, complexity=2, limit_solution_digits=True)
+
+
+@pytest.mark.parametrize("case", list(INTERVENTIONS))
+def test_intervention_in_static_steps(llama, case):
+    """The neurosymbolic hooks give the same tokens in static steps, and declare themselves capture-safe."""
+    method = _intervention(llama, case)
+    prompts = _prompts(llama)
+    with method.attach():
+        assert capture_blockers(llama.model, "cuda") == []
+        eager = llama.generate(prompts, max_gen_len=10, stop_tokens=[], decode="eager")
+        static = llama.generate(prompts, max_gen_len=10, stop_tokens=[], decode="static")
+    assert static == eager
+    if case != "last_prompt_token":  # writing at generated positions changed the tokens
+        assert eager != llama.generate(prompts, max_gen_len=10, stop_tokens=[], decode="eager")
+
+
+def test_intervention_reading_cpu_truth_per_step_is_not_capture_safe(llama):
+    from utils.pipeline.intervention import InterventionOptions, SymbolicIntervention
+
+    def iv(**kw):
+        opts = InterventionOptions(symbolic_encoding_layer=2, symbolic_decoding_layers=[2], **kw)
+        return SymbolicIntervention(None, torch.zeros(8, 64), {2: torch.zeros(64, 8)}, opts)
+
+    assert iv().capture_safe and iv(simulate_perfect_encoder=True, multi_token_intervention=True).capture_safe
+    unsafe = iv(simulate_perfect_encoder=True, multi_token_intervention=True, static_encoding=False)
+    assert not unsafe.capture_safe
+    with unsafe.attached(llama.model):
+        assert capture_blockers(llama.model, "cuda") == [
+            "residual hook SymbolicIntervention._hook at layer 2 is not declared capture_safe"]
 
 
 def test_mode_choice_and_blockers(llama, monkeypatch):
@@ -174,3 +231,14 @@ def test_graph_step_logits_on_cuda(cuda_llama, dtype):
     torch.testing.assert_close(graph, static, rtol=1e-5, atol=1e-5)
     tol = 1e-4 if dtype == torch.float32 else 2e-2 * float(eager.abs().max())  # bf16: ~2 ulp of the logits
     torch.testing.assert_close(graph, eager, rtol=0, atol=tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", list(INTERVENTIONS))
+def test_graph_with_intervention_equals_eager_on_cuda(cuda_llama, case):
+    llama = cuda_llama[torch.float32]
+    method = _intervention(llama, case)
+    prompts = _prompts(llama)
+    with method.attach():
+        eager = llama.generate(prompts, max_gen_len=40, stop_tokens=[], decode="eager")
+        assert llama.generate(prompts, max_gen_len=40, stop_tokens=[], decode="graph") == eager
