@@ -2,11 +2,12 @@
 takes and how close it comes to the card's limit (the numbers the model produces are meaningless,
 the time is not; the original needed about two hours on one H100).
 
-    python benchmarks/bench_paper_e2e.py              # one CUDA GPU (~40 GB of disk in --work)
-    python benchmarks/bench_paper_e2e.py --tiny       # same code on the CPU, tiny model, in seconds
+    python benchmarks/bench_paper_e2e.py                  # one CUDA GPU (~25 GB of disk in --work)
+    python benchmarks/bench_paper_e2e.py --tiny           # same code on the CPU, tiny model, ~1 minute
+    python benchmarks/bench_paper_e2e.py --train_sweep    # stage-3 step time and MFU per batch choice
 
 Every stage runs through the entry scripts' real command lines, with configs/paper.yaml:
-CSV splits of 20,000 + 200 + 2,000 generated questions (make_demo_data.py); stage 1 (gather every
+CSV splits of 20,000 + 200 + 2,000 generated questions (demo/make_demo_data.py); stage 1 (gather every
 layer's last-token state); stage 2 (encoders and decoders of every layer, as the paper trained
 them); stage 3: the neurosymbolic decoder (2,500 steps of 8 questions) evaluated with the plain
 model, the adapter (the paper's "LoRA" row) and LoRA trained the same way, and chain of thought
@@ -25,11 +26,14 @@ prompt builder. Model loading and Python start-up count in the wall time, not in
 
 Options: --scale F runs F x the paper's rows and steps (shorter GPU sessions); --decode eager times
 the previous decoding (NSLLM_DECODE for the runs); --lanes N runs the stage-3 runs N at a time.
+--train_sweep (instead of the run) times the stage-3 step in this process for every split of the
+paper's 8 samples per step into micro-batches (gradient accumulation) with the prefix split on and
+off, and prints each one's MFU: the measurement that chooses the preset's n_samples,
+inference_to_backprop_ratio and prefix_split.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import shutil
@@ -61,23 +65,9 @@ STAGE3 = [(f"{RUN}_ns", ["--test_baseline", "1"]), (f"{RUN}_adapter", ["--adapte
           (f"{RUN}_lora", ["--lora_baseline", "1"]), (f"{RUN}_cot", ["--cot", "1"])]
 
 
-def module(*names: str):
-    """The first of these modules that exists (the target layout's name first, then the old one)."""
-    for mod in names:
-        try:
-            return importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if not mod.startswith(e.name or "\0"):
-                raise
-    raise ModuleNotFoundError(f"none of {names}")
-
-
 def script(name: str) -> Path:
-    """An entry script of Programs/ (demo helpers may live in Programs/demo/)."""
-    for p in (PROGRAMS / name, PROGRAMS / "demo" / name):
-        if p.is_file():
-            return p
-    raise FileNotFoundError(f"Programs/{name} not found")
+    """An entry script's path (command lines as in README.md and Programs/demo/README.md)."""
+    return PROGRAMS / name
 
 
 # ----------------------------------------------------------------------------- the card
@@ -199,8 +189,8 @@ def run_all(runs: list[Run], lanes: int, env: dict, logs: Path) -> float:
 def examples(ckpt: Path, data: Path) -> dict:
     """Token counts of every prompt and answer the runs see (the pipeline's prompt builder)."""
     from utils.llama.tokenizer import ChatFormat, Tokenizer
+    from utils.pipeline.training import build_examples
 
-    training = module("utils.pipeline.training", "utils.training")
     tok = Tokenizer(ckpt / "tokenizer.model")
     fmt = ChatFormat(tok)
     problems = ["addition", "multiplication", "division", "modulo", "gcd", "lcm", "square_mod",
@@ -209,9 +199,9 @@ def examples(ckpt: Path, data: Path) -> dict:
     out = {"tokenizer": tok}
     for split in ("train", "val", "test"):
         rows = pd.read_csv(data / f"{split}.csv")
-        ex = training.build_examples(rows, fmt, split, **kw)
+        ex = build_examples(rows, fmt, split, **kw)
         out[split] = ([len(p) for p in ex.prompts], [len(a) for a in ex.answers])
-    cot = training.build_examples(pd.read_csv(data / "test.csv"), fmt, "test", prompt="cot", **kw)
+    cot = build_examples(pd.read_csv(data / "test.csv"), fmt, "test", prompt="cot", **kw)
     out["test_cot"] = [len(p) for p in cot.prompts]
     return out
 
@@ -281,7 +271,7 @@ def stage_commands(st: Setup, tiny: bool) -> list[tuple[str, list[Run]]]:
               "--testing_num_steps", "0", "--eval_batch_size", str(st.eval_batch),
               "--cot_max_new_tokens", str(st.cot_budget)]
     stage3 += ["--symbolic_encoding_layer", str(st.layer), "--symbolic_decoding_layers", str(st.layer)] if tiny else []
-    splits = [str(script("make_demo_data.py")), "--out", str(data), "--seed", "42"]
+    splits = [str(script("demo/make_demo_data.py")), "--out", str(data), "--seed", "42"]
     return [
         ("CSV splits", [Run("data", py + splits + [a for k, v in st.sizes.items() for a in (f"--{k}", str(v))])]),
         ("stage 1: gather", [Run("stage1", py + stage12 + ["--generate_data", "1"])]),
@@ -367,11 +357,10 @@ def train_sweep(opt: argparse.Namespace) -> list[dict]:
     from utils.llama.generation import Llama
     from utils.llama.tokenizer import Tokenizer, default_tokenizer_path
 
-    training = module("utils.pipeline.training", "utils.training")
-    methods = module("utils.pipeline.methods", "utils.baselines")
-    InterventionOptions = module("utils.pipeline.intervention", "utils.intervention").InterventionOptions
-    generate_problems = module("utils.symbolic.problems", "utils.problems").generate_problems
-    SymbolicEngine = module("utils.symbolic.engine", "utils.symbolic_engine").SymbolicEngine
+    from utils.pipeline import methods, training
+    from utils.pipeline.intervention import InterventionOptions
+    from utils.symbolic.engine import SymbolicEngine
+    from utils.symbolic.problems import generate_problems
 
     st = Setup.of(opt)
     if opt.tiny:
@@ -402,9 +391,8 @@ def train_sweep(opt: argparse.Namespace) -> list[dict]:
                          prefix_split=True, layer=st.layer) / steps  # least time of one step's work
         for micro in [b for b in (32, 16, 8, 4, 2, 1) if b <= eff and b * 8 >= eff]:
             for split in (True, False):
-                method.prefix_frozen = split
                 fopts = training.FineTuneOptions(n_samples=micro, inference_to_backprop_ratio=eff // micro,
-                                                 learning_rate=1e-3, lr_decay={})
+                                                 prefix_split=split, learning_rate=1e-3, lr_decay={})
                 training.train(llama, method, warm, fopts, from_csv=True, seed=0)
                 if st.device == "cuda":
                     torch.cuda.synchronize()
@@ -422,7 +410,7 @@ def train_sweep(opt: argparse.Namespace) -> list[dict]:
                       f"{eff / step:>9.1f} {r['mfu']:>6.1%} {peak:>8.1f}", flush=True)
     best = max((r for r in results if r["effective"] == 8), key=lambda r: r["mfu"])
     print(f"fastest at the paper's 8 samples per step: n_samples {best['micro']}, inference_to_backprop_ratio "
-          f"{best['accum']}, prefix split {'on' if best['prefix_split'] else 'off'} ({best['mfu']:.1%} MFU; "
+          f"{best['accum']}, prefix_split {str(best['prefix_split']).lower()} ({best['mfu']:.1%} MFU; "
           f"MFU = the step's forward and needed input-gradient FLOPs at the measured {card.peak / 1e12:.1f} "
           f"TFLOP/s over its time)")
     return results
