@@ -122,15 +122,17 @@ def generate_s(card: Card, m: Shape, prompts: list[int], generated: list[int], b
     return t
 
 
-def train_s(card: Card, m: Shape, prompts: list[int], answers: list[int], *, prefix_split: bool, layer: int) -> float:
+def train_s(card: Card, m: Shape, prompts: list[int], answers: list[int], *, every_position: bool,
+            layer: int) -> float:
     """Least time of training over these samples (answers incl. <|eot_id|>): a forward over all
-    tokens, input gradients from the output back to the written layer (prefix split: only for the
-    last prompt token and the answer) or through every block and position (LoRA)."""
+    tokens, then input gradients from the output back to the written layer for the last prompt
+    token and the answer (the intervention, the adapter), or through every block and position
+    (`every_position`: LoRA)."""
     fwd = forward_s(card, m, sum(prompts) + sum(answers), sum(answers))
-    if prefix_split:
-        bwd = forward_s(card, m, sum(answers) + len(answers), sum(answers), layers=(m.n_layers - layer) / m.n_layers)
-    else:
+    if every_position:
         bwd = forward_s(card, m, sum(prompts) + sum(answers), sum(answers))
+    else:
+        bwd = forward_s(card, m, sum(answers) + len(answers), sum(answers), layers=(m.n_layers - layer) / m.n_layers)
     return fwd + bwd
 
 
@@ -153,31 +155,26 @@ class Run:
     limit: float = 0.0
 
 
-def start(run: Run, env: dict, logs: Path) -> subprocess.Popen:
-    log = open(logs / f"{run.name}.log", "w")
-    print(f"  start {run.name}: {' '.join(run.argv[1:])}", flush=True)
-    proc = subprocess.Popen(run.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    proc.t0, proc.log = time.perf_counter(), log
-    return proc
-
-
 def run_all(runs: list[Run], lanes: int, env: dict, logs: Path) -> float:
     """Run at most `lanes` at a time; each run's wall time is kept; returns the group's wall time."""
     t0, pending, active = time.perf_counter(), list(runs), {}
     while pending or active:
         while pending and len(active) < lanes:
             run = pending.pop(0)
-            active[run.name] = (run, start(run, env, logs))
+            log = open(logs / f"{run.name}.log", "w")
+            print(f"  start {run.name}: {' '.join(run.argv[1:])}", flush=True)
+            proc = subprocess.Popen(run.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            active[run.name] = (run, proc, log, time.perf_counter())
         time.sleep(0.05)
-        for name, (run, proc) in list(active.items()):
+        for name, (run, proc, log, started) in list(active.items()):
             if proc.poll() is None:
                 continue
-            run.wall = time.perf_counter() - proc.t0
-            proc.log.close()
+            run.wall = time.perf_counter() - started
+            log.close()
             del active[name]
             if proc.returncode != 0:
-                for _, p in active.values():
-                    p.kill()
+                for _, other, _, _ in active.values():
+                    other.kill()
                 tail = (logs / f"{name}.log").read_text().splitlines()[-15:]
                 raise SystemExit(f"bench_paper_e2e: {name} failed (exit {proc.returncode}); end of its log:\n"
                                  + "\n".join(tail))
@@ -297,15 +294,15 @@ def set_limits(runs: dict, st: Setup, card: Card, counts: dict, stage2_metrics: 
         return (generate_s(card, m, prompts, gen, budget, st.eval_batch)
                 + forward_s(card, m, sum(ce_prompts) + sum(sa), sum(sa)))
 
-    def train(prefix_split: bool) -> float:
-        return train_s(card, m, tp, eot, prefix_split=prefix_split, layer=st.layer) + val
+    def train(every_position: bool) -> float:
+        return train_s(card, m, tp, eot, every_position=every_position, layer=st.layer) + val
 
     runs["stage1"].limit = forward_s(card, m, sum(tp) + sum(vp) + sum(sp), 0)
     runs["stage2"].limit = stage2_s(card, m, stage2_metrics, len(tp), len(vp), vsa_dim=2048)
-    runs[f"{RUN}_ns"].limit = (train(True) + test_eval(f"{RUN}_ns", "neurosymbolic", sp, short)
+    runs[f"{RUN}_ns"].limit = (train(False) + test_eval(f"{RUN}_ns", "neurosymbolic", sp, short)
                                + test_eval(f"{RUN}_ns", "baseline", sp, short))
-    runs[f"{RUN}_adapter"].limit = train(True) + test_eval(f"{RUN}_adapter", "adapter", sp, short)
-    runs[f"{RUN}_lora"].limit = train(False) + test_eval(f"{RUN}_lora", "lora", sp, short)
+    runs[f"{RUN}_adapter"].limit = train(False) + test_eval(f"{RUN}_adapter", "adapter", sp, short)
+    runs[f"{RUN}_lora"].limit = train(True) + test_eval(f"{RUN}_lora", "lora", sp, short)
     runs[f"{RUN}_cot"].limit = test_eval(f"{RUN}_cot", "cot", counts["test_cot"], st.cot_budget)
 
 
@@ -356,7 +353,6 @@ def train_sweep(opt: argparse.Namespace) -> list[dict]:
     of it into micro-batches trains the same); larger ones are shown for reference only."""
     from utils.llama.generation import Llama
     from utils.llama.tokenizer import Tokenizer, default_tokenizer_path
-
     from utils.pipeline import methods, training
     from utils.pipeline.intervention import InterventionOptions
     from utils.symbolic.engine import SymbolicEngine
@@ -374,7 +370,8 @@ def train_sweep(opt: argparse.Namespace) -> list[dict]:
     d, v = model.args.dim, engine.VSA_dim
     method = methods.neurosymbolic(
         model, engine, torch.randn(v, d, generator=g) / d ** 0.5, {st.layer: torch.randn(d, v, generator=g) / v ** 0.5},
-        InterventionOptions(symbolic_encoding_layer=st.layer, symbolic_decoding_layers=[st.layer]),
+        InterventionOptions(symbolic_encoding_layer=st.layer, symbolic_decoding_layers=[st.layer],
+                            problem_score_threshold=float("-inf")),  # gate open: the decoder is in every step
         lr=1e-3, complexity=2, limit_solution_digits=True)
     steps = opt.sweep_steps
     rows = generate_problems(max(effective) * (steps + 1), ["multiplication", "modulo", "gcd", "lcm", "square_mod",
@@ -388,7 +385,7 @@ def train_sweep(opt: argparse.Namespace) -> list[dict]:
     for eff in effective:
         warm, timed_ex = ex.take(range(eff)), ex.take(range(eff, eff * (steps + 1)))
         useful = train_s(card, m, [len(p) for p in timed_ex.prompts], [len(a) + 1 for a in timed_ex.answers],
-                         prefix_split=True, layer=st.layer) / steps  # least time of one step's work
+                         every_position=False, layer=st.layer) / steps  # least time of one step's work
         for micro in [b for b in (32, 16, 8, 4, 2, 1) if b <= eff and b * 8 >= eff]:
             for split in (True, False):
                 fopts = training.FineTuneOptions(n_samples=micro, inference_to_backprop_ratio=eff // micro,

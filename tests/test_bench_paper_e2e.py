@@ -20,8 +20,8 @@ def test_generation_limit_by_hand():
     # batch 1: min(3, 4) - 1 = 2 steps over S = 5 cached tokens (+ the step's), 2 rows; batch 2: none
     steps = sum(max((110 * 2 + 2 * (5 + i) * 3) / 1e4, 2 * 110 * 2 / 1e6) for i in range(2))
     assert t == pytest.approx(prefill + steps)
-    full = e2e.train_s(card, m, [5], [2], prefix_split=False, layer=1)
-    split = e2e.train_s(card, m, [5], [2], prefix_split=True, layer=1)
+    full = e2e.train_s(card, m, [5], [2], every_position=True, layer=1)
+    split = e2e.train_s(card, m, [5], [2], every_position=False, layer=1)
     assert full == pytest.approx(2 * 2 * (100 * 7 + 10 * 2) / 1e6)
     assert split == pytest.approx(2 * (100 * 7 + 10 * 2) / 1e6 + 2 * (100 * 3 / 4 * 3 + 10 * 2) / 1e6)
 
