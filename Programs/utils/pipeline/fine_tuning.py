@@ -41,8 +41,8 @@ class FineTuneConfig(FineTuneOptions, InterventionOptions, EvaluationOptions, Ba
     """stage 3: decoder fine-tuning in context, evaluation and baselines"""
 
     config_section: ClassVar[str] = "fine_tune_decoders"
-    # The engine (codebook, digits, problem list) comes from the map files.
     unused_options: ClassVar[tuple] = ("max_digits", "vsa_seed", "possible_problems")
+    unused_reason: ClassVar[str] = "stage 3 takes the VSA engine (digits, codebook, problem list) from the map files"
     group_titles: ClassVar[dict] = {
         "SymbolicOptions": "symbolic: the problems' number format (the VSA engine itself comes from the map "
                            "files; --VSA_dim only sizes a fresh adapter run without them)"}

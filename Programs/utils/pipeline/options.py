@@ -14,8 +14,8 @@ every entry that reads the file, and a mapping named after an entry's section (i
 `fine_tune_decoders:`) holds options for that entry only, overriding the top level. Any other key
 is an error, so typos do not pass silently.
 
-A schema may list `unused_options`: options of a group it inherits that this entry does not read
-(stage 3 takes its VSA engine from the map files, for one). They are accepted, so shared presets
+A schema may list `unused_options` (with `unused_reason`): options of a group it inherits that
+this entry does not read (stage 3 takes its VSA engine from the map files, for one). They are accepted, so shared presets
 and old command lines keep working, but not listed in `--help`; given on the command line they
 print a note that they have no effect. `group_titles` can say what a shared group means for one
 entry.
@@ -247,7 +247,7 @@ def parse_config(schema: type, argv: Optional[Sequence[str]] = None, description
     unused = [k for k in ns if k in getattr(schema, "unused_options", ())]
     if unused:
         print(f"note: {', '.join('--' + k for k in unused)} {'has' if len(unused) == 1 else 'have'} no effect "
-              f"here ({schema.__doc__.strip().splitlines()[0]})", file=sys.stderr)
+              f"here: {schema.unused_reason}", file=sys.stderr)
     for key, val in ns.items():
         values[key] = _coerce(key, fields[key].type, val, "command line")
     cfg = schema(**values)
