@@ -98,7 +98,7 @@ class DataOptions:
 
 
 # ----------------------------------------------------------------------------- parsing
-def _parse_bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
     low = str(text).strip().lower()
     if low in ("1", "true", "yes", "on"):
         return True
@@ -124,7 +124,7 @@ def _coerce(name: str, tp: Any, value: Any, source: str) -> Any:
     origin = typing.get_origin(tp)
     try:
         if tp is bool:
-            return value if isinstance(value, bool) else _parse_bool(value)
+            return value if isinstance(value, bool) else parse_bool(value)
         if tp in (int, float, str):
             if tp is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError("not an integer")
