@@ -26,9 +26,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="", help="output folder (default: Programs/results/compare_<runs>)")
     ap.add_argument("--programs_dir", default="", help="root of results/ (default: the Programs folder)")
     ap.add_argument("--log_wandb", type=parse_bool, default=False, help="also log the comparison to wandb: 0|1")
-    ap.add_argument("--wandb_project", default="", help="wandb project (default: the pipeline's, see --help of a stage)")
+    ap.add_argument("--wandb_project", default="", help="wandb project (default: the stages' default)")
+    ap.add_argument("--wandb_group", default="", help="wandb group (default: the output folder's name)")
     args = ap.parse_args(argv)
-    written, notes = compare_runs(args.runs, args.out, args.programs_dir, args.log_wandb, args.wandb_project)
+    written, notes = compare_runs(args.runs, args.out, args.programs_dir, args.log_wandb, args.wandb_project,
+                                  args.wandb_group)
     print(written["md"].read_text())
     for n in notes:
         print(f"note: {n}")

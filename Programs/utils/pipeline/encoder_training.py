@@ -298,7 +298,7 @@ def run_training(cfg) -> dict:
     run = paths.run_name_or_today(cfg.run_name)
     out_dir = paths.results_dir(run, cfg.programs_dir)
     tracker = Tracker(out_dir, stage="encoders", run_name=run, config=cfg, project=cfg.wandb_project,
-                      log_wandb=cfg.log_wandb)
+                      group=cfg.wandb_group, log_wandb=cfg.log_wandb)
     t0 = time.perf_counter()
     data = {s: store.load_split(s, layers, manifest) for s in ("train", "val", "test")}  # read once
     t_load = time.perf_counter() - t0
@@ -339,6 +339,10 @@ def run_training(cfg) -> dict:
                "encoders": str(enc_path), "decoders": str(dec_path)}
     summary["best_layer"] = best_layer(table, dict(zip(layers, enc_stats["best_val_rmse"])))
     tracker.summary(summary)
+    tracker.table("maps", pd.DataFrame({"layer": layers, "encoder_val_rmse": enc_stats["best_val_rmse"],
+                                        "encoder_best_epoch": enc_stats["best_epoch"],
+                                        "decoder_val_rmse": dec_stats["best_val_rmse"],
+                                        "decoder_best_epoch": dec_stats["best_epoch"]}))
     log_accuracy(tracker, table, csv_path, png)
     tracker.finish()
     print(f"encoders: {enc_path}\ndecoders: {dec_path}\nresults: {csv_path}\n"

@@ -153,7 +153,7 @@ def run(cfg: FineTuneConfig) -> int:
     problem_list = list(engine.possible_problems) if engine is not None else list(PROBLEM_TYPES)
     out_dir = results_dir(run_name, cfg.programs_dir)
     tracker = Tracker(out_dir, stage="fine_tune", run_name=run_name, config=cfg, project=cfg.wandb_project,
-                      label="+".join(names), log_wandb=cfg.log_wandb, enabled=info.is_main)
+                      group=cfg.wandb_group, label="+".join(names), log_wandb=cfg.log_wandb, enabled=info.is_main)
     if engine is not None:  # the engine is the map file's, whatever the options say
         tracker.record_used({"VSA_dim": engine.VSA_dim, "max_digits": engine.max_digits, "vsa_seed": engine.seed,
                              "possible_problems": list(engine.possible_problems),
@@ -193,7 +193,7 @@ def run(cfg: FineTuneConfig) -> int:
         else:
             method = methods.lora(llama.model, cfg, cfg.seed)
         if method.params and trained:
-            tracker.log({f"{name}/trainable_parameters": sum(p.numel() for p in method.params)})
+            tracker.summary({f"{name}/trainable_parameters": sum(p.numel() for p in method.params)})
 
             def validate(epoch, method=method):
                 df = evaluate(llama, method, val_ex, max_new_tokens=short, desc=f"val {method.name}", **eval_kw)

@@ -220,7 +220,7 @@ def run_gather(cfg) -> Path:
 
     run = paths.run_name_or_today(cfg.run_name)
     tracker = Tracker(paths.results_dir(run, cfg.programs_dir), stage="gather", run_name=run, config=cfg,
-                      project=cfg.wandb_project, log_wandb=cfg.log_wandb, enabled=info.is_main)
+                      project=cfg.wandb_project, group=cfg.wandb_group, log_wandb=cfg.log_wandb, enabled=info.is_main)
     llama = build_llama(cfg, max_batch_size=plan.batch_size, device=plan.device)
     model = llama.model
     recorder = LastTokenRecorder(model, plan.layers)

@@ -215,7 +215,7 @@ def resolve_results(arg: str, programs_dir: str = "") -> Path:
 
 
 def compare_runs(runs: list[str], out: str = "", programs_dir: str = "", log_wandb: bool = False,
-                 wandb_project: str = "") -> tuple[dict[str, Path], list[str]]:
+                 wandb_project: str = "", wandb_group: str = "") -> tuple[dict[str, Path], list[str]]:
     """Merge several runs' results into one table (compare_runs.py); -> (written files, notes).
     The comparison is a run record of its own (stage "compare", named after its folder)."""
     from utils.pipeline.paths import results_dir
@@ -226,7 +226,8 @@ def compare_runs(runs: list[str], out: str = "", programs_dir: str = "", log_wan
     merged, notes = combine([read_results(p) for p in paths], names)
     folder = Path(out).expanduser() if out else results_dir("compare_" + "_".join(names), programs_dir)
     written = write_results(folder, merged, title="Comparison of runs " + ", ".join(names))
-    tracker = Tracker(folder, stage="compare", run_name=folder.name, project=wandb_project, log_wandb=log_wandb,
+    tracker = Tracker(folder, stage="compare", run_name=folder.name, project=wandb_project, group=wandb_group,
+                      log_wandb=log_wandb,
                       config={"runs": [str(p) for p in paths], "notes": notes})
     tracker.table("results", merged, written["csv"])
     tracker.image("results_plot", written["png"])

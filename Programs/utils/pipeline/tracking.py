@@ -13,8 +13,8 @@ Each stage of a run (run name R) writes, in `results/R/`:
 
 With `log_wandb` the same metrics go to wandb (numbers only: strings and lists stay local), tables
 as `wandb.Table`, images as `wandb.Image`, summaries as the run summary. Every stage of one run
-name is its own wandb run in the group R with the stage as job type, all in one project, so the
-project page shows one line per experiment. wandb runs online when an API key is configured,
+name is its own wandb run in the group R (or `--wandb_group`) with the stage as job type, all in
+one project, so the project page shows one line per experiment. wandb runs online when an API key is configured,
 offline otherwise (upload later with `wandb sync`); `WANDB_MODE=disabled` turns it off whatever
 the flag says. Stages: gather (1), encoders (2), fine_tune (3; its label names the methods),
 compare (compare_runs.py).
@@ -85,11 +85,12 @@ class Tracker:
     `<run_dir>/metrics.jsonl`, and optionally one wandb run (group = run name, job type = stage).
 
     Only the process with `enabled=True` (rank 0 under torchrun) writes anything. `label` tells
-    apart stage runs of one run name in wandb (stage 3: its methods, e.g. "baseline+neurosymbolic").
+    apart stage runs of one run name in wandb (stage 3: its methods, e.g. "baseline+neurosymbolic");
+    `group` is the wandb group (default: the run name).
     """
 
     def __init__(self, run_dir: Path, *, stage: str, run_name: str, config: Any, log_wandb: bool = False,
-                 enabled: bool = True, project: str = "", label: str = ""):
+                 enabled: bool = True, project: str = "", group: str = "", label: str = ""):
         if stage not in STAGES:
             raise ValueError(f"stage {stage!r} is not one of {STAGES}")
         self.run_dir, self.stage, self.run_name, self.label = Path(run_dir), stage, run_name, label
@@ -107,7 +108,8 @@ class Tracker:
             import wandb
 
             name = f"{run_name} {stage}" + (f" ({label})" if label else "")
-            self._wandb = wandb.init(project=project or DEFAULT_PROJECT, name=name, group=run_name, job_type=stage,
+            self._wandb = wandb.init(project=project or DEFAULT_PROJECT, name=name, group=group or run_name,
+                                     job_type=stage,
                                      config={**self._options, "run_record": self._record()},
                                      mode=_wandb_mode(), dir=str(self.run_dir))
             # charts of step-wise metrics use the logged `step`, not wandb's call counter
@@ -178,7 +180,8 @@ class Tracker:
         if self._wandb is not None:
             import wandb
 
-            self._wandb.log({name: wandb.Table(dataframe=df.reset_index(drop=True))})
+            df = df.reset_index(drop=True).astype(object)
+            self._wandb.log({name: wandb.Table(dataframe=df.where(df.notna(), None))})  # pd.NA: no wandb type
 
     def line_plot(self, name: str, x: Sequence, ys: dict[str, Sequence], *, xname: str, title: str) -> None:
         """A wandb line plot of several series against one x (wandb only: the PNG is the local one)."""
