@@ -247,7 +247,7 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
             log.append(rec)
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{rec['lr']:.2e}", refresh=False)
             if tracker is not None:
-                tracker.log({f"{method.name}/{k}": v for k, v in rec.items() if k != "step"}, step=None)
+                tracker.log({f"{method.name}/{k}": v for k, v in rec.items() if k != "step"}, step=step)
         if validate is not None:
             val = validate(epoch)
             if tracker is not None and val:
