@@ -132,7 +132,7 @@ def test_end_to_end(tiny_ckpt, tmp_path, capsys):
     assert len(resp) == 2 * len(pd.read_csv(csv["test"]))
     ns = resp[resp["method"] == "neurosymbolic"]
     assert ns["gate_open"].all() and ns["decoded_type"].notna().all()
-    for f in ("results.md", "results.png", "metrics.jsonl", "config.yaml", "gate_scores.csv", "gate_scores.png"):
+    for f in ("results.md", "results.png", "metrics.jsonl", "config_fine_tune.yaml", "gate_scores.csv", "gate_scores.png"):
         assert (out / f).is_file(), f
     tuned = load_maps(tmp_path / "decoders_run_post_fine_tuning_R.pth", "decoder", engine=engine)
     assert not torch.equal(tuned.weights[LAYER], load_maps(dec, "decoder").weights[LAYER])

@@ -26,15 +26,12 @@ from utils.pipeline.maps import load_maps, model_info, save_maps
 from utils.pipeline.methods import BaselineOptions
 from utils.pipeline.options import DataOptions, ModelOptions, RunOptions, SymbolicOptions
 from utils.pipeline.paths import results_dir, run_name_or_today
-from utils.pipeline.results import gate_summary, write_gate_scores, write_results
+from utils.pipeline.results import gate_summary, headline_summary, write_gate_scores, write_results
 from utils.pipeline.runtime import build_llama, model_parallel_size, resolve_device
 from utils.pipeline.tracking import Tracker
 from utils.pipeline.training import FineTuneOptions, build_examples, samples_per_step, train
 from utils.symbolic.engine import SymbolicEngine
 from utils.symbolic.solver import PROBLEM_TYPES
-
-WANDB_PROJECT = "Symbolic LLM - Fine Tune Decoders"
-
 
 @dataclass
 class FineTuneConfig(FineTuneOptions, InterventionOptions, EvaluationOptions, BaselineOptions, ModelOptions,
@@ -42,8 +39,8 @@ class FineTuneConfig(FineTuneOptions, InterventionOptions, EvaluationOptions, Ba
     """stage 3: decoder fine-tuning in context, evaluation and baselines"""
 
     config_section: ClassVar[str] = "fine_tune_decoders"
-    # The engine (codebook, digits, problem list) comes from the map files.
     unused_options: ClassVar[tuple] = ("max_digits", "vsa_seed", "possible_problems")
+    unused_reason: ClassVar[str] = "stage 3 takes the VSA engine (digits, codebook, problem list) from the map files"
     group_titles: ClassVar[dict] = {
         "SymbolicOptions": "symbolic: the problems' number format (the VSA engine itself comes from the map "
                            "files; --VSA_dim only sizes a fresh adapter run without them)"}
@@ -156,8 +153,12 @@ def run(cfg: FineTuneConfig) -> int:
         engine, enc_w, dec_ws, dec_extra = load_maps_for(cfg, llama)
     problem_list = list(engine.possible_problems) if engine is not None else list(PROBLEM_TYPES)
     out_dir = results_dir(run_name, cfg.programs_dir)
-    tracker = Tracker(out_dir, project=cfg.wandb_project or WANDB_PROJECT, run_name=run_name, config=cfg,
-                      log_wandb=cfg.log_wandb, enabled=info.is_main)
+    tracker = Tracker(out_dir, stage="fine_tune", run_name=run_name, config=cfg, project=cfg.wandb_project,
+                      group=cfg.wandb_group, label="+".join(names), log_wandb=cfg.log_wandb, enabled=info.is_main)
+    if engine is not None:  # the engine is the map file's, whatever the options say
+        tracker.record_used({"VSA_dim": engine.VSA_dim, "max_digits": engine.max_digits, "vsa_seed": engine.seed,
+                             "possible_problems": list(engine.possible_problems),
+                             "engine_fingerprint": engine.fingerprint()}, source=f"engine of {cfg.encoder_path}")
 
     trained = any(m in names for m in ("neurosymbolic", "lora", "adapter")) and cfg.test_baseline != 2
     ex_kw = dict(seed=cfg.seed, complexity=cfg.complexity, limit_solution_digits=cfg.limit_solution_digits,
@@ -193,7 +194,7 @@ def run(cfg: FineTuneConfig) -> int:
         else:
             method = methods.lora(llama.model, cfg, cfg.seed)
         if method.params and trained:
-            tracker.log({f"{name}/trainable_parameters": sum(p.numel() for p in method.params)})
+            tracker.summary({f"{name}/trainable_parameters": sum(p.numel() for p in method.params)})
 
             def validate(epoch, method=method):
                 df = evaluate(llama, method, val_ex, max_new_tokens=short, desc=f"val {method.name}", **eval_kw)
@@ -240,11 +241,10 @@ def unrelated_gate_scores(cfg, llama, method, test_rows, ex_kw, info) -> pd.Data
 def write_outputs(cfg, out_dir: Path, tracker, responses: pd.DataFrame, gates) -> None:
     results = summarize(responses)
     paths = write_results(out_dir, results, title=f"Results of run {out_dir.name}")
+    tracker.table("results", results, paths["csv"])
     if cfg.save_responses:
-        atomic_write_csv(responses, out_dir / "responses.csv")
-    for r in results.itertuples(index=False):
-        tracker.log({f"test/{r.method}/{r.problem_type}/accuracy": r.accuracy,
-                     f"test/{r.method}/{r.problem_type}/cross_entropy": r.cross_entropy})
+        tracker.table("responses", responses, atomic_write_csv(responses, out_dir / "responses.csv"))
+    summary = headline_summary(results)
     if gates is None and cfg.record_score_per_problem >= 2 and responses["gate_score"].notna().any():
         ns = responses[responses["method"] == "neurosymbolic"]
         if len(ns):
@@ -252,7 +252,10 @@ def write_outputs(cfg, out_dir: Path, tracker, responses: pd.DataFrame, gates) -
                                   "problem_type": ns["problem_type"].values, "score": ns["gate_score"].values})
     if gates is not None:
         gp = write_gate_scores(out_dir, gates, cfg.problem_score_threshold)
-        tracker.log(gate_summary(gates, cfg.problem_score_threshold))
-        tracker.log_image("gate_scores", gp["png"])
-    tracker.log_image("results", paths["png"])
+        tracker.table("gate_scores", pd.read_csv(gp["csv"]), gp["csv"])
+        summary |= gate_summary(gates, cfg.problem_score_threshold)
+        tracker.image("gate_scores_plot", gp["png"])
+    tracker.image("results_plot", paths["png"])
+    tracker.summary(summary)
     print(paths["md"].read_text())
+

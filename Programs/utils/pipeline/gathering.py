@@ -28,7 +28,6 @@ from utils.pipeline.hidden_store import HiddenStore, n_shards, shard_range
 from utils.pipeline.runtime import build_llama, make_engine, model_parallel_size, progress, resolve_device, resolve_dtype
 
 ROUNDS_OPTION = {"train": "train_data_rounds", "val": "val_data_rounds", "test": "testing_data_rounds"}
-STAGE1_PROJECT = "Symbolic LLM - Generate Encoder Input Data"
 
 
 @dataclass
@@ -220,14 +219,15 @@ def run_gather(cfg) -> Path:
         return _finish_gather(store, info, None)
 
     run = paths.run_name_or_today(cfg.run_name)
-    tracker = Tracker(paths.results_dir(run, cfg.programs_dir), project=cfg.wandb_project or STAGE1_PROJECT,
-                      run_name=run, config=cfg, log_wandb=cfg.log_wandb, enabled=info.is_main)
+    tracker = Tracker(paths.results_dir(run, cfg.programs_dir), stage="gather", run_name=run, config=cfg,
+                      project=cfg.wandb_project, group=cfg.wandb_group, log_wandb=cfg.log_wandb, enabled=info.is_main)
     llama = build_llama(cfg, max_batch_size=plan.batch_size, device=plan.device)
     model = llama.model
     recorder = LastTokenRecorder(model, plan.layers)
     engine = plan.engine.to(plan.device)
     bar = progress(total=n_todo, unit="prompt", enabled=info.is_main,
                    desc=f"gather (rank 0, {info.dp_size} data-parallel groups)" if info.distributed else "gather")
+    t_start, n_done = time.perf_counter(), 0
     try:
         for split, shards in todo.items():
             df = plan.splits[split]
@@ -253,20 +253,25 @@ def run_gather(cfg) -> Path:
                     manifest = store.update_progress(manifest)
                 dt = time.perf_counter() - t0
                 bar.update(hi - lo)
-                tracker.log({"split": split, "shard": k, "rows": hi - lo, "prompts_per_s": (hi - lo) / dt})
+                n_done += hi - lo
+                tracker.log({"split": split, "shard": k, "rows": hi - lo, "prompts_per_s": (hi - lo) / dt,
+                             "rows_this_attempt": n_done}, step=n_done)
     finally:
         bar.close()
         recorder.remove()
+    rate = n_done / max(time.perf_counter() - t_start, 1e-9)  # this rank's prompts/s, model loading excluded
     barrier(info)
-    return _finish_gather(store, info, tracker)
+    return _finish_gather(store, info, tracker, rate)
 
 
-def _finish_gather(store: HiddenStore, info, tracker) -> Path:
+def _finish_gather(store: HiddenStore, info, tracker, rate: float = 0.0) -> Path:
     """After every rank's shards are on disk (the caller passed a barrier): rank 0 records progress."""
     if info.is_main:
         manifest = store.update_progress(store.read_manifest())
         if tracker is not None:
-            tracker.log({"gathered_rows": manifest["rows"], "complete": manifest["complete"]})
+            tracker.summary({"gathered_rows": sum(manifest["rows"].values()),
+                             **{f"gathered_rows/{s}": n for s, n in manifest["rows"].items()},
+                             "complete": manifest["complete"], "prompts_per_s": rate * info.dp_size})
         print(f"gathered data: {store.root} rows {manifest['rows']}")
     if tracker is not None:
         tracker.finish()

@@ -80,6 +80,17 @@ def headline_ratios(results: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def headline_summary(results: pd.DataFrame) -> dict:
+    """The paper's headline figures of a run: mean accuracy and cross-entropy of each method over
+    the seen (and the unseen) types, and the headline ratios."""
+    out = {}
+    for seen, label in ((True, "seen"), (False, "unseen")):
+        part = results[results["seen"] == seen].groupby("method")
+        out |= {f"{label}_accuracy/{m}": float(v) for m, v in part["accuracy"].mean().items()}
+        out |= {f"{label}_cross_entropy/{m}": float(v) for m, v in part["cross_entropy"].mean().items()}
+    return out | headline_ratios(results)
+
+
 def _fmt(v, pct: bool) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -203,12 +214,23 @@ def resolve_results(arg: str, programs_dir: str = "") -> Path:
                     f"{results_dir(arg, programs_dir) / 'results.csv'}")
 
 
-def compare_runs(runs: list[str], out: str = "", programs_dir: str = "") -> tuple[dict[str, Path], list[str]]:
-    """Merge several runs' results into one table (compare_runs.py); -> (written files, notes)."""
+def compare_runs(runs: list[str], out: str = "", programs_dir: str = "", log_wandb: bool = False,
+                 wandb_project: str = "", wandb_group: str = "") -> tuple[dict[str, Path], list[str]]:
+    """Merge several runs' results into one table (compare_runs.py); -> (written files, notes).
+    The comparison is a run record of its own (stage "compare", named after its folder)."""
     from utils.pipeline.paths import results_dir
+    from utils.pipeline.tracking import Tracker
 
     paths = [resolve_results(r, programs_dir) for r in runs]
     names = [p.parent.name for p in paths]
     merged, notes = combine([read_results(p) for p in paths], names)
     folder = Path(out).expanduser() if out else results_dir("compare_" + "_".join(names), programs_dir)
-    return write_results(folder, merged, title="Comparison of runs " + ", ".join(names)), notes
+    written = write_results(folder, merged, title="Comparison of runs " + ", ".join(names))
+    tracker = Tracker(folder, stage="compare", run_name=folder.name, project=wandb_project, group=wandb_group,
+                      log_wandb=log_wandb,
+                      config={"runs": [str(p) for p in paths], "notes": notes})
+    tracker.table("results", merged, written["csv"])
+    tracker.image("results_plot", written["png"])
+    tracker.summary(headline_summary(merged))
+    tracker.finish()
+    return written, notes
