@@ -5,6 +5,7 @@ RoPE, SmolLM2-style tokenizer and ChatML) and "gqa" (Llama 3 RoPE scaling, GQA, 
 Llama 3-style tokenizer and chat format), each saved with save_pretrained in shards and written as
 GGUF F32, F16 and Q8_0 with gguf's writer.
 """
+import copy
 import importlib.util
 import json
 import random
@@ -63,8 +64,7 @@ def test_bf16_safetensors_in_place_or_converted(tiny, tmp_path):
     from transformers import AutoModelForCausalLM
     t = tiny["gqa"]
     folder = tmp_path / "bf16"
-    t["model"].to(torch.bfloat16).save_pretrained(folder, max_shard_size="40KB")
-    t["model"].float()
+    copy.deepcopy(t["model"]).to(torch.bfloat16).save_pretrained(folder, max_shard_size="40KB")
     ckpt = open_checkpoint(folder)
     x = _tokens(ckpt.args().vocab_size, seed=3)
     ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
