@@ -4,6 +4,7 @@ file (not from our calls): group, job type, tables with their columns and rows, 
 import json
 import os
 import struct
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -91,9 +92,15 @@ def wandb_records(path: Path):
             yield rec
 
 
-def read_run(folder: Path) -> dict:
-    """{run: RunRecord, history: [{key: value}], media: {name: {field: value}}, summary: {key: value}}"""
+def read_run(folder: Path, timeout: float = 60.0) -> dict:
+    """{run: RunRecord, history: [{key: value}], media: {name: {field: value}}, summary: {key: value}}
+
+    wandb's service writes the file after `finish()` returns: wait for its exit record."""
     (path,) = folder.glob("run-*.wandb")
+    deadline = time.monotonic() + timeout
+    while not any(r.WhichOneof("record_type") == "exit" for r in wandb_records(path)):
+        assert time.monotonic() < deadline, f"{path}: no exit record after {timeout} s"
+        time.sleep(0.2)
     out = {"history": [], "media": {}, "summary": {}}
     for rec in wandb_records(path):
         kind = rec.WhichOneof("record_type")
@@ -203,6 +210,7 @@ def test_a_run_name_in_wandb(tiny_ckpt, tmp_path, monkeypatch):
     seen_ns = local[(local.method == "neurosymbolic") & local.seen]["accuracy"].mean()
     assert summary["seen_accuracy/neurosymbolic"] == pytest.approx(seen_ns)
     assert "times_more_solved_vs_baseline" in summary and "gate_open_rate/seen math" in summary
+    assert "neurosymbolic/loss" not in summary  # the headline figures, not the last step's values
     assert [row["step"] for row in fine["history"] if "neurosymbolic/loss" in row] == [1, 2]
     assert {"results_plot", "gate_scores_plot"} <= set(fine["media"])
 

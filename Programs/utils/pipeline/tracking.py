@@ -109,12 +109,12 @@ class Tracker:
 
             name = f"{run_name} {stage}" + (f" ({label})" if label else "")
             self._wandb = wandb.init(project=project or DEFAULT_PROJECT, name=name, group=group or run_name,
-                                     job_type=stage,
-                                     config={**self._options, "run_record": self._record()},
+                                     job_type=stage, config={**self._options, "run_record": self._record()},
                                      mode=_wandb_mode(), dir=str(self.run_dir))
-            # charts of step-wise metrics use the logged `step`, not wandb's call counter
-            self._wandb.define_metric("step")
-            self._wandb.define_metric("*", step_metric="step", step_sync=True)
+            # charts of step-wise metrics use the logged `step`, not wandb's call counter; the
+            # summary holds what `summary` sets, not the last logged values
+            self._wandb.define_metric("step", summary="none")
+            self._wandb.define_metric("*", step_metric="step", step_sync=True, summary="none")
 
     # ------------------------------------------------------------------ config
     @property
