@@ -4,7 +4,7 @@
         [--training_data_df_path ... --val_data_df_path ... --testing_data_df_path ...]
     ... --lora_baseline 1 | --adapter_baseline 1 | --cot 1 | --test_on_unrelated_questions 1
 
-Outputs in Programs/results/R/: results.csv/.md/.png, responses.csv, metrics.jsonl, config.yaml
+Outputs in Programs/results/R/: results.csv/.md/.png, responses.csv, metrics.jsonl, config_fine_tune.yaml
 (and gate_scores.csv/.png); the fine-tuned decoder beside the input one as
 <decoder stem>_post_fine_tuning_R.pth (same checked file format).
 """

@@ -134,10 +134,10 @@ def test_end_to_end(tiny_ckpt, tmp_path, capsys):
     assert len(resp) == 2 * len(pd.read_csv(csv["test"]))
     ns = resp[resp["method"] == "neurosymbolic"]
     assert ns["gate_open"].all() and ns["decoded_type"].notna().all()
-    for f in ("results.md", "results.png", "metrics.jsonl", "config.yaml", "gate_scores.csv", "gate_scores.png",
+    for f in ("results.md", "results.png", "metrics.jsonl", "config_fine_tune.yaml", "gate_scores.csv", "gate_scores.png",
               "fingerprints.json", "training_state.pt"):
         assert (out / f).is_file(), f
-    used = yaml.safe_load((out / "config.yaml").read_text())  # the engine of the map files, not the options'
+    used = yaml.safe_load((out / "config_fine_tune.yaml").read_text())  # the engine of the map files, not the options'
     assert (used["VSA_dim"], used["max_digits"], used["vsa_seed"]) == (VSA, 4, 4) != (2048, 10, 4)
     prints = json.loads((out / "fingerprints.json").read_text())
     assert prints["codebook"] == engine.fingerprint() and prints["n_test_rows"] == 6

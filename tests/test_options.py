@@ -93,7 +93,7 @@ def test_help_has_a_section_per_group_and_each_default_once(capsys):
     assert "--training_epochs" not in build_parser(GatherConfig).format_help()
     capsys.readouterr()
     cfg = parse_config(FineTuneConfig, ["--vsa_seed", "9"])  # an old command line still parses
-    assert cfg.vsa_seed == 9 and "--vsa_seed has no effect" in capsys.readouterr().err
+    assert cfg.vsa_seed == 9 and "--vsa_seed has no effect here: stage 3 takes the VSA engine" in capsys.readouterr().err
 
 
 def test_the_original_options_exist_and_are_documented():

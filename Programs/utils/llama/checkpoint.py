@@ -144,6 +144,7 @@ def load_model(ckpt_dir, *, max_seq_len: int = 2048, max_batch_size: int = 32,
         state[k] = state[k].to(device=device, dtype=dtype)
     model.load_state_dict(state, strict=True, assign=True)
     del state
+    model.tie_weights()  # assign replaced the shared Parameter by two (which share storage)
     model.requires_grad_(False)
     return model.eval()
 
@@ -238,17 +239,28 @@ def file_fingerprint(path) -> str:
 
 
 def checkpoint_fingerprint(ckpt_dir) -> str:
-    """sha256 over params.json and each shard's name, size, first and last MiB."""
+    """Fingerprint of a Meta folder's weights (utils/llama/fingerprint.py): params.json parsed into
+    ModelArgs, then per shard and tensor its name, dtype, shape and sampled bytes (memory-mapped)."""
+    from utils.llama.fingerprint import Fingerprint
     ckpt_dir = _check_dir(ckpt_dir)
-    h = hashlib.sha256()
-    params = ckpt_dir / "params.json"
-    if not params.is_file():
-        raise CheckpointError(f"{params} not found")
-    h.update(params.read_bytes())
+    try:
+        args = ModelArgs.from_params(load_params(ckpt_dir))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{ckpt_dir / 'params.json'}: {e}") from e
+    fp = Fingerprint("meta", args)
     for shard in shard_paths(ckpt_dir):
-        h.update(f"{shard.name}:".encode())
-        _hash_file_into(h, shard)
-    return h.hexdigest()
+        try:
+            state = torch.load(shard, map_location="cpu", mmap=True, weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"cannot read {shard} as a torch state dict: {e}") from e
+        for k, t in state.items():
+            if not isinstance(t, torch.Tensor):
+                raise CheckpointError(f"{shard}: {k!r} is not a tensor")
+            raw = t.reshape(-1).view(torch.uint8)  # [numel * element size] bytes
+            fp.tensor(f"{shard.name}/{k}", str(t.dtype), t.shape, raw.numel(),
+                      lambda start, n, raw=raw: raw[start:start + n].numpy().tobytes())
+        del state
+    return fp.hexdigest()
 
 
 # ----------------------------------------------------------------------------- reshard

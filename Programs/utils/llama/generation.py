@@ -7,9 +7,10 @@ from typing import Iterable, Optional, Sequence
 import torch
 
 from utils.llama.errors import CheckpointError, LlamaError
-from utils.llama.checkpoint import checkpoint_fingerprint, load_model, load_params
+from utils.llama.formats import open_checkpoint
 from utils.llama.model import ModelArgs, Transformer
-from utils.llama.tokenizer import ChatFormat, Tokenizer, resolve_tokenizer_path
+from utils.llama.static_decode import choose_mode, static_cache_len, stepper
+from utils.llama.tokenizer import ChatFormat
 
 
 def default_device() -> torch.device:
@@ -48,39 +49,48 @@ def sample_top_p(probs: torch.Tensor, p: float, generator: Optional[torch.Genera
 
 
 class Llama:
-    def __init__(self, model: Transformer, tokenizer: Tokenizer, args: ModelArgs,
-                 device: torch.device, fingerprint: str = "", ckpt_dir: Optional[Path] = None):
+    """A model with its tokenizer and chat format. ``formatter`` defaults to Llama 3's format."""
+
+    def __init__(self, model: Transformer, tokenizer, args: ModelArgs, device: torch.device,
+                 fingerprint: str = "", ckpt_dir: Optional[Path] = None, formatter=None,
+                 tokenizer_fingerprint: str = "", checkpoint_format: str = "meta"):
         self.model = model
         self.tokenizer = tokenizer
-        self.formatter = ChatFormat(tokenizer)
+        self.formatter = formatter if formatter is not None else ChatFormat(tokenizer)
         self.args = args
         self.device = device
         self.fingerprint = fingerprint
+        self.tokenizer_fingerprint = tokenizer_fingerprint
         self.ckpt_dir = ckpt_dir
+        self.checkpoint_format = checkpoint_format
 
     @staticmethod
     def build(ckpt_dir, tokenizer_path=None, max_seq_len: int = 2048, max_batch_size: int = 64,
               device=None, dtype: Optional[torch.dtype] = None,
               model_parallel_size: Optional[int] = None, seed: int = 1) -> "Llama":
-        """Load a Meta checkpoint folder (params.json, consolidated.*.pth; tokenizer: see
-        `resolve_tokenizer_path`)."""
-        ckpt_dir = Path(ckpt_dir)
-        if not ckpt_dir.is_dir():
-            raise CheckpointError(f"checkpoint folder {ckpt_dir} does not exist: expected a folder "
-                                  f"with params.json, consolidated.00.pth and tokenizer.model")
-        params = load_params(ckpt_dir)
-        tok_path = resolve_tokenizer_path(ckpt_dir, tokenizer_path)
-        tokenizer = Tokenizer(tok_path)
-        if tokenizer.n_words != params["vocab_size"]:
-            raise CheckpointError(f"tokenizer {tok_path} has {tokenizer.n_words} tokens but "
-                                  f"{ckpt_dir / 'params.json'} says vocab_size "
-                                  f"{params['vocab_size']}: they must be equal")
+        """Load a checkpoint of any format (utils/llama/formats.py: a Meta folder, a Hugging Face
+        folder or a GGUF file) with its tokenizer and chat format. ``tokenizer_path`` overrides
+        the tokenizer of a Meta folder (see ``resolve_tokenizer_path``)."""
+        ckpt = open_checkpoint(ckpt_dir, tokenizer_path)
+        args = ckpt.args()
+        tokenizer, formatter = ckpt.load_tokenizer()
+        meta = ckpt.format == "meta"
+        if tokenizer.n_words > args.vocab_size or (meta and tokenizer.n_words != args.vocab_size):
+            tok_where = tokenizer.model_path if meta else ckpt.path
+            args_where = {"meta": ckpt.path / "params.json", "hf": ckpt.path / "config.json"}.get(
+                ckpt.format, ckpt.path)
+            raise CheckpointError(f"tokenizer {tok_where} has {tokenizer.n_words} tokens but "
+                                  f"{args_where} says vocab_size {args.vocab_size}: "
+                                  f"{'they must be equal' if meta else 'the embedding has too few rows'}")
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype if dtype is not None else default_dtype(device)
         torch.manual_seed(seed)
-        model = load_model(ckpt_dir, max_seq_len=max_seq_len, max_batch_size=max_batch_size,
-                           device=device, dtype=dtype, model_parallel_size=model_parallel_size)
-        return Llama(model, tokenizer, model.args, device, checkpoint_fingerprint(ckpt_dir), ckpt_dir)
+        model = ckpt.load_model(max_seq_len=max_seq_len, max_batch_size=max_batch_size,
+                                device=device, dtype=dtype, model_parallel_size=model_parallel_size)
+        llama = Llama(model, tokenizer, model.args, device, ckpt.fingerprint(), ckpt.path, formatter,
+                      ckpt.tokenizer_fingerprint(), ckpt.format)
+        ckpt.close()
+        return llama
 
     def _check_prompts(self, prompt_tokens) -> None:
         if len(prompt_tokens) == 0:
@@ -98,11 +108,13 @@ class Llama:
     @torch.no_grad()
     def generate(self, prompt_tokens: Sequence[Sequence[int]], max_gen_len: int,
                  temperature: float = 0.0, top_p: float = 0.9,
-                 stop_tokens: Optional[Iterable[int]] = None) -> list[list[int]]:
+                 stop_tokens: Optional[Iterable[int]] = None, decode: Optional[str] = None) -> list[list[int]]:
         """Greedy (temperature 0) or top-p sampling for a batch of prompts (lists of ids).
 
         Returns the generated ids per row, cut before its first stop token (default: the
-        tokenizer's stop tokens). At most ``max_gen_len`` tokens and ``max_seq_len`` in total."""
+        tokenizer's stop tokens). At most ``max_gen_len`` tokens and ``max_seq_len`` in total.
+        ``decode``: auto (CUDA graphs of the decode step where possible), eager, static or graph;
+        see static_decode.py (default: $NSLLM_DECODE, else auto)."""
         self._check_prompts(prompt_tokens)
         pad_id = self.tokenizer.pad_id
         tokens, pad_lengths = left_pad(prompt_tokens, pad_id)
@@ -115,9 +127,11 @@ class Llama:
         done = torch.zeros(B, dtype=torch.bool, device=self.device)
         if n_new == 0:
             return [[] for _ in range(B)]
-        with self.model.kv_cache(B, S + n_new):
+        mode = choose_mode(self.model, self.device, decode)
+        with self.model.kv_cache(B, S + n_new if mode == "eager" else static_cache_len(S + n_new)):
             last = torch.tensor([S - 1], device=self.device)
             logits = self.model(tokens, 0, pad_lengths=pad_lengths, output_positions=last)[:, -1]  # [B,V]
+            step = stepper(self.model, mode, pad_lengths, S + n_new)
             for i in range(n_new):
                 if temperature > 0:
                     nxt = sample_top_p(torch.softmax(logits / temperature, dim=-1), top_p)
@@ -128,7 +142,7 @@ class Llama:
                 done |= torch.isin(nxt, stops)
                 if i + 1 == n_new or bool(done.all()):
                     break
-                logits = self.model(nxt[:, None], S + i, pad_lengths=pad_lengths)[:, -1]  # [B,V]
+                logits = step(nxt, S + i)  # [B,V]
         stop_set = set(stops.tolist())
         result = []
         for row in out.tolist():

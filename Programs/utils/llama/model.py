@@ -44,6 +44,12 @@ class ModelArgs:
     rope_low_freq_factor: float = 1.0
     rope_high_freq_factor: float = 4.0
     rope_original_max_seq_len: int = 8192
+    # Per-pair divisors of the RoPE frequencies [head_dim/2] as stored by llama.cpp (rope_freqs)
+    # instead of the scaling constants; None = none.
+    rope_freq_factors: Optional[list] = None
+    head_dim: Optional[int] = None  # None = dim // n_heads
+    hidden_dim: Optional[int] = None  # FFN width; None = from multiple_of / ffn_dim_multiplier
+    tie_word_embeddings: bool = False  # output head shares the embedding matrix
     max_batch_size: int = 32
     max_seq_len: int = 2048
     model_parallel_size: int = 1
@@ -51,8 +57,15 @@ class ModelArgs:
     def __post_init__(self):
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
-        if self.dim % self.n_heads:
-            raise ValueError(f"dim {self.dim} is not a multiple of n_heads {self.n_heads}")
+        if self.head_dim is None:
+            if self.dim % self.n_heads:
+                raise ValueError(f"dim {self.dim} is not a multiple of n_heads {self.n_heads}")
+            self.head_dim = self.dim // self.n_heads
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim {self.head_dim} must be even (RoPE rotates pairs)")
+        if self.rope_freq_factors is not None and len(self.rope_freq_factors) != self.head_dim // 2:
+            raise ValueError(f"rope_freq_factors has {len(self.rope_freq_factors)} values, "
+                             f"expected head_dim/2 = {self.head_dim // 2}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
 
@@ -65,11 +78,9 @@ class ModelArgs:
         return cls(**kw)
 
     @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
-
-    @property
     def ffn_hidden_dim(self) -> int:
+        if self.hidden_dim is not None:
+            return self.hidden_dim
         hidden = int(2 * (4 * self.dim) / 3)
         if self.ffn_dim_multiplier is not None:
             hidden = int(self.ffn_dim_multiplier * hidden)
@@ -93,6 +104,8 @@ def rope_frequencies(args: ModelArgs, device=None) -> torch.Tensor:
     if args.use_scaled_rope:
         freqs = apply_rope_scaling(freqs, args.rope_scale_factor, args.rope_low_freq_factor,
                                    args.rope_high_freq_factor, args.rope_original_max_seq_len)
+    if args.rope_freq_factors is not None:
+        freqs = freqs / torch.tensor(args.rope_freq_factors, dtype=torch.float32, device=device)
     return freqs
 
 
@@ -249,8 +262,15 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(i, args) for i in range(args.n_layers))
         self.norm = RMSNorm(args.dim, eps=args.norm_eps)
         self.output = col(args.dim, args.vocab_size, gather=True)
+        self.tie_weights()
         self._residual_hooks: dict[int, OrderedDict] = {}  # layer -> {handle id: fn}, in registration order
         self._freqs: dict = {}  # device -> rope frequencies (not part of the state dict)
+
+    def tie_weights(self) -> None:
+        """With ``tie_word_embeddings`` the output head is the embedding matrix (one Parameter;
+        call again after assigning new weights). Both have the shape [vocab(/mp), dim]."""
+        if self.args.tie_word_embeddings:
+            self.output.weight = self.tok_embeddings.weight
 
     # ---------------------------------------------------------------- hooks and cache
     def register_residual_hook(self, layer: int, fn: Callable) -> RemovableHandle:

@@ -36,8 +36,7 @@ from utils.pipeline.hidden_store import HiddenStore, SplitData
 from utils.pipeline.locks import stage_lock
 from utils.pipeline.runtime import make_engine, progress, resolve_device
 
-STAGE2_PROJECT = "Symbolic LLM - Train Encoders and Decoders"
-STAGE = "train_encoders_and_decoders"
+STAGE = "train_encoders_and_decoders"  # the name of its lock (locks.py)
 CSV_COLUMNS = ["layer", "split", "seen", "n", "x_accuracy", "y_accuracy", "type_accuracy", "digit_accuracy"]
 
 
@@ -160,7 +159,7 @@ def train_maps(name: str, X: torch.Tensor, Y: torch.Tensor, Xval: torch.Tensor, 
         history.append(rec)
         bar.set_postfix(train=f"{rec[f'{name}_train_rmse']:.4f}", val=f"{rec[f'{name}_val_rmse']:.4f}", refresh=False)
         if tracker is not None:
-            tracker.log(rec)
+            tracker.log(rec, step=epoch)
         if (val < progress_val * (1 - 1e-3)).any():
             progress_val, progress_epoch = torch.minimum(progress_val, val), epoch
         if patience and epoch - progress_epoch >= patience:
@@ -211,6 +210,29 @@ def encoding_accuracy(engine, W_enc: torch.Tensor, data: SplitData, layers: list
                          "type_accuracy": ok_t[j, mask].float().mean().item(),
                          "digit_accuracy": digits_ok[j, mask].mean().item()})
     return rows
+
+
+def best_layer(table: pd.DataFrame, val_rmse: dict[int, float]) -> int:
+    """The layer whose encoder reads the question best: highest mean of x, y and type accuracy on
+    the seen types of the test split (of any split when the test split has none); ties go to the
+    lower validation RMSE."""
+    sub = table[(table["split"] == "test") & (table["seen"] == "seen")]
+    sub = sub if len(sub) else table
+    score = sub.groupby("layer")[["x_accuracy", "y_accuracy", "type_accuracy"]].mean().mean(axis=1)
+    return int(min(score.index, key=lambda l: (-score[l], val_rmse.get(int(l), 0.0))))
+
+
+def log_accuracy(tracker, table: pd.DataFrame, csv: Path, png: Path, split: str = "test") -> None:
+    """The accuracy table (every split) and a line plot of x, y and type accuracy against the layer."""
+    tracker.table("encoding_accuracy", table, csv)
+    sub = table[table["split"] == split]
+    xs = sorted(set(sub["layer"]))
+    ys = {f"{col.replace('_accuracy', '')} ({seen} types)": part.set_index("layer")[col].reindex(xs).tolist()
+          for seen, part in sub.groupby("seen", sort=True) for col in ("x_accuracy", "y_accuracy", "type_accuracy")}
+    if xs:
+        tracker.line_plot("encoding_accuracy_vs_layer", xs, ys, xname="layer",
+                          title=f"Linear encoder decoding accuracy vs layer ({split} split)")
+    tracker.image("encoding_accuracy_plot", png)
 
 
 def plot_accuracy(table: pd.DataFrame, path: Path, split: str = "test") -> Path:
@@ -289,8 +311,8 @@ def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dty
     from utils.pipeline.maps import save_maps
     from utils.pipeline.tracking import Tracker
 
-    tracker = Tracker(out_dir, project=cfg.wandb_project or STAGE2_PROJECT, run_name=run, config=cfg,
-                      log_wandb=cfg.log_wandb)
+    tracker = Tracker(out_dir, stage="encoders", run_name=run, config=cfg, project=cfg.wandb_project,
+                      group=cfg.wandb_group, log_wandb=cfg.log_wandb)
     t0 = time.perf_counter()
     data = {s: store.load_split(s, layers, manifest) for s in ("train", "val", "test")}  # read once
     t_load = time.perf_counter() - t0
@@ -331,9 +353,14 @@ def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dty
                "decoder_best_epoch": dec_stats["best_epoch"], "encoder_epochs_run": enc_stats["epochs_run"],
                "decoder_epochs_run": dec_stats["epochs_run"], "load_s": t_load, "train_s": t_train,
                "encoders": str(enc_path), "decoders": str(dec_path)}
-    tracker.log(summary)
-    tracker.log({"encoding_accuracy": table.to_dict(orient="records")})
-    tracker.log_image("encoding_accuracy", png)
+    summary["best_layer"] = best_layer(table, dict(zip(layers, enc_stats["best_val_rmse"])))
+    tracker.summary(summary)
+    tracker.table("maps", pd.DataFrame({"layer": layers, "encoder_val_rmse": enc_stats["best_val_rmse"],
+                                        "encoder_best_epoch": enc_stats["best_epoch"],
+                                        "decoder_val_rmse": dec_stats["best_val_rmse"],
+                                        "decoder_best_epoch": dec_stats["best_epoch"]}))
+    log_accuracy(tracker, table, csv_path, png)
     tracker.finish()
-    print(f"encoders: {enc_path}\ndecoders: {dec_path}\nresults: {csv_path}")
+    print(f"encoders: {enc_path}\ndecoders: {dec_path}\nresults: {csv_path}\n"
+          f"best layer (test split, seen types): {summary['best_layer']}")
     return {"encoders": enc_path, "decoders": dec_path, "table": table, "summary": summary}

@@ -1,9 +1,10 @@
 """Evaluation on one harness for every method: batched greedy generation + teacher-forced CE.
 
-Per row: greedy generation (Llama.generate, the method's hooks attached) stopped after
-answer_budget(complexity) = complexity + 6 new tokens (CoT and answers in words:
---cot_max_new_tokens), the integer parsed (prompts.parse_answer, parse_cot_answer after
-"Final Answer:", parse_word_answer for words), exact match against the solution, and the teacher-forced
+Per row: greedy generation (Llama.generate, the method's hooks attached) stopped at the model's stop
+tokens or after `answer_token_budget` new tokens (the paper's 8 = complexity + 6, more where the
+tokenizer needs it: one token per digit; CoT and answers in words: --cot_max_new_tokens), the
+integer parsed (prompts.parse_answer, parse_cot_answer after "Final Answer:", parse_word_answer for
+words), exact match against the solution, and the teacher-forced
 mean token cross-entropy of the answer tokens (without <|eot_id|>, as the original's evaluation).
 
 CoT cross-entropy (our choice, as the paper does not define the span; docs/METHOD.md): the
@@ -43,14 +44,20 @@ class EvaluationOptions:
     save_responses: bool = option(True, "write responses.csv (every evaluated question and method)")
 
 
-def answer_budget(complexity: int) -> int:
-    """New tokens of a bare answer: the paper stops generation once more than complexity + 5 tokens
-    were generated, so complexity + 6 (8 at complexity 2) tokens can be written (docs/METHOD.md)."""
-    return int(complexity) + 6
-
-
 RESPONSE_COLUMNS = ["method", "problem_type", "seen", "question", "expected", "generated", "parsed", "correct",
                     "cross_entropy", "gate_score", "gate_open", "decoded_type", "decoded_x", "decoded_y"]
+
+
+def answer_token_budget(tokenizer, complexity: int, limit_solution_digits: bool) -> int:
+    """New tokens for a bare-integer answer: the paper's budget (it forces a stop once more than
+    complexity + 5 tokens were generated, so complexity + 6 = 8 can be written; docs/METHOD.md), or
+    the tokens of the longest possible answer plus the stop token and one spare when that is more.
+    Operands have up to complexity + 1 digits, so answers have up to complexity + 2 (a sum, an or)
+    or, for unreduced products and lcms, 2 * (complexity + 1) digits. Llama 3 writes up to three
+    digits per token, SmolLM2 one."""
+    digits = complexity + 2 if limit_solution_digits else 2 * (complexity + 1)
+    longest = len(tokenizer.encode("9" * digits, bos=False, eos=False))
+    return max(complexity + 6, longest + 2)
 
 
 def _cot_continuations(tok, texts: Sequence[str]) -> list[list[int]]:

@@ -26,7 +26,8 @@ import torch
 from utils.pipeline import methods, rows
 from utils.pipeline.distributed import DistInfo, barrier, init_distributed
 from utils.pipeline.errors import ConfigError, DataError, Interrupted, Terminated
-from utils.pipeline.evaluation import EvaluationOptions, answer_budget, evaluate, gate_scores, summarize
+from utils.pipeline.evaluation import (EvaluationOptions, answer_token_budget, evaluate, gate_scores,
+                                       summarize)
 from utils.pipeline.files import MiB, atomic_write_csv, check_output_folders
 from utils.pipeline.intervention import InterventionOptions
 from utils.pipeline.locks import stage_lock
@@ -34,7 +35,8 @@ from utils.pipeline.maps import load_maps, model_info, save_maps
 from utils.pipeline.methods import BaselineOptions
 from utils.pipeline.options import (DataOptions, ModelOptions, RunOptions, SymbolicOptions, to_dict)
 from utils.pipeline.paths import results_dir, run_name_or_today
-from utils.pipeline.results import gate_summary, rows_fingerprint, write_fingerprints, write_gate_scores, write_results
+from utils.pipeline.results import (gate_summary, headline_summary, rows_fingerprint, write_fingerprints,
+                                    write_gate_scores, write_results)
 from utils.pipeline.runtime import build_llama, model_parallel_size, resolve_device
 from utils.pipeline.tracking import Tracker
 from utils.pipeline.train_state import FILE_NAME as STATE_FILE, TrainingState
@@ -42,8 +44,7 @@ from utils.pipeline.training import FineTuneOptions, build_examples, samples_per
 from utils.symbolic.engine import SymbolicEngine
 from utils.symbolic.solver import PROBLEM_TYPES
 
-WANDB_PROJECT = "Symbolic LLM - Fine Tune Decoders"
-STAGE = "fine_tune_decoders"
+STAGE = "fine_tune_decoders"  # the name of its lock (locks.py)
 
 
 @dataclass
@@ -52,8 +53,8 @@ class FineTuneConfig(FineTuneOptions, InterventionOptions, EvaluationOptions, Ba
     """stage 3: decoder fine-tuning in context, evaluation and baselines"""
 
     config_section: ClassVar[str] = "fine_tune_decoders"
-    # The engine (codebook, digits, problem list) comes from the map files.
     unused_options: ClassVar[tuple] = ("max_digits", "vsa_seed", "possible_problems")
+    unused_reason: ClassVar[str] = "stage 3 takes the VSA engine (digits, codebook, problem list) from the map files"
     group_titles: ClassVar[dict] = {
         "SymbolicOptions": "symbolic: the problems' number format (the VSA engine itself comes from the map "
                            "files; --VSA_dim only sizes a fresh adapter run without them)"}
@@ -187,7 +188,8 @@ def save_decoder(cfg: FineTuneConfig, run: str, method, engine, llama) -> Path:
 # ----------------------------------------------------------------------------- safety nets
 # Options that change what training computes are part of a training state's identity; these do not
 # (where outputs go, evaluation, logging). Files are represented by their content's fingerprint.
-NOT_TRAINING = {"run_name", "log_wandb", "wandb_project", "programs_dir", "device", "checkpoint_every", "restart",
+NOT_TRAINING = {"run_name", "log_wandb", "wandb_project", "wandb_group", "programs_dir", "device", "checkpoint_every",
+                "restart", "prefix_split",
                 "encoder_path", "decoder_path", "chpt_dir", "tokenizer_path", "max_seq_len", "model_parallel_size",
                 "training_data_df_path", "val_data_df_path", "testing_data_df_path", "testing_problems",
                 "problem_type", "validation_rows", "cot_max_new_tokens", "test_on_unrelated_questions",
@@ -275,11 +277,16 @@ def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: D
     seen, seen_from = seen_types(cfg, maps, train_rows, max_digits)
     if info.is_main:
         print(f"seen types: {', '.join(seen)} (from {seen_from})")
-    tracker = Tracker(out_dir, project=cfg.wandb_project or WANDB_PROJECT, run_name=run_name, config=cfg,
-                      log_wandb=cfg.log_wandb, enabled=info.is_main)
+    tracker = Tracker(out_dir, stage="fine_tune", run_name=run_name, config=cfg, project=cfg.wandb_project,
+                      group=cfg.wandb_group, label="+".join(names), log_wandb=cfg.log_wandb, enabled=info.is_main)
+    if engine is not None:  # the engine is the map file's, whatever the options say
+        tracker.record_used({"VSA_dim": engine.VSA_dim, "max_digits": engine.max_digits, "vsa_seed": engine.seed,
+                             "possible_problems": list(engine.possible_problems),
+                             "engine_fingerprint": engine.fingerprint()}, source=f"engine of {cfg.encoder_path}")
+    tracker.record_used({"seen_types": seen}, source=seen_from)
     eval_kw = dict(batch_size=cfg.eval_batch_size, seen_types=seen, problem_list=problem_list, info=info)
     test_kw = dict(vary_format=cfg.modify_question_format, words=cfg.test_with_non_numerical_rep)
-    short = answer_budget(cfg.complexity)
+    short = answer_token_budget(llama.tokenizer, cfg.complexity, cfg.limit_solution_digits)
 
     responses, ns_method, state, evaluating = [], None, None, False
     try:
@@ -289,7 +296,7 @@ def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: D
             if name == "neurosymbolic":
                 ns_method = method
             if method.params and trained:
-                tracker.log({f"{name}/trainable_parameters": sum(p.numel() for p in method.params)})
+                tracker.summary({f"{name}/trainable_parameters": sum(p.numel() for p in method.params)})
                 state = TrainingState(out_dir / STATE_FILE, training_identity(cfg, name, llama, train_rows, info.dp_size),
                                       every=cfg.checkpoint_every, restart=cfg.restart, enabled=info.is_main)
                 n_params = sum(p.numel() for p in method.params)
@@ -381,11 +388,10 @@ def unrelated_gate_scores(cfg, llama, method, test_rows, ex_kw, seen_types, info
 def write_outputs(cfg, out_dir: Path, tracker, responses: pd.DataFrame, gates) -> None:
     results = summarize(responses)
     paths = write_results(out_dir, results, title=f"Results of run {out_dir.name}")
+    tracker.table("results", results, paths["csv"])
     if cfg.save_responses:
-        atomic_write_csv(responses, out_dir / "responses.csv")
-    for r in results.itertuples(index=False):
-        tracker.log({f"test/{r.method}/{r.problem_type}/accuracy": r.accuracy,
-                     f"test/{r.method}/{r.problem_type}/cross_entropy": r.cross_entropy})
+        tracker.table("responses", responses, atomic_write_csv(responses, out_dir / "responses.csv"))
+    summary = headline_summary(results)
     if gates is None and cfg.record_score_per_problem >= 2 and responses["gate_score"].notna().any():
         ns = responses[responses["method"] == "neurosymbolic"]
         if len(ns):
@@ -393,7 +399,10 @@ def write_outputs(cfg, out_dir: Path, tracker, responses: pd.DataFrame, gates) -
                                   "problem_type": ns["problem_type"].values, "score": ns["gate_score"].values})
     if gates is not None:
         gp = write_gate_scores(out_dir, gates, cfg.problem_score_threshold)
-        tracker.log(gate_summary(gates, cfg.problem_score_threshold))
-        tracker.log_image("gate_scores", gp["png"])
-    tracker.log_image("results", paths["png"])
+        tracker.table("gate_scores", pd.read_csv(gp["csv"]), gp["csv"])
+        summary |= gate_summary(gates, cfg.problem_score_threshold)
+        tracker.image("gate_scores_plot", gp["png"])
+    tracker.image("results_plot", paths["png"])
+    tracker.summary(summary)
     print(paths["md"].read_text())
+

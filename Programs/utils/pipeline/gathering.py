@@ -33,8 +33,7 @@ from utils.pipeline.hidden_store import HiddenStore, n_shards, shard_range
 from utils.pipeline.runtime import build_llama, make_engine, model_parallel_size, progress, resolve_device, resolve_dtype
 
 ROUNDS_OPTION = {"train": "train_data_rounds", "val": "val_data_rounds", "test": "testing_data_rounds"}
-STAGE1_PROJECT = "Symbolic LLM - Generate Encoder Input Data"
-STAGE = "gather_hidden_states"
+STAGE = "gather_hidden_states"  # the name of its lock (locks.py)
 
 
 @dataclass
@@ -86,7 +85,6 @@ class GatherPlan:
     dtype: torch.dtype
     params: dict
     layers: list[int]
-    tokenizer_path: Path
     splits: dict[str, pd.DataFrame]
     identity: dict
     store: HiddenStore
@@ -98,8 +96,7 @@ class GatherPlan:
 
 def plan_gather(cfg) -> GatherPlan:
     """Check every input and describe the work, without loading the model."""
-    from utils.llama.checkpoint import checkpoint_fingerprint, file_fingerprint, load_params
-    from utils.llama.tokenizer import resolve_tokenizer_path
+    from utils.llama.formats import open_checkpoint
 
     if cfg.save_frequency < 1:
         raise ConfigError(f"--save_frequency {cfg.save_frequency}: must be at least 1 row per shard")
@@ -107,17 +104,18 @@ def plan_gather(cfg) -> GatherPlan:
         raise ConfigError(f"--n_samples {cfg.n_samples}: must be >= 0 (0 = sized for the device)")
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    params = load_params(Path(cfg.chpt_dir).expanduser())
-    layers = resolve_layers(cfg, params["n_layers"])
-    tok_path = resolve_tokenizer_path(cfg.chpt_dir, cfg.tokenizer_path)
+    ckpt = open_checkpoint(cfg.chpt_dir, cfg.tokenizer_path or None)
+    args = ckpt.args()
+    params = {"dim": args.dim, "n_layers": args.n_layers}
+    layers = resolve_layers(cfg, args.n_layers)
     splits, sources = {}, {}
     for split in ("train", "val", "test"):
         splits[split], sources[split] = load_split_problems(cfg, split)
     engine = make_engine(cfg)
     seed = cfg.seed if cfg.few_shot_seed < 0 else cfg.few_shot_seed
     identity = {
-        "model_fingerprint": checkpoint_fingerprint(Path(cfg.chpt_dir).expanduser()),
-        "tokenizer_fingerprint": file_fingerprint(tok_path),
+        "model_fingerprint": ckpt.fingerprint(),
+        "tokenizer_fingerprint": ckpt.tokenizer_fingerprint(),
         "engine_fingerprint": engine.fingerprint(),
         "layers": layers, "dtype": str(dtype).replace("torch.", ""), "dim": params["dim"],
         "rows_per_shard": cfg.save_frequency, "sources": sources,
@@ -125,13 +123,14 @@ def plan_gather(cfg) -> GatherPlan:
                    "limit_solution_digits": cfg.limit_solution_digits},
     }
     identity["model"] = {"fingerprint": identity["model_fingerprint"], "dim": params["dim"],
-                         "n_layers": params["n_layers"], "ckpt_dir": str(Path(cfg.chpt_dir).expanduser().resolve())}
+                         "n_layers": params["n_layers"], "ckpt_dir": str(ckpt.path.resolve()),
+                         "format": ckpt.format}
     identity["possible_problems"] = list(cfg.possible_problems)
     store = HiddenStore(paths.store_dir(cfg))
     totals = {s: len(df) for s, df in splits.items()}
     store.open_for_writing(identity, totals, to_dict(cfg), create=False)  # checks an existing store early
     batch = cfg.n_samples or (64 if device.type == "cuda" else 16)
-    return GatherPlan(cfg, device, dtype, params, layers, tok_path, splits, identity, store, engine,
+    return GatherPlan(cfg, device, dtype, params, layers, splits, identity, store, engine,
                       batch, seed, totals)
 
 
@@ -247,14 +246,15 @@ def _gather(cfg, plan: GatherPlan, info, run: str) -> Path:
         barrier(info)
         return _finish_gather(store, info, None)
 
-    tracker = Tracker(paths.results_dir(run, cfg.programs_dir), project=cfg.wandb_project or STAGE1_PROJECT,
-                      run_name=run, config=cfg, log_wandb=cfg.log_wandb, enabled=info.is_main)
+    tracker = Tracker(paths.results_dir(run, cfg.programs_dir), stage="gather", run_name=run, config=cfg,
+                      project=cfg.wandb_project, group=cfg.wandb_group, log_wandb=cfg.log_wandb, enabled=info.is_main)
     manifest = store.read_manifest()
     model = llama.model
     recorder = LastTokenRecorder(model, plan.layers)
     engine = plan.engine.to(plan.device)
     bar = progress(total=n_todo, unit="prompt", enabled=info.is_main,
                    desc=f"gather (rank 0, {info.dp_size} data-parallel groups)" if info.distributed else "gather")
+    t_start, n_done = time.perf_counter(), 0
     try:
         for split, shards in todo.items():
             df = plan.splits[split]
@@ -280,7 +280,9 @@ def _gather(cfg, plan: GatherPlan, info, run: str) -> Path:
                     manifest = store.update_progress(manifest)
                 dt = time.perf_counter() - t0
                 bar.update(hi - lo)
-                tracker.log({"split": split, "shard": k, "rows": hi - lo, "prompts_per_s": (hi - lo) / dt})
+                n_done += hi - lo
+                tracker.log({"split": split, "shard": k, "rows": hi - lo, "prompts_per_s": (hi - lo) / dt,
+                             "rows_this_attempt": n_done}, step=n_done)
     except KeyboardInterrupt as exc:
         code = getattr(exc, "exit_code", 130)
         raise Interrupted(f"{'SIGTERM' if code == 143 else 'Ctrl-C'}: the complete shards are kept in {store.root}; "
@@ -288,16 +290,19 @@ def _gather(cfg, plan: GatherPlan, info, run: str) -> Path:
     finally:
         bar.close()
         recorder.remove()
+    rate = n_done / max(time.perf_counter() - t_start, 1e-9)  # this rank's prompts/s, model loading excluded
     barrier(info)
-    return _finish_gather(store, info, tracker)
+    return _finish_gather(store, info, tracker, rate)
 
 
-def _finish_gather(store: HiddenStore, info, tracker) -> Path:
+def _finish_gather(store: HiddenStore, info, tracker, rate: float = 0.0) -> Path:
     """After every rank's shards are on disk (the caller passed a barrier): rank 0 records progress."""
     if info.is_main:
         manifest = store.update_progress(store.read_manifest())
         if tracker is not None:
-            tracker.log({"gathered_rows": manifest["rows"], "complete": manifest["complete"]})
+            tracker.summary({"gathered_rows": sum(manifest["rows"].values()),
+                             **{f"gathered_rows/{s}": n for s, n in manifest["rows"].items()},
+                             "complete": manifest["complete"], "prompts_per_s": rate * info.dp_size})
         print(f"gathered data: {store.root} rows {manifest['rows']}")
     if tracker is not None:
         tracker.finish()

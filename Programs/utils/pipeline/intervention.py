@@ -146,6 +146,16 @@ class SymbolicIntervention(nn.Module):
             self.engine.to(device)
         return out
 
+    @property
+    def capture_safe(self) -> bool:
+        """Whether Llama.generate may replay decode steps with this hook from CUDA graphs
+        (utils/llama/static_decode.py). At a one-token step the hook does nothing (one written
+        position), or device arithmetic on h and on the answer vector of this call's prompt, or
+        re-encodes h without host synchronisation; only the true operands of
+        simulate_perfect_encoder, CPU tensors copied at each re-encoded step, cannot be captured."""
+        o = self.opts
+        return not (o.simulate_perfect_encoder and o.multi_token_intervention and not o.static_encoding)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 

@@ -84,6 +84,17 @@ def headline_ratios(results: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def headline_summary(results: pd.DataFrame) -> dict:
+    """The paper's headline figures of a run: mean accuracy and cross-entropy of each method over
+    the seen (and the unseen) types, and the headline ratios."""
+    out = {}
+    for seen, label in ((True, "seen"), (False, "unseen")):
+        part = results[results["seen"] == seen].groupby("method")
+        out |= {f"{label}_accuracy/{m}": float(v) for m, v in part["accuracy"].mean().items()}
+        out |= {f"{label}_cross_entropy/{m}": float(v) for m, v in part["cross_entropy"].mean().items()}
+    return out | headline_ratios(results)
+
+
 def _fmt(v, pct: bool) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -263,14 +274,17 @@ def resolve_results(arg: str, programs_dir: str = "") -> Path:
                     f"{results_dir(arg, programs_dir) / 'results.csv'}")
 
 
-def compare_runs(runs: list[str], out: str = "", programs_dir: str = "", allow_mismatch: bool = False
+def compare_runs(runs: list[str], out: str = "", programs_dir: str = "", log_wandb: bool = False,
+                 wandb_project: str = "", wandb_group: str = "", *, allow_mismatch: bool = False
                  ) -> tuple[dict[str, Path], list[str], list[str]]:
     """Merge several runs' results into one table (compare_runs.py); -> (written files, notes, warnings).
+    The comparison is a run record of its own (stage "compare", named after its folder).
 
     Runs made on different test rows, models, codebooks or seen types are refused (DataError naming
     what differs) unless `allow_mismatch`; then the differences come back as warnings."""
     from utils.pipeline.errors import DataError
     from utils.pipeline.paths import results_dir
+    from utils.pipeline.tracking import Tracker
 
     paths = [resolve_results(r, programs_dir) for r in runs]
     names = [p.parent.name for p in paths]
@@ -285,4 +299,12 @@ def compare_runs(runs: list[str], out: str = "", programs_dir: str = "", allow_m
     if not differ:  # the merged table was made on what its runs share
         codebooks = [p["codebook"] for p in prints if p.get("codebook")]
         write_fingerprints(folder, {**prints[0], "codebook": codebooks[0] if codebooks else None})
-    return written, notes, [f"merged despite {d}" for d in differ]
+    warnings = [f"merged despite {d}" for d in differ]
+    tracker = Tracker(folder, stage="compare", run_name=folder.name, project=wandb_project, group=wandb_group,
+                      log_wandb=log_wandb,
+                      config={"runs": [str(p) for p in paths], "notes": notes, "warnings": warnings})
+    tracker.table("results", merged, written["csv"])
+    tracker.image("results_plot", written["png"])
+    tracker.summary(headline_summary(merged))
+    tracker.finish()
+    return written, notes, warnings

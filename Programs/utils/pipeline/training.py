@@ -4,9 +4,9 @@ One forward per micro-batch over left-padded prompts followed by right-padded an
 (+ <|eot_id|> in training), logits only at the real answer tokens (output_positions (rows, positions));
 gradients flow through attention normally (the original detached K/V; see docs/METHOD.md).
 For methods that act only at positions >= P-1 (Method.prefix_frozen: the intervention, the adapter)
-the forward is split: the prompt up to P-2 runs once under no_grad into a KV cache, the last prompt
-token + answers run with gradients on top of it (same loss and gradients, causal attention); LoRA,
-which changes every position, keeps the single forward.
+the forward is split (option prefix_split, on by default): the prompt up to P-2 runs once under
+no_grad into a KV cache, the last prompt token + answers run with gradients on top of it (same loss
+and gradients, causal attention); LoRA, which changes every position, keeps the single forward.
 An optimizer step sees n_samples x inference_to_backprop_ratio samples (gradient accumulation over
 micro-batches of n_samples) per data-parallel group: under torchrun with D data-parallel groups a step
 sees D times as many (each group its own contiguous slice of the step's rows), the gradients of the
@@ -52,6 +52,7 @@ class FineTuneOptions:
     num_epochs: int = option(1, "passes over the training data")
     n_samples: int = option(8, "micro-batch: prompts per forward in training")
     inference_to_backprop_ratio: int = option(1, "micro-batches per optimizer step (samples per step = n_samples x this)")
+    prefix_split: bool = option(True, "methods acting only from the last prompt token on run the prompt before it once without gradients (same loss and gradients; which is faster depends on the batch: benchmarks/bench_paper_e2e.py --train_sweep)")
     learning_rate: float = option(1e-3, "Adam learning rate of the decoder (and skip / RMSNorm / adapter)")
     lr_decay: dict[int, float] = option(LR_DECAY_DEFAULT, "learning-rate multipliers {optimizer step: factor}, cumulative")
     validation_rows: int = option(200, "validation problems (random mode) / at most this many rows of the validation CSV (0: all; default 200)")
@@ -276,7 +277,7 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
                         truth = train_ex.truth(mb)
                         ce = answer_cross_entropy(model, [train_ex.prompts[i] for i in mb], [answers[i] for i in mb],
                                                   fill_id=eot, intervention=method.intervention, truth=truth,
-                                                  prefix_frozen=method.prefix_frozen)
+                                                  prefix_frozen=method.prefix_frozen and opts.prefix_split)
                         (ce.sum() / len(idx)).backward()
                         total = total + ce.detach().sum()
                 _allreduce_grads(params, info)
@@ -291,7 +292,7 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
                 log.append(rec)
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{rec['lr']:.2e}", refresh=False)
                 if tracker is not None:
-                    tracker.log({f"{method.name}/{k}": v for k, v in rec.items() if k != "step"}, step=None)
+                    tracker.log({f"{method.name}/{k}": v for k, v in rec.items() if k != "step"}, step=step)
                 stop = any_rank(bool(pending), info)
                 if state is not None and (stop or state.due(step) or s + 1 == spe):
                     state.save(snapshot(epoch, s + 1, order))
