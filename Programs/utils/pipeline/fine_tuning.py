@@ -5,7 +5,8 @@ A run evaluates one main method (the neurosymbolic model, or a baseline: LoRA, t
 row, chain of thought) and optionally the plain model first (--test_baseline), on the same test rows
 (rows.py). The trained methods train on the same training rows for the same steps. The VSA engine
 comes from the stage-2 map files, never from options: a decoder is meaningless with another codebook
-(config.yaml records the engine that was used). "Seen" types are the ones the maps were trained on.
+(config_fine_tune.yaml records the engine that was used). "Seen" types are the ones the maps were
+trained on.
 
 Nothing is lost and runs do not mix: one process per run name (locks.py); the output folders are
 checked for write access and room before the model loads and before training; training saves its
