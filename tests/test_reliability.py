@@ -349,3 +349,13 @@ def test_os_errors_become_one_line_and_exit_code_2(tmp_path, capsys):
 
     assert run_entry_point(main) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'missing' / 'x.csv'}: No such file or directory\n"
+
+
+def test_a_blocked_run_folder_is_one_line_naming_the_lock(tmp_path):
+    (tmp_path / "results").write_text("a file where the results folder should be")
+    lock = re.escape(str(tmp_path / "results" / "R" / ".stage_x.lock"))
+    with pytest.raises(OutputError, match=rf"{lock}: cannot write the lock file of run 'R' "
+                                          rf"\({re.escape(str(tmp_path / 'results'))} is a file, not a folder\); nothing "
+                                          r"was started"):
+        with stage_lock(tmp_path / "results" / "R", "stage_x", "R"):
+            pass

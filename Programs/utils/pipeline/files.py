@@ -46,6 +46,17 @@ def _os_cause(exc: BaseException) -> Optional[OSError]:
     return None
 
 
+def ensure_folder(folder: Path) -> None:
+    """mkdir -p, except that a file in the way is named as such (mkdir would say "File exists" or
+    "Not a directory" about the folder)."""
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder", str(parent))
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], what: str = "") -> Path:
     """Call `write(tmp)` to fill a temporary file beside `path`, fsync it, rename it to `path`.
 
@@ -55,12 +66,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], what: st
     path = Path(path)
     tmp = temporary_name(path)
     try:
-        for folder in (path.parent, *path.parent.parents):  # mkdir would say "File exists" about a file in the way
-            if folder.exists():
-                if not folder.is_dir():
-                    raise NotADirectoryError(errno.ENOTDIR, f"{folder} is a file, not a folder", str(folder))
-                break
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_folder(path.parent)
         write(tmp)
         with open(tmp, "rb+") as f:  # the data must be on disk before the rename makes it visible
             os.fsync(f.fileno())
@@ -113,7 +119,7 @@ def check_output_folders(needs: dict[Path, tuple[str, int]]) -> None:
         folder = Path(folder)
         probe = folder / f".write_probe{os.getpid()}"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            ensure_folder(folder)
             with open(probe, "wb") as f:
                 f.write(b"0" * 4096)
                 f.flush()

@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from utils.pipeline.errors import RunLockedError
+from utils.pipeline.errors import OutputError, RunLockedError
+from utils.pipeline.files import ensure_folder
 
 
 def lock_path(folder: Path, stage: str) -> Path:
@@ -30,8 +31,12 @@ def stage_lock(folder: Path, stage: str, run_name: str, *, enabled: bool = True)
     if not enabled:
         yield path
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        ensure_folder(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # the first write of a stage: a read-only or blocked folder shows here
+        raise OutputError(f"{path}: cannot write the lock file of run {run_name!r} ({exc.strerror or exc}); "
+                          f"nothing was started") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

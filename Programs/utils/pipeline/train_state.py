@@ -91,7 +91,8 @@ class TrainingState:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - an unreadable state is the user's to remove
-            raise DataError(f"{self.path}: not a readable training state ({type(exc).__name__}: {exc}); "
+            first = str(exc).split(". ")[0]  # torch's own advice that follows is about its checkpoints
+            raise DataError(f"{self.path}: not a readable training state ({type(exc).__name__}: {first}); "
                             f"rerun with --restart 1 to start over") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
             raise DataError(f"{self.path}: not a training state of version {VERSION}; "
