@@ -141,11 +141,13 @@ def test_kill_9_and_ctrl_c_resume_to_the_uninterrupted_result(tiny_ckpt, tmp_pat
     log = torch.load(state, weights_only=True)["log"]
     assert [r["step"] for r in log] == list(range(1, STEPS + 1))  # one record per step, none twice
 
-    # 4. the state is never continued with other settings
+    # 4. the state is never continued with other settings, and the refused attempt records nothing
+    record = (prog / "results" / "R" / "config_fine_tune.yaml").read_text()
     with pytest.raises(ConfigError, match=re.escape(
             f"{state}: the saved training state of this run was made with other settings (options.learning_rate: "
             f"0.01 there, 0.02 now); rerun with --restart 1 to start over, or use another --run_name")):
         run(parse_config(FineTuneConfig, args + ["--learning_rate", "0.02"]))
+    assert (prog / "results" / "R" / "config_fine_tune.yaml").read_text() == record
 
 
 @pytest.mark.slow

@@ -278,6 +278,12 @@ def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: D
     seen, seen_from = seen_types(cfg, maps, train_rows, max_digits)
     if info.is_main:
         print(f"seen types: {', '.join(seen)} (from {seen_from})")
+    state = None
+    if trained:  # a saved state of other settings is refused before this attempt records anything
+        trained_name = next(m for m in names if m in ("neurosymbolic", "lora", "adapter"))
+        state = TrainingState(out_dir / STATE_FILE, training_identity(cfg, trained_name, llama, train_rows, info.dp_size),
+                              every=cfg.checkpoint_every, restart=cfg.restart, enabled=info.is_main)
+        state.load()
     tracker = Tracker(out_dir, stage="fine_tune", run_name=run_name, config=cfg, project=cfg.wandb_project,
                       group=cfg.wandb_group, label="+".join(names), log_wandb=cfg.log_wandb, enabled=info.is_main)
     if engine is not None:  # the engine is the map file's, whatever the options say
@@ -289,7 +295,7 @@ def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: D
     test_kw = dict(vary_format=cfg.modify_question_format, words=cfg.test_with_non_numerical_rep)
     short = answer_token_budget(llama.tokenizer, cfg.complexity, cfg.limit_solution_digits)
 
-    responses, ns_method, state, evaluating = [], None, None, False
+    responses, ns_method, evaluating = [], None, False
     try:
         for name in names:
             evaluating = False
@@ -298,8 +304,6 @@ def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: D
                 ns_method = method
             if method.params and trained:
                 tracker.summary({f"{name}/trainable_parameters": sum(p.numel() for p in method.params)})
-                state = TrainingState(out_dir / STATE_FILE, training_identity(cfg, name, llama, train_rows, info.dp_size),
-                                      every=cfg.checkpoint_every, restart=cfg.restart, enabled=info.is_main)
                 n_params = sum(p.numel() for p in method.params)
                 steps = cfg.num_epochs * (len(train_rows) // samples_per_step(cfg, info.dp_size) + 1)
                 if info.is_main:  # room for the state, the decoder and the results, before any step

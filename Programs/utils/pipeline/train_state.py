@@ -86,6 +86,12 @@ class TrainingState:
         self.enabled = enabled
 
     def load(self) -> Optional[dict]:
+        """The saved state (read once, then kept), None without one or with `restart`."""
+        if not hasattr(self, "_loaded"):
+            self._loaded = self._read()
+        return self._loaded
+
+    def _read(self) -> Optional[dict]:
         if self.restart or not self.path.is_file():
             return None
         try:

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from utils.pipeline.options import option
-from utils.pipeline.distributed import DistInfo, all_reduce_dp, any_rank, broadcast_dp, row_slice
-from utils.pipeline.errors import DataError, Interrupted
+from utils.pipeline.distributed import DistInfo, all_reduce_dp, any_rank, broadcast_dp, gather_objects, row_slice
+from utils.pipeline.errors import ConfigError, DataError, Interrupted
 from utils.pipeline.runtime import progress
 from utils.pipeline.train_state import TrainingState, deferred_interrupts, rng_state, set_rng_state
 from utils.symbolic.problems import QUESTION_VARIANTS, number_words, question_text
@@ -246,6 +246,9 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
         log, step, epoch0, s0, validated = saved["log"], saved["step"], saved["epoch"], saved["step_in_epoch"], saved["validated"]
         if info.is_main:
             print(f"resuming {method.name} training from {state.path} (step {step} of {spe * opts.num_epochs})")
+    if len(set(gather_objects(step, info))) > 1:  # every rank reads the state rank 0 writes
+        raise ConfigError(f"ranks found different training states in {state.path} (steps "
+                          f"{gather_objects(step, info)}): --programs_dir must be one folder shared by every machine")
     device = next(model.parameters()).device
 
     def snapshot(epoch: int, next_s: int, order) -> dict:
