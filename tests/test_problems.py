@@ -1,5 +1,4 @@
 """Problem generation and CSV loading/validation."""
-import time
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,9 @@ def test_shared_csvs_load_and_match(name):
     path = DATA / name
     if not path.is_file():
         pytest.skip(f"{path} absent (CI keeps shared/ beside the checkout)")
-    t0 = time.perf_counter()
     df = P.load_problems_csv(path, max_digits=5)
-    elapsed = time.perf_counter() - t0
     assert list(df.columns) == list(P.COLUMNS)
     assert len(df) == sum(1 for _ in open(path)) - 1
-    assert elapsed < 1.0
     for row in df.itertuples():
         assert row.solution == solve_one(row.problem_type, row.x, row.y)
         assert row.question == P.question_text(row.problem_type, row.x, row.y)
@@ -116,14 +112,15 @@ def test_csv_type_filter_and_missing_file(tmp_path):
         P.load_problems_csv(tmp_path / "nope.csv", max_digits=5)
 
 
-def test_load_10000_rows_fast(tmp_path):
+def test_load_10000_rows_round_trip(tmp_path):
+    # The loader's speed is a benchmark's business (benchmarks/), not a timed assertion here.
     df = P.generate_problems(10_000, complexity=2, seed=1)
     path = tmp_path / "big.csv"
     df.to_csv(path, index=False)
-    t0 = time.perf_counter()
     back = P.load_problems_csv(path, max_digits=5)
-    assert time.perf_counter() - t0 < 1.0
     assert len(back) == 10_000
+    for col in ("problem_type", "x", "y", "solution"):
+        assert back[col].tolist() == df[col].tolist()
 
 
 @pytest.mark.parametrize("row,needle", [
