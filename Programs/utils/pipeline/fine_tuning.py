@@ -18,6 +18,7 @@ import torch
 from utils.pipeline import methods, rows
 from utils.pipeline.distributed import DistInfo, barrier, init_distributed
 from utils.pipeline.errors import ConfigError, DataError
+from utils.pipeline.encoder_training import best_encoding_layer
 from utils.pipeline.evaluation import EvaluationOptions, evaluate, gate_scores, summarize
 from utils.pipeline.files import atomic_write_csv
 from utils.pipeline.intervention import InterventionOptions
@@ -50,9 +51,14 @@ class FineTuneConfig(FineTuneOptions, InterventionOptions, EvaluationOptions, Ba
     def validate(self) -> None:
         if sum([self.lora_baseline, self.adapter_baseline, self.cot]) > 1:
             raise ConfigError("choose at most one of --lora_baseline, --adapter_baseline, --cot per run")
-        for name in ("n_samples", "inference_to_backprop_ratio", "eval_batch_size", "num_epochs"):
+        for name in ("n_samples", "inference_to_backprop_ratio", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be at least 1")
+        if self.num_epochs < 0:
+            raise ConfigError("--num_epochs must be at least 0 (0: evaluate the maps as they are, no training)")
+        if isinstance(self.symbolic_encoding_layer, str) and self.symbolic_encoding_layer != "auto":
+            raise ConfigError(f"--symbolic_encoding_layer {self.symbolic_encoding_layer!r}: expected a layer "
+                              f"number or auto")
 
     def methods(self) -> list[str]:
         """Methods of this run, in evaluation order (the plain model first: LoRA changes the model)."""
@@ -75,7 +81,7 @@ MAX_DIGITS_WITHOUT_ENGINE = 18
 def load_rows(cfg: FineTuneConfig, split: str, dp_size: int = 1, max_digits: int = MAX_DIGITS_WITHOUT_ENGINE
               ) -> tuple[pd.DataFrame, bool]:
     """(rows, from_csv) of a split: the CSV as it is (test: the evaluated types, capped per type;
-    validation: capped), or the split's random rows (rows.py; training: num_steps steps of every
+    validation and training: the first rows, when capped), or the split's random rows (rows.py; training: num_steps steps of every
     data-parallel group's samples)."""
     per_type = cfg.testing_num_steps * cfg.testing_n_samples
     from_csv = bool(rows.csv_path(cfg, split))
@@ -86,6 +92,8 @@ def load_rows(cfg: FineTuneConfig, split: str, dp_size: int = 1, max_digits: int
             df = df.groupby("problem_type", sort=False).head(per_type) if per_type > 0 else df
         if split == "val" and cfg.validation_rows > 0:
             df = df.head(cfg.validation_rows)
+        if split == "train" and cfg.training_rows > 0:
+            df = df.head(cfg.training_rows)
     elif split == "test":
         df = rows.draw_rows(cfg, split, per_type=per_type) if per_type > 0 else pd.DataFrame(columns=["problem_type"])
     else:
@@ -121,6 +129,26 @@ def load_maps_for(cfg: FineTuneConfig, llama):
     return engine, enc.weights[cfg.symbolic_encoding_layer], {l: dec.weights[l] for l in cfg.symbolic_decoding_layers}, dec.extra
 
 
+def resolve_encoding_layer(cfg: FineTuneConfig, llama) -> None:
+    """--symbolic_encoding_layer auto: the layer with the best stage-2 validation accuracy (x, y and
+    type all decoded) stored in the encoder file, not after the first decoding layer. It replaces
+    "auto" in cfg, so the run's config.yaml records the layer used."""
+    if cfg.symbolic_encoding_layer != "auto":
+        return
+    if not cfg.encoder_path:
+        raise ConfigError("--symbolic_encoding_layer auto needs --encoder_path (the stage-2 file holds the "
+                          "validation accuracy of every layer)")
+    enc = load_maps(cfg.encoder_path, "encoder",
+                    model_info=model_info(llama.fingerprint, llama.args.dim, llama.args.n_layers))
+    accuracy = enc.extra.get("val_all_accuracy")
+    if not accuracy:
+        raise DataError(f"{cfg.encoder_path}: no validation accuracy per layer in the file (written by an "
+                        f"older stage 2); rerun stage 2 or give --symbolic_encoding_layer a layer number")
+    cfg.symbolic_encoding_layer = best_encoding_layer(accuracy, min(cfg.symbolic_decoding_layers))
+    print(f"--symbolic_encoding_layer auto: layer {cfg.symbolic_encoding_layer} (validation accuracy "
+          f"{accuracy[cfg.symbolic_encoding_layer]:.3f}, x, y and type all decoded)")
+
+
 def save_decoder(cfg: FineTuneConfig, run: str, method, engine, llama) -> Path:
     """The fine-tuned decoder beside the input one, as <stem>_post_fine_tuning_<run>.pth (checked
     format, with the trained merge parameters)."""
@@ -147,8 +175,10 @@ def run(cfg: FineTuneConfig) -> int:
     info: DistInfo = init_distributed(device, mp)
     torch.manual_seed(cfg.seed)
     llama = build_llama(cfg, max_batch_size=max(cfg.eval_batch_size, cfg.n_samples), device=device)
-    cfg.validate_layers(llama.args.n_layers)
     names = cfg.methods()
+    if cfg.needs_maps() or "adapter" in names:  # the methods that read and write residual layers
+        resolve_encoding_layer(cfg, llama)
+        cfg.validate_layers(llama.args.n_layers)
     engine = enc_w = dec_ws = None
     dec_extra: dict = {}
     if cfg.needs_maps():
@@ -158,7 +188,8 @@ def run(cfg: FineTuneConfig) -> int:
     tracker = Tracker(out_dir, project=cfg.wandb_project or WANDB_PROJECT, run_name=run_name, config=cfg,
                       log_wandb=cfg.log_wandb, enabled=info.is_main)
 
-    trained = any(m in names for m in ("neurosymbolic", "lora", "adapter")) and cfg.test_baseline != 2
+    trained = (any(m in names for m in ("neurosymbolic", "lora", "adapter")) and cfg.test_baseline != 2
+               and cfg.num_epochs > 0)
     ex_kw = dict(seed=cfg.seed, complexity=cfg.complexity, limit_solution_digits=cfg.limit_solution_digits,
                  problem_list=problem_list)
     max_digits = engine.max_digits if engine is not None else MAX_DIGITS_WITHOUT_ENGINE

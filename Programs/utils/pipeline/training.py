@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from utils.pipeline.options import option
 from utils.pipeline.distributed import DistInfo, all_reduce_dp, broadcast_dp, row_slice
+from utils.pipeline.prefix_cache import PrefixCache
 from utils.pipeline.runtime import progress
 from utils.symbolic.prompts import cot_dialog, few_shot_dialog, row_rng
 
@@ -45,11 +46,14 @@ class FineTuneOptions:
     encoder_path: str = option("", "stage-2 encoder file, Programs/models/encoders_<run>.pth (no default; needed by the neurosymbolic model, the stage-2 adapter and the gate statistics)")
     decoder_path: str = option("", "stage-2 decoder file (no default); the fine-tuned one is saved beside it as <stem>_post_fine_tuning_<run>.pth")
     num_steps: int = option(1000, "optimizer steps per epoch with random problems (with a training CSV: ceil(rows / samples per step))")
-    num_epochs: int = option(1, "passes over the training data")
+    num_epochs: int = option(1, "passes over the training data (0: no training, evaluate the given maps as they are)")
     n_samples: int = option(8, "micro-batch: prompts per forward in training")
     inference_to_backprop_ratio: int = option(1, "micro-batches per optimizer step (samples per step = n_samples x this)")
     learning_rate: float = option(1e-3, "Adam learning rate of the decoder (and skip / RMSNorm / adapter)")
     lr_decay: dict[int, float] = option(LR_DECAY_DEFAULT, "learning-rate multipliers {optimizer step: factor}, cumulative")
+    cache_prompt_prefixes: bool = option(False, "keep each training prompt's frozen prefix (keys and values) in memory after its first forward, so later epochs run only its last token and the answer (the neurosymbolic decoder and the adapter, which change nothing before it; memory per row: layers x 2 x KV width x prompt length)")
+    validation_interval: int = option(1, "validate after every k-th epoch and after the last (0: never)")
+    training_rows: int = option(0, "use the first this many rows of the training CSV (0: all)")
     validation_rows: int = option(200, "validation problems (random mode) / at most this many rows of the validation CSV (0: all; default 200)")
 
 
@@ -132,7 +136,8 @@ def teacher_batch(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[i
 
 
 def answer_cross_entropy(model, prompts, answers, *, fill_id: int, intervention=None, truth=None,
-                         device=None, prefix_frozen: bool = False) -> torch.Tensor:
+                         device=None, prefix_frozen: bool = False, prefix_cache: Optional[PrefixCache] = None,
+                         keys: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Teacher-forced mean token cross-entropy of each sample's answer: [B] float32.
 
     Logits are computed only at the N real answer tokens (not at padding), [N, vocab].
@@ -140,6 +145,8 @@ def answer_cross_entropy(model, prompts, answers, *, fill_id: int, intervention=
     Method.prefix_frozen): positions < P-1 run first under no_grad into a KV cache, then
     last prompt token + answers run with gradients on top of it. Same loss and gradients as the one
     forward over everything (causal attention), without the prefix's backward and saved activations.
+    With `prefix_cache` (prefix_frozen only) the prefixes of rows `keys` are taken from it when all
+    are there, and stored in it otherwise (prefix_cache.py).
     """
     tokens, pad, P, targets, _ = teacher_batch(prompts, answers, fill_id)
     device = device or next(model.parameters()).device
@@ -159,8 +166,13 @@ def answer_cross_entropy(model, prompts, answers, *, fill_id: int, intervention=
             logits = model(tokens, 0, pad_lengths=pad, output_positions=out)  # [N,V]
         else:
             with model.kv_cache(tokens.shape[0], tokens.shape[1]):
-                with torch.no_grad():
-                    model(tokens[:, :start], 0, pad_lengths=pad, output_positions=torch.zeros(0, dtype=torch.long))
+                if prefix_cache is not None and prefix_cache.has(keys):
+                    prefix_cache.load(model, keys, start)
+                else:
+                    with torch.no_grad():
+                        model(tokens[:, :start], 0, pad_lengths=pad, output_positions=torch.zeros(0, dtype=torch.long))
+                    if prefix_cache is not None:
+                        prefix_cache.store(model, keys, pad, start)
                 logits = model(tokens[:, start:], start, pad_lengths=pad, output_positions=out)  # [N,V]
     ce = F.cross_entropy(logits, target.to(device), reduction="none")  # [N]
     total = torch.zeros(len(answers), dtype=ce.dtype, device=device).index_add(0, rows.to(device), ce)  # [B]
@@ -201,7 +213,8 @@ def _allreduce_grads(params, info: DistInfo) -> None:
 
 def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, from_csv: bool, seed: int,
           tracker=None, info: DistInfo = DistInfo(), validate: Optional[Callable[[int], dict]] = None) -> list[dict]:
-    """Train `method.params` on `train_ex`; returns the per-step log. `validate(epoch)` runs after each epoch."""
+    """Train `method.params` on `train_ex`; returns the per-step log. `validate(epoch)` runs after every
+    opts.validation_interval-th epoch and after the last."""
     model, eot = llama.model, llama.tokenizer.eot_id
     params = list(method.params)
     if not params:
@@ -212,6 +225,7 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
     optim = torch.optim.Adam(params, lr=method.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(opts.lr_decay, s))
     answers = [a + [eot] for a in train_ex.answers]  # training also learns to stop
+    cache = PrefixCache() if opts.cache_prompt_prefixes and method.prefix_frozen else None
     log, step = [], 0
     for epoch in range(opts.num_epochs):
         order = np.random.default_rng([seed, epoch]).permutation(len(train_ex))
@@ -231,7 +245,7 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
                     truth = train_ex.truth(mb)
                     ce = answer_cross_entropy(model, [train_ex.prompts[i] for i in mb], [answers[i] for i in mb],
                                               fill_id=eot, intervention=method.intervention, truth=truth,
-                                              prefix_frozen=method.prefix_frozen)
+                                              prefix_frozen=method.prefix_frozen, prefix_cache=cache, keys=mb)
                     (ce.sum() / len(idx)).backward()
                     total = total + ce.detach().sum()
             _allreduce_grads(params, info)
@@ -247,7 +261,10 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{rec['lr']:.2e}", refresh=False)
             if tracker is not None:
                 tracker.log({f"{method.name}/{k}": v for k, v in rec.items() if k != "step"}, step=None)
-        if validate is not None:
+        last = epoch + 1 == opts.num_epochs
+        if cache is not None and epoch == 0 and tracker is not None:
+            tracker.log({f"{method.name}/prefix_cache_bytes": cache.nbytes()})
+        if validate is not None and opts.validation_interval > 0 and (last or (epoch + 1) % opts.validation_interval == 0):
             val = validate(epoch)
             if tracker is not None and val:
                 tracker.log({f"{method.name}/val_{k}": v for k, v in val.items()} | {"epoch": epoch})
