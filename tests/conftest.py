@@ -5,6 +5,9 @@
   random weights (``Transformer.init_weights(seed=0)``: logits spread over a few units).
 - ``tokenizer``: the Llama 3 tokenizer from the installed llama_models package.
 - ``skip_without_cuda``: a marker for tests that need CUDA; tests marked ``gpu`` are skipped too.
+- ``tiny_formats``: tiny random Llamas built by transformers in the other checkpoint formats
+  (tests/tiny_formats.py): {"tied"|"gqa": {"hf": folder, "model": LlamaForCausalLM, "root": folder,
+  "F32"|"F16"|"Q8_0": GGUF file}}.
 """
 import os
 
@@ -61,3 +64,13 @@ def tokenizer():
     from utils.llama.tokenizer import Tokenizer, default_tokenizer_path
 
     return Tokenizer(default_tokenizer_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_formats(tmp_path_factory):
+    pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    pytest.importorskip("tokenizers")
+    import tiny_formats as tf
+
+    return tf.build_all(tmp_path_factory.mktemp("formats"))

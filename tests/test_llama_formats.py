@@ -25,8 +25,7 @@ from utils.llama.formats import open_checkpoint  # noqa: E402
 from utils.llama.generation import Llama  # noqa: E402
 
 pytestmark = pytest.mark.slow
-VARIANT_STYLE = {"tied": "smollm", "gqa": "llama3"}
-QTYPES = ("F32", "F16", "Q8_0")
+VARIANT_STYLE, QTYPES = tf.VARIANT_STYLE, tf.QTYPES
 
 
 def rel_err(a, b) -> float:
@@ -34,18 +33,8 @@ def rel_err(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """{variant: {"hf": folder, "model": LlamaForCausalLM, "F32"|"F16"|"Q8_0": gguf path}}."""
-    root = tmp_path_factory.mktemp("formats")
-    out = {}
-    for variant, style in VARIANT_STYLE.items():
-        folder = tf.make_tokenizer(root / variant, style)
-        model = tf.make_hf_model(folder, variant, tf.tokenizer_size(folder))
-        entry = {"hf": folder, "model": model, "root": root}
-        for q in QTYPES:
-            entry[q] = tf.write_gguf(folder, root / f"{variant}-{q}.gguf", q)
-        out[variant] = entry
-    return out
+def tiny(tiny_formats):
+    return tiny_formats
 
 
 def _tokens(n_vocab, seed=0):
@@ -66,6 +55,25 @@ def test_hf_folder_logits_equal_transformers(tiny, variant):
         assert rel_err(llama.model(x), t["model"](x).logits) < 1e-5
     if variant == "tied":
         assert llama.model.output.weight is llama.model.tok_embeddings.weight
+
+
+def test_bf16_safetensors_in_place_or_converted(tiny, tmp_path):
+    """bf16 shards: read in place as bf16 (no copy, the mapped file), or converted to float32 with
+    the logits of transformers reading the same folder in float32."""
+    from transformers import AutoModelForCausalLM
+    t = tiny["gqa"]
+    folder = tmp_path / "bf16"
+    t["model"].to(torch.bfloat16).save_pretrained(folder, max_shard_size="40KB")
+    t["model"].float()
+    ckpt = open_checkpoint(folder)
+    x = _tokens(ckpt.args().vocab_size, seed=3)
+    ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    with torch.no_grad():
+        assert rel_err(ckpt.load_model(max_seq_len=64, max_batch_size=2)(x), ref(x).logits) < 1e-5
+    bf16 = ckpt.load_model(max_seq_len=64, max_batch_size=2, dtype=torch.bfloat16)
+    w = bf16.layers[0].feed_forward.w2.weight
+    assert w.dtype == torch.bfloat16 and torch.equal(w, ref.model.layers[0].mlp.down_proj.weight.bfloat16())
+    assert not w.untyped_storage().resizable()  # a view of the mapped file, not an own allocation
 
 
 @pytest.mark.parametrize("qtype", QTYPES)
@@ -219,8 +227,23 @@ def test_fingerprints_follow_the_weights_not_the_files(tiny, tmp_path):
 
 # ----------------------------------------------------------------------------- tokenizers
 
+def pipeline_dialogs(n: int = 40) -> list[list[dict]]:
+    """The pipeline's own prompts: few-shot dialogs of every problem type, chain of thought, non-math."""
+    import numpy as np
+    from utils.symbolic.problems import generate_problems
+    from utils.symbolic.prompts import cot_dialog, few_shot_dialog, non_math_dialog, non_math_questions
+    from utils.symbolic.solver import PROBLEM_TYPES
+    rows = generate_problems(n, list(PROBLEM_TYPES), complexity=2, seed=11)
+    out = [few_shot_dialog(r.problem_type, r.question, np.random.default_rng(i), complexity=2)
+           for i, r in enumerate(rows.itertuples())]
+    out += [cot_dialog(q) for q in rows["question"][:5]]
+    out += [non_math_dialog(q) for _, q in non_math_questions()[::3]]
+    return out
+
+
 def sample_strings(n_random: int = 700) -> list[str]:
-    """Numbers, whitespace runs, non-Latin text, prompts and random mixes (>= 1,000 strings)."""
+    """Numbers, whitespace runs, non-Latin text, the pipeline's prompt texts and random mixes
+    (>= 1,000 strings)."""
     rng = random.Random(7)
     out = ["", " ", "  ", "\n", "\n\n", " \n \n", "\t\t x", "a" * 50, "a     b", "   leading",
            "trailing   ", "line1\r\nline2\n\n\nline3", "tabs\tand\tspaces  \t ", "héllo wörld",
@@ -240,6 +263,7 @@ def sample_strings(n_random: int = 700) -> list[str]:
     for q in questions:
         for _ in range(8):
             out.append(q.format(x=rng.randrange(10 ** rng.randrange(1, 5)), y=rng.randrange(1, 1000)))
+    out += sorted({m["content"] for d in pipeline_dialogs() for m in d})
     spaces = [" ", "  ", "   ", "\t", "\n", "\r\n", "\u00a0", "\u3000", " \n"]
     alphabet = "ab cd\n\t0123456789é日😀.,!?'-_*#ßж"
     for _ in range(n_random):
@@ -296,7 +320,7 @@ def _dialogs():
                      {"role": "assistant", "content": str(x + y)}]
         msgs.append({"role": "user", "content": f"What is {rng.randrange(10**4)} divided by {rng.randrange(1, 99)}?"})
         out.append(msgs)
-    return out
+    return out + pipeline_dialogs()
 
 
 @pytest.mark.parametrize("style", ["smollm", "llama3", "gpt2"])
@@ -376,6 +400,6 @@ def test_smollm2_tokenizer_equals_its_real_split():
     assert all(len(ours.encode(str(d), bos=False, eos=False)) == 1 for d in range(10))
     assert len(ours.encode("12345", bos=False, eos=False)) == 5
     assert fmt.name == "chatml" and ours.eot_id == ours.special_tokens["<|im_end|>"]
-    dialog = [{"role": "user", "content": "What is 123 plus 4567?"}]
-    want = hf.apply_chat_template(dialog, add_generation_prompt=True, tokenize=True, return_dict=False)
-    assert fmt.encode_dialog_prompt(dialog) == list(want)
+    for dialog in _dialogs():  # the pipeline's prompts hold no 2+ whitespace before a digit
+        want = hf.apply_chat_template(dialog, add_generation_prompt=True, tokenize=True, return_dict=False)
+        assert fmt.encode_dialog_prompt(dialog) == list(want), dialog

@@ -11,6 +11,8 @@ gguf), for the format tests. Nothing here uses the project's loaders.
   "gqa": Llama 3 RoPE scaling, GQA, explicit head_dim different from dim / n_heads.
 - ``write_gguf(hf_folder, path, qtype)``: that model and tokenizer as a llama.cpp-style GGUF (q/k
   rows permuted to the interleaved order, Llama 3 scaling as rope_freqs, 1-D tensors in F32).
+- ``build_all(root)``: both variants ("tied" with the SmolLM2-style tokenizer, "gqa" with the
+  Llama 3-style one), each as a Hugging Face folder and GGUF F32, F16 and Q8_0 files.
 """
 from __future__ import annotations
 
@@ -132,6 +134,24 @@ def make_hf_model(folder, variant: str, vocab_size: int, seed: int = 0):
                 p.copy_(torch.randn_like(p) / math.sqrt(p.shape[-1]) * (4 if "embed" in name else 1))
     model.save_pretrained(folder, max_shard_size="40KB")
     return model
+
+
+VARIANT_STYLE = {"tied": "smollm", "gqa": "llama3"}
+QTYPES = ("F32", "F16", "Q8_0")
+
+
+def build_all(root) -> dict:
+    """{variant: {"hf": folder, "model": LlamaForCausalLM, "root": root, qtype: GGUF path}}."""
+    root = Path(root)
+    out = {}
+    for variant, style in VARIANT_STYLE.items():
+        folder = make_tokenizer(root / variant, style)
+        model = make_hf_model(folder, variant, tokenizer_size(folder))
+        entry = {"hf": folder, "model": model, "root": root}
+        for q in QTYPES:
+            entry[q] = write_gguf(folder, root / f"{variant}-{q}.gguf", q)
+        out[variant] = entry
+    return out
 
 
 # ----------------------------------------------------------------------------- GGUF

@@ -1,1 +1,2 @@
-"""Llama 3 network, tokenizer, checkpoints and generation."""
+"""The Llama network, its tokenizers and chat formats, checkpoints in Meta, Hugging Face and GGUF
+formats (formats.open_checkpoint), and generation."""

@@ -156,8 +156,8 @@ def load_gguf_model(path, *, max_seq_len: int = 2048, max_batch_size: int = 32,
                                   f"metadata implies {tuple(expected[key].shape)}")
         w = _dequantize(t).reshape(shape)
         state[key] = w.to(device=device, dtype=dtype)  # no copy when already right (F32 -> float32)
-        if not reader.maps(state[key].data_ptr()):
-            reader.release(t)  # copied out: the file's pages are not needed any more
+        if not reader.file.maps(state[key].data_ptr()):
+            reader.file.release(t.offset, t.n_bytes)  # copied out: its pages are not needed any more
         del w
     if args.tie_word_embeddings and "tok_embeddings.weight" in state:
         state["output.weight"] = state["tok_embeddings.weight"]

@@ -11,7 +11,6 @@ u32 type, u64 offset); tensor data from the next multiple of ``general.alignment
 """
 from __future__ import annotations
 
-import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from utils.llama.errors import CheckpointError
+from utils.llama.mapped_file import MappedFile
 
 # GGUF metadata value types -> struct format (strings and arrays are handled apart)
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
@@ -45,13 +45,9 @@ class GGUFFile:
     def __init__(self, path):
         from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
         self.path = Path(path)
-        try:
-            with open(self.path, "rb") as f:  # copy-on-write: tensors are writable, the file never is
-                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"cannot map GGUF file {self.path}: {e}") from e
-        self._map = np.frombuffer(self._mmap, dtype=np.uint8)
-        self._buf = memoryview(self._mmap)
+        self.file = MappedFile(self.path)
+        self._map = self.file.array
+        self._buf = memoryview(self.file.mmap)
         self._pos = 0
         try:
             if bytes(self._buf[:4]) != b"GGUF":
@@ -96,20 +92,6 @@ class GGUFFile:
                 self.tensors.append(GGUFTensor(name, qtype, tuple(dims), n_bytes, begin, data))
         except (struct.error, IndexError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{self.path}: corrupt GGUF header at byte {self._pos}: {e}") from e
-
-    def maps(self, address: int) -> bool:
-        """Whether a memory address lies in the mapped file (a tensor used in place)."""
-        base = self._map.ctypes.data
-        return base <= address < base + len(self._map)
-
-    def release(self, t: GGUFTensor) -> None:
-        """Drop the resident pages of a tensor whose data was copied out (dequantized or converted),
-        so that loading holds the model plus one tensor, not the model plus the file. Never call it
-        for a tensor still in use: its pages would be read again from the file."""
-        if hasattr(mmap, "MADV_DONTNEED"):
-            page = mmap.PAGESIZE
-            start = t.offset // page * page
-            self._mmap.madvise(mmap.MADV_DONTNEED, start, t.offset + t.n_bytes - start)
 
     # ---------------------------------------------------------------- parsing
     def _unpack(self, fmt: str):

@@ -4,8 +4,9 @@ or ``chat_template.jinja``), optionally ``generation_config.json`` (stop tokens)
 
 - ``config.json`` -> ``ModelArgs``: only ``model_type == "llama"`` without attention/MLP biases,
   SiLU, RoPE either plain or of type ``llama3``; head_dim, GQA and tied embeddings as given.
-- Weights: each shard is memory-mapped and read one tensor at a time into the model built on the
-  meta device (no second full copy). Hugging Face stores the q/k rows of each head in rotate-half
+- Weights: each shard is memory-mapped (utils/llama/mapped_file.py) and read one tensor at a time
+  into the model built on the meta device (no second full copy: tensors already in the right dtype
+  on the CPU are used in place, the pages of converted ones are dropped). Hugging Face stores the q/k rows of each head in rotate-half
   order (first half of the head = first element of every rotated pair); our RoPE rotates
   interleaved pairs (Meta's layout), so those rows are permuted back on load.
 - ``tokenizer.json`` must be a byte-level BPE (see utils/llama/bpe.py); every added token is a
@@ -25,10 +26,12 @@ import torch
 from utils.llama.bpe import BPETokenizer, pattern_from_tokenizer_json
 from utils.llama.errors import CheckpointError
 from utils.llama.fingerprint import Fingerprint
+from utils.llama.mapped_file import MappedFile
 from utils.llama.model import ModelArgs, Transformer
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 _LAYER_RE = re.compile(r"model\.layers\.(\d+)\.(.+)\.weight$")
 _GLOBAL = {"model.embed_tokens.weight": "tok_embeddings.weight", "model.norm.weight": "norm.weight",
            "lm_head.weight": "output.weight"}
@@ -143,8 +146,8 @@ def interleaved_to_rotate_half(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 def load_hf_model(folder, *, max_seq_len: int = 2048, max_batch_size: int = 32, device="cpu",
                   dtype: torch.dtype = torch.float32) -> Transformer:
-    """The network of a Hugging Face folder, read tensor by tensor into ``dtype`` on ``device``."""
-    from safetensors import safe_open
+    """The network of a Hugging Face folder, read tensor by tensor into ``dtype`` on ``device``
+    (stored dtype on the CPU: used in place from the mapped file, like Meta's loader)."""
     folder = Path(folder)
     args = hf_model_args(folder, max_seq_len=max_seq_len, max_batch_size=max_batch_size)
     with torch.device("meta"):
@@ -153,23 +156,29 @@ def load_hf_model(folder, *, max_seq_len: int = 2048, max_batch_size: int = 32, 
     heads = {"attention.wq": args.n_heads, "attention.wk": args.n_kv_heads}
     state: dict[str, torch.Tensor] = {}
     for shard in shard_files(folder):
-        try:
-            f = safe_open(str(shard), framework="pt")
-        except Exception as e:
-            raise CheckpointError(f"{shard} is not a readable safetensors file: {e}") from e
-        for name in f.keys():
+        header, base = _safetensors_header(shard)
+        f = MappedFile(shard)
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
             key = state_key(name)
             if key is None or key not in expected:
                 raise CheckpointError(f"{shard}: tensor {name!r} is not part of a llama network with "
                                       f"{args.n_layers} layers (config.json): not supported")
-            t = f.get_tensor(name)
-            if tuple(t.shape) != tuple(expected[key].shape):
-                raise CheckpointError(f"{shard}: tensor {name!r} has shape {tuple(t.shape)} but "
+            if tuple(info["shape"]) != tuple(expected[key].shape):
+                raise CheckpointError(f"{shard}: tensor {name!r} has shape {tuple(info['shape'])} but "
                                       f"config.json implies {tuple(expected[key].shape)}")
+            if info["dtype"] not in _DTYPES:
+                raise CheckpointError(f"{shard}: tensor {name!r} has dtype {info['dtype']}: expected "
+                                      f"one of {', '.join(_DTYPES)}")
+            begin, end = (base + o for o in info["data_offsets"])
+            t = f.tensor(begin, end - begin, _DTYPES[info["dtype"]], info["shape"])
             n = heads.get(key.split(".", 2)[-1].rsplit(".", 1)[0])
             if n is not None:
-                t = rotate_half_to_interleaved(t, n)
-            state[key] = t.to(device=device, dtype=dtype).contiguous()
+                t = rotate_half_to_interleaved(t, n)  # a copy
+            state[key] = t.to(device=device, dtype=dtype)
+            if not f.maps(state[key].data_ptr()):
+                f.release(begin, end - begin)  # copied out: its pages are not needed any more
             del t
     if args.tie_word_embeddings:
         state.setdefault("output.weight", state.get("tok_embeddings.weight"))

@@ -1,7 +1,8 @@
 """Evaluation on one harness for every method: batched greedy generation + teacher-forced CE.
 
-Per row: greedy generation (Llama.generate, the method's hooks attached) stopped after
-complexity + 5 new tokens (CoT: --cot_max_new_tokens), the integer parsed (prompts.parse_answer,
+Per row: greedy generation (Llama.generate, the method's hooks attached) stopped at the model's stop
+tokens or after `answer_token_budget` new tokens (the paper's complexity + 5, more where the tokenizer
+needs it: one token per digit; CoT: --cot_max_new_tokens), the integer parsed (prompts.parse_answer,
 or parse_cot_answer after "Final Answer:"), exact match against the solution, and the teacher-forced
 mean token cross-entropy of the answer tokens (without <|eot_id|>, as the original's evaluation).
 
@@ -42,6 +43,17 @@ class EvaluationOptions:
 
 RESPONSE_COLUMNS = ["method", "problem_type", "seen", "question", "expected", "generated", "parsed", "correct",
                     "cross_entropy", "gate_score", "gate_open", "decoded_type", "decoded_x", "decoded_y"]
+
+
+def answer_token_budget(tokenizer, complexity: int, limit_solution_digits: bool) -> int:
+    """New tokens for a bare-integer answer: the paper's complexity + 5 (docs/METHOD.md), or the
+    tokens of the longest possible answer plus the stop token and one spare when that is more.
+    Operands have up to complexity + 1 digits, so answers have up to complexity + 2 (a sum, an or)
+    or, for unreduced products and lcms, 2 * (complexity + 1) digits. Llama 3 writes up to three
+    digits per token, SmolLM2 one."""
+    digits = complexity + 2 if limit_solution_digits else 2 * (complexity + 1)
+    longest = len(tokenizer.encode("9" * digits, bos=False, eos=False))
+    return max(complexity + 5, longest + 2)
 
 
 def _cot_continuations(tok, texts: Sequence[str]) -> list[list[int]]:

@@ -19,7 +19,8 @@ from utils.pipeline import methods, rows
 from utils.pipeline.distributed import DistInfo, barrier, init_distributed
 from utils.pipeline.errors import ConfigError, DataError
 from utils.pipeline.encoder_training import best_encoding_layer
-from utils.pipeline.evaluation import EvaluationOptions, evaluate, gate_scores, summarize
+from utils.pipeline.evaluation import (EvaluationOptions, answer_token_budget, evaluate, gate_scores,
+                                       summarize)
 from utils.pipeline.files import atomic_write_csv
 from utils.pipeline.intervention import InterventionOptions
 from utils.pipeline.maps import load_maps, model_info, save_maps
@@ -200,7 +201,7 @@ def run(cfg: FineTuneConfig) -> int:
         train_ex = build_examples(train_rows, llama.formatter, "train", **ex_kw)
         val_ex = build_examples(val_rows, llama.formatter, "val", **ex_kw)
     eval_kw = dict(batch_size=cfg.eval_batch_size, seen_types=cfg.problem_type, problem_list=problem_list, info=info)
-    short = cfg.complexity + 5  # the paper's budget for a bare-integer answer (docs/METHOD.md)
+    short = answer_token_budget(llama.tokenizer, cfg.complexity, cfg.limit_solution_digits)
 
     responses, ns_method = [], None
     for name in names:

@@ -80,7 +80,6 @@ class GatherPlan:
     dtype: torch.dtype
     params: dict
     layers: list[int]
-    tokenizer_path: Path
     splits: dict[str, pd.DataFrame]
     identity: dict
     store: HiddenStore
@@ -92,8 +91,7 @@ class GatherPlan:
 
 def plan_gather(cfg) -> GatherPlan:
     """Check every input and describe the work, without loading the model."""
-    from utils.llama.checkpoint import checkpoint_fingerprint, file_fingerprint, load_params
-    from utils.llama.tokenizer import resolve_tokenizer_path
+    from utils.llama.formats import open_checkpoint
 
     if cfg.save_frequency < 1:
         raise ConfigError(f"--save_frequency {cfg.save_frequency}: must be at least 1 row per shard")
@@ -101,17 +99,18 @@ def plan_gather(cfg) -> GatherPlan:
         raise ConfigError(f"--n_samples {cfg.n_samples}: must be >= 0 (0 = sized for the device)")
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    params = load_params(Path(cfg.chpt_dir).expanduser())
-    layers = resolve_layers(cfg, params["n_layers"])
-    tok_path = resolve_tokenizer_path(cfg.chpt_dir, cfg.tokenizer_path)
+    ckpt = open_checkpoint(cfg.chpt_dir, cfg.tokenizer_path or None)
+    args = ckpt.args()
+    params = {"dim": args.dim, "n_layers": args.n_layers}
+    layers = resolve_layers(cfg, args.n_layers)
     splits, sources = {}, {}
     for split in ("train", "val", "test"):
         splits[split], sources[split] = load_split_problems(cfg, split)
     engine = make_engine(cfg)
     seed = cfg.seed if cfg.few_shot_seed < 0 else cfg.few_shot_seed
     identity = {
-        "model_fingerprint": checkpoint_fingerprint(Path(cfg.chpt_dir).expanduser()),
-        "tokenizer_fingerprint": file_fingerprint(tok_path),
+        "model_fingerprint": ckpt.fingerprint(),
+        "tokenizer_fingerprint": ckpt.tokenizer_fingerprint(),
         "engine_fingerprint": engine.fingerprint(),
         "layers": layers, "dtype": str(dtype).replace("torch.", ""), "dim": params["dim"],
         "rows_per_shard": cfg.save_frequency, "sources": sources,
@@ -119,13 +118,14 @@ def plan_gather(cfg) -> GatherPlan:
                    "limit_solution_digits": cfg.limit_solution_digits},
     }
     identity["model"] = {"fingerprint": identity["model_fingerprint"], "dim": params["dim"],
-                         "n_layers": params["n_layers"], "ckpt_dir": str(Path(cfg.chpt_dir).expanduser().resolve())}
+                         "n_layers": params["n_layers"], "ckpt_dir": str(ckpt.path.resolve()),
+                         "format": ckpt.format}
     identity["possible_problems"] = list(cfg.possible_problems)
     store = HiddenStore(paths.store_dir(cfg))
     totals = {s: len(df) for s, df in splits.items()}
     store.open_for_writing(identity, totals, to_dict(cfg), create=False)  # checks an existing store early
     batch = cfg.n_samples or (64 if device.type == "cuda" else 16)
-    return GatherPlan(cfg, device, dtype, params, layers, tok_path, splits, identity, store, engine,
+    return GatherPlan(cfg, device, dtype, params, layers, splits, identity, store, engine,
                       batch, seed, totals)
 
 

@@ -68,8 +68,8 @@ class RunOptions:
 @dataclass
 class ModelOptions:
     """model: the Llama checkpoint and how it runs"""
-    chpt_dir: str = option("~/.llama/checkpoints/Llama3.1-8B-Instruct", "Meta-format checkpoint folder (params.json, consolidated.*.pth)")
-    tokenizer_path: str = option("", "tokenizer.model (default: <chpt_dir>/tokenizer.model, else the one in llama_models)")
+    chpt_dir: str = option("~/.llama/checkpoints/Llama3.1-8B-Instruct", "the model: a Meta folder (params.json, consolidated.*.pth), a Hugging Face folder (config.json, *.safetensors, tokenizer.json) or a .gguf file")
+    tokenizer_path: str = option("", "Meta folders only: tokenizer.model (default: <chpt_dir>/tokenizer.model, else the one in llama_models)")
     max_seq_len: int = option(2048, "longest prompt plus answer the model must hold")
     model_parallel_size: int = option(0, "model-parallel ranks per model under torchrun (default 0: the number of .pth shards)")
     dtype: str = option("", "float32, bfloat16 or float16 (default: bf16 on cuda, float32 on cpu)")
