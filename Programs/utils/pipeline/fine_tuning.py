@@ -122,12 +122,15 @@ def load_maps_for(cfg: FineTuneConfig, llama):
     if cfg.symbolic_encoding_layer not in enc.weights:
         raise DataError(f"{cfg.encoder_path}: no encoder for layer {cfg.symbolic_encoding_layer} "
                         f"(--symbolic_encoding_layer); the file has layers {enc.layers}")
+    engine.to(llama.device)
+    enc_w = enc.weights[cfg.symbolic_encoding_layer]
+    if cfg.decoder_init == "zero":  # the decoding layers need not have been gathered in stage 1
+        return engine, enc_w, {l: torch.zeros(enc_w.shape[1], enc_w.shape[0]) for l in cfg.symbolic_decoding_layers}, dec.extra
     missing = [l for l in cfg.symbolic_decoding_layers if l not in dec.weights]
     if missing:
         raise DataError(f"{cfg.decoder_path}: no decoder for layer(s) {missing} (--symbolic_decoding_layers); "
-                        f"the file has layers {dec.layers}")
-    engine.to(llama.device)
-    return engine, enc.weights[cfg.symbolic_encoding_layer], {l: dec.weights[l] for l in cfg.symbolic_decoding_layers}, dec.extra
+                        f"the file has layers {dec.layers} (--decoder_init zero starts without them)")
+    return engine, enc_w, {l: dec.weights[l] for l in cfg.symbolic_decoding_layers}, dec.extra
 
 
 def resolve_encoding_layer(cfg: FineTuneConfig, llama) -> None:
