@@ -26,11 +26,13 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Programs"))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from card import matmul_peak  # noqa: E402
 from utils.pipeline import methods  # noqa: E402
 from utils.pipeline.evaluation import evaluate  # noqa: E402
 from utils.pipeline.intervention import InterventionOptions  # noqa: E402
@@ -160,20 +162,6 @@ def bench_8b_step() -> None:
     print(f"8B-shaped batch-8 training step on {torch.cuda.get_device_name()}: {step * 1000:.0f} ms/step, "
           f"~{flops / step / 1e12:.0f} TFLOP/s of useful work = {flops / step / peak:.0%} of the measured "
           f"bf16 matmul peak ({peak / 1e12:.0f} TFLOP/s, 8192^3)")
-
-
-def matmul_peak(n: int = 8192, repeats: int = 10) -> float:
-    """FLOP/s of a large bf16 matrix product on this GPU (the practical peak)."""
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    torch.cuda.synchronize()
-    return 2 * n ** 3 * repeats / (time.perf_counter() - t0)
 
 
 def main(argv=None) -> int:

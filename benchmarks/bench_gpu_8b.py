@@ -6,8 +6,9 @@ Usage: python benchmarks/bench_gpu_8b.py            (needs CUDA; otherwise print
 Measures, with torch.inference_mode and CUDA synchronisation around each timed region:
 - prefill tokens/s, batch 64 x 96 tokens, logits of the last position only (as generation does),
   and with all logits;
-- decode tokens/s (one token per row per step under the KV cache) at batch 1 and 64;
-- Llama.generate end to end (64 prompts of 96 tokens, 32 new tokens, greedy);
+- decode tokens/s (one token per row per step under the KV cache) at batch 1 and 64, eager (the
+  model's forward per step) and as CUDA-graph replays of the static step (static_decode.py);
+- Llama.generate end to end (64 prompts of 96 tokens, 32 new tokens, greedy), eager and graph;
 - peak GPU memory.
 """
 import argparse
@@ -17,34 +18,17 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "Programs"))
 
 import torch  # noqa: E402
 
-from utils.llama.model import ModelArgs, Transformer  # noqa: E402
+from card import LLAMA_31_8B, matmul_peak, memory_bandwidth, random_model, sync, timed  # noqa: E402
+from utils.llama.model import ModelArgs  # noqa: E402
+from utils.llama.static_decode import StaticDecoder, static_cache_len  # noqa: E402
 
-LLAMA_31_8B = dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, vocab_size=128256,
-                   ffn_dim_multiplier=1.3, multiple_of=1024, norm_eps=1e-5, rope_theta=500000.0,
-                   use_scaled_rope=True)
 SMOKE = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=128256, multiple_of=32,
              norm_eps=1e-5, rope_theta=500000.0, use_scaled_rope=True)
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device, repeats):
-    fn()  # warm-up
-    sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 @torch.inference_mode()
@@ -66,12 +50,7 @@ def main() -> int:
     B, S, new = 64, 96, opt.decode_steps
     args = ModelArgs.from_params(params, max_seq_len=S + new, max_batch_size=B)
     t0 = time.perf_counter()
-    torch.manual_seed(0)
-    prev = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    with torch.device(device):
-        model = Transformer(args).eval()  # default (kaiming/normal) init, on the device directly
-    torch.set_default_dtype(prev)
+    model = random_model(params, device, dtype, max_seq_len=S + new, max_batch_size=B)
     sync(device)
     n_params = sum(p.numel() for p in model.parameters())
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -88,31 +67,36 @@ def main() -> int:
     t = timed(lambda: model(tokens), device, opt.repeats)
     rows.append((f"prefill {B}x{S}, all logits", B * S / t, t))
 
-    for b in (1, B):
-        def decode(b=b):
-            with model.kv_cache(b, S + new):
+    cuda = device.type == "cuda"
+    for b, static in [(1, False), (1, True), (B, False), (B, True)]:
+        def decode(b=b, static=static):
+            with model.kv_cache(b, static_cache_len(S + new) if static else S + new):
                 logits = model(tokens[:b], output_positions=last)
+                pad = torch.zeros(b, dtype=torch.long, device=device)
+                step = StaticDecoder(model, pad, S + new, capture=cuda) if static else None
                 sync(device)
                 t = time.perf_counter()
                 nxt = logits[:, -1].argmax(-1)
                 for i in range(new):
-                    nxt = model(nxt[:, None], S + i)[:, -1].argmax(-1)
+                    nxt = (step(nxt, S + i) if static else model(nxt[:, None], S + i)[:, -1]).argmax(-1)
                 sync(device)
                 return time.perf_counter() - t
         decode()  # warm-up
         t = min(decode() for _ in range(opt.repeats))
-        rows.append((f"decode batch {b} ({new} steps after a {S}-token prefill)", b * new / t, t))
+        how = ("CUDA graphs" if cuda else "static, uncaptured") if static else "eager"
+        rows.append((f"decode batch {b}, {how} ({new} steps after {S} tokens)", b * new / t, t))
 
     from utils.llama.generation import Llama
     from utils.llama.tokenizer import Tokenizer, default_tokenizer_path
     llama = Llama(model, Tokenizer(default_tokenizer_path()), args, device)
     prompts = tokens.tolist()
-    t = timed(lambda: llama.generate(prompts, max_gen_len=32, stop_tokens=[]), device, 1)
-    rows.append((f"Llama.generate {B} prompts x {S}, 32 new tokens", B * 32 / t, t))
+    for mode in ("eager", "graph" if cuda else "static"):
+        t = timed(lambda: llama.generate(prompts, max_gen_len=32, stop_tokens=[], decode=mode), device, 1)
+        rows.append((f"Llama.generate {B} prompts x {S}, 32 new tokens, {mode}", B * 32 / t, t))
 
-    print(f"{'':<52} {'tokens/s':>12} {'seconds':>9}")
+    print(f"{'':<60} {'tokens/s':>12} {'seconds':>9}")
     for label, tps, sec in rows:
-        print(f"{label:<52} {tps:>12,.0f} {sec:>9.4f}")
+        print(f"{label:<60} {tps:>12,.0f} {sec:>9.4f}")
     if device.type == "cuda":
         print(f"peak GPU memory allocated: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
         card_limits(model, device)
@@ -123,11 +107,7 @@ def card_limits(model, device) -> None:
     """The card's limits for this model, measured here: prefill is bounded by the bf16 matmul peak
     (2 FLOPs per weight and token), batch-1 decoding by memory bandwidth (every weight read once per
     token)."""
-    n = 8192
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    peak = 2 * n ** 3 / timed(lambda: a @ a, device, 10)
-    big = torch.empty(2 ** 30, dtype=torch.uint8, device=device)
-    bandwidth = 2 * big.numel() / timed(lambda: big.clone(), device, 10)  # bytes read + written
+    peak, bandwidth = matmul_peak(device), memory_bandwidth(device)
     n_weights = sum(p.numel() for name, p in model.named_parameters() if "tok_embeddings" not in name)
     bytes_ = sum(p.numel() * p.element_size() for name, p in model.named_parameters() if "tok_embeddings" not in name)
     print(f"card limits (measured): bf16 matmul {peak / 1e12:.0f} TFLOP/s -> prefill <= "

@@ -26,7 +26,7 @@ def make_cfg(root, *extra):
         "--training_epochs", "3", "--decoding_epochs", "3", "--batch_size", "128", *extra])
 
 
-def write_synthetic_store(cfg):
+def write_synthetic_store(cfg, train_types=("gcd", "modulo", "bitwise_or"), test_extra=("addition",)):
     """Hidden state of layer l = S @ A_l (A_l [V, D] random): a linear encoder can recover S exactly."""
     from utils.symbolic.problems import generate_problems
 
@@ -40,7 +40,7 @@ def write_synthetic_store(cfg):
                 "prompt": {}, "model": {"fingerprint": "synthetic", "dim": D, "n_layers": 5}}
     manifest = store.open_for_writing(identity, dict(ROWS), to_dict(cfg))
     for i, (split, n) in enumerate(ROWS.items()):
-        types = ["gcd", "modulo", "bitwise_or"] + (["addition"] if split == "test" else [])
+        types = list(train_types) + (list(test_extra) if split == "test" else [])
         df = generate_problems(n, types, complexity=1, seed=i)  # operands < 100: 2 digits
         x, y = torch.tensor(df.x.values), torch.tensor(df.y.values)
         t = engine.type_ids(list(df.problem_type))
@@ -88,6 +88,27 @@ def test_synthetic_exact_decoding_and_files(tmp_path):
         run_training(make_cfg(str(tmp_path), "--complexity", "1", "--vsa_seed", "7"))
     with pytest.raises(DataError, match="same data options"):
         run_training(make_cfg(str(tmp_path), "--complexity", "1", "--train_data_rounds", "500"))
+
+
+def test_seen_types_come_from_the_training_split(tmp_path):
+    """Maps trained on data holding addition (as the public 10,000-row CSV) label addition seen, in
+    stage 2's table and in stage 3, whatever --problem_type says; the map file stores the types."""
+    from utils.pipeline.fine_tuning import FineTuneConfig, Maps, seen_types
+
+    cfg = make_cfg(str(tmp_path), "--complexity", "1", "--training_epochs", "0", "--decoding_epochs", "0")
+    write_synthetic_store(cfg, train_types=("addition", "gcd"), test_extra=("division",))
+    out = run_training(cfg)
+    table = pd.read_csv(tmp_path / "results" / "syn" / "encoding_accuracy.csv")
+    assert set(zip(table.split, table.seen)) == {("train", "seen"), ("val", "seen"), ("test", "seen"),
+                                                 ("test", "unseen")}
+    # (before, addition counted as unseen because --problem_type leaves it out: ("train", "unseen") rows)
+    enc = load_maps(out["encoders"], "encoder")
+    assert enc.extra["trained_types"] == ["addition", "gcd"]
+    stage3 = FineTuneConfig(encoder_path=str(out["encoders"]), problem_type=["gcd", "modulo"])
+    maps = Maps(None, None, {}, enc.extra, {})
+    assert seen_types(stage3, maps, None, 3) == (["addition", "gcd"],
+                                                 f"the types the maps were trained on ({out['encoders']})")
+    assert seen_types(stage3, None, None, 3) == (["gcd", "modulo"], "--problem_type")
 
 
 def test_random_init_learns_and_schedule_applies():

@@ -1,7 +1,9 @@
 """Stage 3 on the tiny random checkpoint: one training step, the LR schedule, the entry script end to end."""
+import json
 import math
 
 import numpy as np
+import yaml
 
 import pandas as pd
 import pytest
@@ -132,8 +134,14 @@ def test_end_to_end(tiny_ckpt, tmp_path, capsys):
     assert len(resp) == 2 * len(pd.read_csv(csv["test"]))
     ns = resp[resp["method"] == "neurosymbolic"]
     assert ns["gate_open"].all() and ns["decoded_type"].notna().all()
-    for f in ("results.md", "results.png", "metrics.jsonl", "config.yaml", "gate_scores.csv", "gate_scores.png"):
+    for f in ("results.md", "results.png", "metrics.jsonl", "config_fine_tune.yaml", "gate_scores.csv", "gate_scores.png",
+              "fingerprints.json", "training_state.pt"):
         assert (out / f).is_file(), f
+    used = yaml.safe_load((out / "config_fine_tune.yaml").read_text())  # the engine of the map files, not the options'
+    assert (used["VSA_dim"], used["max_digits"], used["vsa_seed"]) == (VSA, 4, 4) != (2048, 10, 4)
+    prints = json.loads((out / "fingerprints.json").read_text())
+    assert prints["codebook"] == engine.fingerprint() and prints["n_test_rows"] == 6
+    assert prints["seen_types"] == ["gcd", "modulo"] and "training_data_df_path" in prints["seen_from"]
     tuned = load_maps(tmp_path / "decoders_run_post_fine_tuning_R.pth", "decoder", engine=engine)
     assert not torch.equal(tuned.weights[LAYER], load_maps(dec, "decoder").weights[LAYER])
     assert "mean, 2 seen types" in capsys.readouterr().out
@@ -228,3 +236,31 @@ def test_data_parallel_evaluation_equals_one_process(llama, tiny_ckpt, tmp_path)
     train(llama, method, examples(llama, engine), FineTuneOptions(n_samples=8), from_csv=True, seed=0)
     torch.testing.assert_close(torch.load(tmp_path / "dp_decoder.pt"), method.intervention.decoders["2"].weight.detach(),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_varied_phrasings_and_numbers_in_words(llama):
+    """--modify_question_format asks each test row in a drawn phrasing (deterministic, naming x and y);
+    --test_with_non_numerical_rep writes the question's numbers, the examples' answers and the
+    expected answer in words."""
+    from utils.pipeline.training import build_examples
+    from utils.symbolic.problems import number_words
+
+    rows = generate_problems(12, ["gcd", "multiplication"], seed=0)
+    kw = dict(seed=0, complexity=2, limit_solution_digits=True, problem_list=SymbolicEngine(64, 4).possible_problems)
+    canon = build_examples(rows, llama.formatter, "test", **kw)
+    varied = build_examples(rows, llama.formatter, "test", vary_format=True, **kw)
+    assert canon.rows["question"].tolist() == rows["question"].tolist()
+    assert varied.rows["question"].tolist() == build_examples(rows, llama.formatter, "test", vary_format=True,
+                                                              **kw).rows["question"].tolist()
+    changed = varied.rows["question"] != rows["question"]
+    assert changed.sum() >= 8 and varied.answers == canon.answers
+    for r in varied.rows.itertuples():
+        assert str(r.x) in r.question and str(r.y) in r.question
+        assert ("mod 1000" in r.question) == (r.problem_type == "multiplication")
+    words = build_examples(rows, llama.formatter, "test", words=True, **kw)
+    tok = llama.tokenizer
+    for i, r in enumerate(words.rows.itertuples()):
+        assert number_words(r.x) in r.question and str(r.x) not in r.question
+        assert words.answers[i] == tok.encode(number_words(r.solution), bos=False, eos=False)
+    prompt = tok.decode(words.prompts[0])
+    assert "written in words" in prompt and not any(ch.isdigit() for ch in prompt.split("user<|end_header_id|>")[1])

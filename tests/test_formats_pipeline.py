@@ -78,8 +78,8 @@ def test_answers_of_one_token_per_digit(tiny_formats):
     for b, a in enumerate(ex.answers):  # the target span is the digits then the end of the turn
         assert targets[b, :len(a) + 1].tolist() == a + [tok.eot_id]
         assert tokens[b, P:P + len(a)].tolist() == a
-    # 4-digit answers (complexity 2) fit the paper's 7 tokens; 8-digit unreduced products need 10
-    assert answer_token_budget(tok, 2, True) == 7
+    # 4-digit answers (complexity 2) fit the paper's 8 tokens; 8-digit unreduced products need 10
+    assert answer_token_budget(tok, 2, True) == 8
     assert answer_token_budget(tok, 3, False) == 8 + 2
     llama3 = build_llama(FineTuneConfig(chpt_dir=str(tiny_formats["gqa"]["hf"]), max_seq_len=512),
                          max_batch_size=8, device="cpu")

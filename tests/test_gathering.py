@@ -173,3 +173,43 @@ def test_data_parallel_gather_equals_single_process(tiny_ckpt, tmp_path):
         a, b = dp.load_split(split), sp.load_split(split)
         for name in ("hidden", "targets", "row", "type_id", "x", "y"):
             assert torch.equal(getattr(a, name), getattr(b, name)), (split, name)
+
+
+def test_failed_model_load_leaves_no_manifest_behind(tiny_ckpt, tmp_path):
+    """A first attempt whose checkpoint does not load (a tensor missing: its fingerprint can be taken,
+    the strict load fails) writes no manifest, so the rerun with the repaired checkpoint is not
+    refused as "different model_fingerprint"."""
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_ckpt, ckpt)
+    shard = ckpt / "consolidated.00.pth"
+    good = shard.read_bytes()
+    state = torch.load(shard, weights_only=True)
+    del state["norm.weight"]
+    torch.save(state, shard)
+    with pytest.raises(CheckpointError, match="norm.weight"):
+        run_gather(cfg_of(*args(ckpt, tmp_path, rows=(4, 2, 2))))
+    store = tmp_path / "gathered_data_t"
+    assert not (store / "manifest.json").exists() and not list(store.rglob("shard_*.pt"))
+    shard.write_bytes(good)
+    run_gather(cfg_of(*args(ckpt, tmp_path, rows=(4, 2, 2))))
+    assert HiddenStore(store).read_manifest()["complete"]
+
+
+def test_params_json_rewritten_keeps_the_fingerprint(tiny_ckpt, tmp_path):
+    """The model fingerprint follows what params.json says, not its bytes: re-serialising it (other
+    key order and spacing) keeps gathered data and maps valid."""
+    import json
+    import shutil
+
+    from utils.llama.checkpoint import checkpoint_fingerprint
+
+    ckpt = shutil.copytree(tiny_ckpt, tmp_path / "ckpt")
+    before = checkpoint_fingerprint(ckpt)
+    params = json.loads((ckpt / "params.json").read_text())
+    (ckpt / "params.json").write_text(json.dumps(dict(reversed(list(params.items()))), indent=4) + "\n")
+    assert checkpoint_fingerprint(ckpt) == before
+    params["norm_eps"] = 1e-6  # what the parameters mean changed: another fingerprint
+    (ckpt / "params.json").write_text(json.dumps(params))
+    assert checkpoint_fingerprint(ckpt) != before

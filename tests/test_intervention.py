@@ -155,10 +155,53 @@ def test_rms_layer_alias_and_adapter_mode(model, engine):
 
 
 def test_layer_errors(engine):
-    with pytest.raises(ConfigError):
+    """Each layer error names the option to change."""
+    with pytest.raises(ConfigError, match=r"--symbolic_decoding_layers \[2\] must not precede --symbolic_encoding_layer 3"):
         InterventionOptions(symbolic_encoding_layer=3, symbolic_decoding_layers=[2]).validate_layers(4)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"--symbolic_decoding_layers \[7\]: this model has residual layers 0..4"):
         InterventionOptions(symbolic_encoding_layer=2, symbolic_decoding_layers=[7]).validate_layers(4)
+    with pytest.raises(ConfigError, match=r"--symbolic_encoding_layer 17: this model has residual layers 0..4"):
+        InterventionOptions(symbolic_encoding_layer=17, symbolic_decoding_layers=[17]).validate_layers(4)
     with pytest.raises(DataError, match="decoding layer"):
         SymbolicIntervention(engine, torch.zeros(VSA, DIM), {1: torch.zeros(DIM, VSA)},
                              InterventionOptions(symbolic_encoding_layer=2, symbolic_decoding_layers=[2]))
+
+
+@torch.no_grad()
+def test_encode_counter_adds_x_to_the_power_t_after_the_prompt(model, engine):
+    """With --encode_counter the answer vector written t tokens after P-1 is a + x^t (nothing at t = 0),
+    in a teacher-forced forward and step by step in generation alike."""
+    tok, pad = batch()
+    P = 6
+    plain = make_iv(engine, multi_token_intervention=True)
+    counted = make_iv(engine, multi_token_intervention=True, encode_counter=True)
+    pending = {}
+    for name, iv in (("plain", plain), ("counted", counted)):
+        with iv.attached(model), iv.prompt_length(P):
+            model(tok, pad_lengths=pad)
+        lo, hi, a, _ = iv._pending  # written chunk positions P-1 .. S-1
+        assert (lo, hi) == (P - 1, tok.shape[1])
+        pending[name] = a  # [B,K,V]
+    x = engine.roles["x"]
+    powers = torch.stack([torch.zeros_like(x)] + [_power(x, t) for t in range(1, hi - lo)])  # [K,V]
+    torch.testing.assert_close(pending["counted"] - pending["plain"], powers[None].expand_as(pending["plain"]),
+                               rtol=1e-5, atol=1e-5)
+    # generation: the single-token step at position P-1+t adds x^t as well
+    with counted.attached(model), model.kv_cache(tok.shape[0], tok.shape[1]):
+        model(tok[:, :P], 0, pad_lengths=pad)
+        for pos in range(P, P + 2):
+            model(tok[:, pos:pos + 1], pos, pad_lengths=pad)
+            step_a = counted._pending[2][:, 0]  # [B,V]
+            torch.testing.assert_close(step_a - pending["plain"][:, 0], _power(x, pos - P + 1)[None].expand_as(step_a),
+                                       rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="--encode_counter 1 needs --multi_token_intervention 1"):
+        InterventionOptions(encode_counter=True).validate_intervention()
+
+
+def _power(x, t):
+    """x bound with itself t times, by repeated circular convolution (independent of vsa.power's FFT)."""
+    out = torch.zeros_like(x)
+    out[0] = 1
+    for _ in range(t):
+        out = torch.stack([(out * torch.roll(x.flip(0), k + 1)).sum() for k in range(len(x))])
+    return out

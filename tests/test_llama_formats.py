@@ -5,6 +5,7 @@ RoPE, SmolLM2-style tokenizer and ChatML) and "gqa" (Llama 3 RoPE scaling, GQA, 
 Llama 3-style tokenizer and chat format), each saved with save_pretrained in shards and written as
 GGUF F32, F16 and Q8_0 with gguf's writer.
 """
+import copy
 import importlib.util
 import json
 import random
@@ -63,8 +64,7 @@ def test_bf16_safetensors_in_place_or_converted(tiny, tmp_path):
     from transformers import AutoModelForCausalLM
     t = tiny["gqa"]
     folder = tmp_path / "bf16"
-    t["model"].to(torch.bfloat16).save_pretrained(folder, max_shard_size="40KB")
-    t["model"].float()
+    copy.deepcopy(t["model"]).to(torch.bfloat16).save_pretrained(folder, max_shard_size="40KB")
     ckpt = open_checkpoint(folder)
     x = _tokens(ckpt.args().vocab_size, seed=3)
     ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
@@ -183,6 +183,16 @@ def test_unsupported_gguf_is_refused_by_name(tmp_path):
     w.close()
     with pytest.raises(CheckpointError, match=r"architecture 'qwen2' is not supported: only 'llama'"):
         Llama.build(path, device="cpu")
+
+
+def test_truncated_gguf_is_an_error(tiny, tmp_path):
+    raw = tiny["tied"]["Q8_0"].read_bytes()
+    for cut, message in ((len(raw) - 100, r"runs past the end of the file"),
+                         (200, r"corrupt GGUF header at byte \d+")):
+        path = tmp_path / f"cut{cut}.gguf"
+        path.write_bytes(raw[:cut])
+        with pytest.raises(CheckpointError, match=message):
+            Llama.build(path, device="cpu")
 
 
 def test_unknown_pre_tokenizer_is_an_error(tiny, tmp_path):

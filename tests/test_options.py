@@ -93,4 +93,38 @@ def test_help_has_a_section_per_group_and_each_default_once(capsys):
     assert "--training_epochs" not in build_parser(GatherConfig).format_help()
     capsys.readouterr()
     cfg = parse_config(FineTuneConfig, ["--vsa_seed", "9"])  # an old command line still parses
-    assert cfg.vsa_seed == 9 and "--vsa_seed has no effect" in capsys.readouterr().err
+    assert cfg.vsa_seed == 9 and "--vsa_seed has no effect here: stage 3 takes the VSA engine" in capsys.readouterr().err
+
+
+def test_the_original_options_exist_and_are_documented():
+    """--modify_question_format, --encode_counter and --test_with_non_numerical_rep were "unrecognized
+    arguments"; they parse, --help explains them, and the counter requires multi-token writing."""
+    from utils.pipeline.fine_tuning import FineTuneConfig
+    from utils.pipeline.options import build_parser
+
+    cfg = parse_config(FineTuneConfig, ["--modify_question_format", "1", "--encode_counter", "1",
+                                        "--multi_token_intervention", "1", "--test_with_non_numerical_rep", "1"])
+    assert cfg.modify_question_format and cfg.encode_counter and cfg.test_with_non_numerical_rep
+    text = " ".join(build_parser(FineTuneConfig).format_help().split())
+    assert "--modify_question_format BOOL ask each test question in a phrasing drawn at random" in text
+    assert "--encode_counter BOOL with --multi_token_intervention: add the counter x^t" in text
+    assert "--test_with_non_numerical_rep BOOL write the numbers of each test question" in text
+    with pytest.raises(ConfigError, match="--encode_counter 1 needs --multi_token_intervention 1"):
+        parse_config(FineTuneConfig, ["--encode_counter", "1"])
+
+
+def test_paper_preset_evaluates_every_test_row(tmp_path):
+    """The paper evaluated the whole test CSV; paper.yaml capped it at 200 questions per type."""
+    from pathlib import Path
+
+    from utils.pipeline.fine_tuning import FineTuneConfig, load_rows
+    from utils.symbolic.problems import generate_problems
+
+    test = generate_problems(500, ["gcd"], seed=1)  # more than 200 rows of one type
+    test.to_csv(tmp_path / "test.csv", index=False)
+    preset = Path(__file__).resolve().parents[1] / "Programs" / "configs" / "paper.yaml"
+    cfg = parse_config(FineTuneConfig, ["--config", str(preset), "--testing_data_df_path", str(tmp_path / "test.csv")])
+    rows, from_csv = load_rows(cfg, "test")
+    assert from_csv and len(rows) == 500 and rows["x"].tolist() == test["x"].tolist()
+    random_rows, _ = load_rows(parse_config(FineTuneConfig, ["--config", str(preset), "--testing_problems", "gcd"]), "test")
+    assert len(random_rows) == 200  # without a CSV: testing_num_steps x testing_n_samples per type

@@ -102,7 +102,7 @@ def test_bad_csv_messages(tmp_path, text, needles):
 
 
 def test_bad_csv_first_row_and_count(tmp_path):
-    text = GOOD + "gcd,12,8,q,5\n" + "addition,1,1,q,2\n" + "power,1,1,q,2\n"
+    text = GOOD + "gcd,12,8,q,5\n" + "addition,1,1,What is 1 plus 1?,2\n" + "power,1,1,q,2\n"
     with pytest.raises(DataError, match=r"line 4 .*solution 5 disagrees.*\(1 more bad rows\)"):
         P.load_problems_csv(_write(tmp_path, text), max_digits=5)
 
@@ -124,3 +124,40 @@ def test_load_10000_rows_fast(tmp_path):
     back = P.load_problems_csv(path, max_digits=5)
     assert time.perf_counter() - t0 < 1.0
     assert len(back) == 10_000
+
+
+@pytest.mark.parametrize("row,needle", [
+    ("gcd,12,8,What is the GCD of 12 and 9?,4", "does not contain y = 8"),
+    ("gcd,12,8,What is the GCD of 112 and 8?,4", "does not contain x = 12"),
+    ("addition,5,3,What is 3 plus 3?,8", "does not contain x = 5"),
+])
+def test_question_must_name_its_operands(tmp_path, row, needle):
+    """A question whose text does not ask about the row's x and y is an error naming the row."""
+    with pytest.raises(DataError, match=r"bad.csv: line 4 \(data row 3; .*field 'question'.*" + needle):
+        P.load_problems_csv(_write(tmp_path, GOOD + row + "\n"), max_digits=5)
+    ok = GOOD + "gcd,12,8,\"gcd(012, 8)?\",4\n"  # leading zeros and other phrasings are fine
+    assert len(P.load_problems_csv(_write(tmp_path, ok, "ok.csv"), max_digits=5)) == 3
+
+
+def test_number_words_and_question_variants():
+    from utils.symbolic.prompts import parse_number_words
+
+    assert P.number_words(0) == "zero" and P.number_words(15) == "fifteen"
+    assert P.number_words(515) == "five hundred fifteen" and P.number_words(40) == "forty"
+    assert P.number_words(1234) == "one thousand two hundred thirty-four"
+    assert P.number_words(2_000_017) == "two million seventeen"
+    for n in list(range(0, 2100)) + [10 ** 6, 987_654_321_012]:  # the parser is the exact inverse
+        assert parse_number_words(P.number_words(n)) == n
+    assert parse_number_words("Nine hundred and ninety-nine.") == 999
+    assert parse_number_words("twelve apples") is None and parse_number_words("") is None
+    assert parse_number_words("twenty twenty") is None and parse_number_words("hundred") is None
+    sizes = {t: len(v) for t, v in P.QUESTION_VARIANTS.items()}
+    assert sizes == {"addition": 10, "multiplication": 13, "division": 7, "modulo": 7, "gcd": 6, "lcm": 5,
+                     "square_mod": 5, "bitwise_and": 6, "bitwise_or": 6, "bitwise_xor": 6}
+    for t, pool in P.QUESTION_VARIANTS.items():
+        texts = [P.question_text(t, 515, 424, variant=k) for k in range(len(pool))]
+        assert len(set(texts)) == len(pool)
+        assert all("515" in q and "424" in q for q in texts)
+        if t in ("multiplication", "lcm"):  # every phrasing states the reduction
+            assert all(q.count("mod 1000") == 1 for q in texts)
+    assert P.question_text("lcm", 12, 8, words=True) == "What is the LCM of twelve and eight mod one thousand?"

@@ -27,7 +27,10 @@ def test_cot_and_non_math_dialogs():
     assert msgs[0]["role"] == "system" and "Final Answer:" in msgs[0]["content"]
     assert msgs[1]["content"].endswith("What is 1 plus 2?") and len(msgs[1]["content"]) > 20
     qs = prompts.non_math_questions()
-    assert len(qs) >= 30 and len({t for t, _ in qs}) >= 6 and len(set(qs)) == len(qs)
+    topics = [t for t, _ in qs]
+    assert len(set(qs)) == len(qs) == 35 and len(set(topics)) == 7  # the paper's 7 topics x 5 questions
+    assert {"philosophy", "ethics", "history", "psychology", "science fiction", "technology"} < set(topics)
+    assert all(topics.count(t) == 5 for t in set(topics))
     nm = prompts.non_math_dialog(qs[0][1])
     assert [m["role"] for m in nm] == ["system", "user"] and nm[1]["content"].endswith(qs[0][1])
 

@@ -33,6 +33,20 @@ def test_headline_ratio_reproduces_the_paper():
     assert r["times_more_solved_vs_baseline"] == pytest.approx(25.5, abs=0.1)
 
 
+def test_types_both_methods_fail_count_one_question_each():
+    """Identical methods give exactly 1.0, also where both solve nothing (it was 0 for such a type)."""
+    df = paper_results()
+    df.loc[df["problem_type"].isin(["lcm", "square_mod"]), "accuracy"] = 0.0  # nobody solves these
+    same = df[df["method"] == "neurosymbolic"].assign(method="cot")
+    r = headline_ratios(pd.concat([df[df["method"] == "neurosymbolic"], same], ignore_index=True))
+    assert r["times_more_solved_vs_cot"] == 1.0
+    # NS solved nothing, CoT one of 200: 0; both nothing: 1 (not 0); CoT nothing, NS all: 200
+    t = pd.DataFrame([{"method": m, "problem_type": t, "seen": True, "n": 200, "accuracy": a, "cross_entropy": 1.0}
+                      for t, (ns, cot) in {"gcd": (0.0, 0.005), "lcm": (0.0, 0.0), "modulo": (1.0, 0.0)}.items()
+                      for m, a in (("neurosymbolic", ns), ("cot", cot))])
+    assert headline_ratios(t)["times_more_solved_vs_cot"] == pytest.approx((0 + 1 + 200) / 3)
+
+
 def test_zero_accuracy_and_zero_ce_are_guarded():
     df = paper_results()
     df.loc[(df["method"] == "cot") & (df["problem_type"] == "gcd"), ["accuracy", "cross_entropy"]] = 0.0
@@ -60,14 +74,22 @@ def test_summary_and_files(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
 
 
+PRINTS = {"test_rows": "a1b2", "n_test_rows": 2000, "model": "m0", "codebook": "c0",
+          "test_questions": {"modify_question_format": False, "test_with_non_numerical_rep": False},
+          "seen_types": sorted(PAPER), "seen_from": "maps"}
+
+
 def test_compare_runs(tmp_path):
-    from utils.pipeline.results import compare_runs
+    from utils.pipeline.results import compare_runs, write_fingerprints
 
     df = paper_results()
     a, b = tmp_path / "results" / "R1", tmp_path / "results" / "R2"
     write_results(a, df[df["method"].isin(["neurosymbolic", "baseline"])])
     write_results(b, df[df["method"].isin(["cot", "adapter", "baseline"])])
-    written, notes = compare_runs(["R1", str(b / "results.csv")], str(tmp_path / "cmp"), str(tmp_path))
+    write_fingerprints(a, PRINTS)
+    write_fingerprints(b, {**PRINTS, "codebook": None})  # CoT/adapter-fresh runs use no codebook
+    written, notes, warnings = compare_runs(["R1", str(b / "results.csv")], str(tmp_path / "cmp"), str(tmp_path))
+    assert warnings == []
     merged = pd.read_csv(tmp_path / "cmp" / "results.csv")
     assert len(merged) == 4 * 10 and written["csv"] == tmp_path / "cmp" / "results.csv"
     out = written["md"].read_text()
@@ -82,3 +104,28 @@ def test_runaway_digit_strings_parse_as_missing_not_a_crash():
 
     col = parsed_column([parse_answer("42"), parse_answer("9" * 40), parse_answer("no"), parse_answer("-7")])
     assert col.tolist() == [42, pd.NA, pd.NA, -7]
+
+
+def test_compare_runs_refuses_runs_made_on_other_rows(tmp_path):
+    from utils.pipeline.errors import DataError
+    from utils.pipeline.results import compare_runs, write_fingerprints
+
+    df = paper_results()
+    a, b, c = (tmp_path / "results" / r for r in ("A", "B", "C"))
+    write_results(a, df[df["method"] == "neurosymbolic"])
+    write_results(b, df[df["method"] == "cot"])
+    write_results(c, df[df["method"] == "adapter"])
+    write_fingerprints(a, PRINTS)
+    write_fingerprints(b, {**PRINTS, "test_rows": "ffff", "n_test_rows": 150, "codebook": None})
+    with pytest.raises(DataError, match=r"different test rows \(A: a1b2 \(2000 rows\), B: ffff \(150 rows\)\)"):
+        compare_runs(["A", "B"], str(tmp_path / "cmp"), str(tmp_path))
+    assert not (tmp_path / "cmp").exists()
+    _, _, warnings = compare_runs(["A", "B"], str(tmp_path / "cmp"), str(tmp_path), allow_mismatch=True)
+    assert warnings == ["merged despite different test rows (A: a1b2 (2000 rows), B: ffff (150 rows))"]
+    assert (tmp_path / "cmp" / "results.csv").is_file() and not (tmp_path / "cmp" / "fingerprints.json").exists()
+    write_fingerprints(c, {**PRINTS, "model": "m1", "codebook": "c1"})
+    with pytest.raises(DataError, match="different model .*different VSA codebook"):
+        compare_runs(["A", "C"], str(tmp_path / "cmp2"), str(tmp_path))
+    (c / "fingerprints.json").unlink()
+    with pytest.raises(DataError, match="C: no fingerprints.json"):
+        compare_runs(["A", "C"], str(tmp_path / "cmp2"), str(tmp_path))

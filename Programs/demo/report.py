@@ -1,7 +1,7 @@
 """Measuring the demo model: plain accuracy per problem type, linear read-outs of the problem per
 layer, and the problem-type scores of math and non-math prompts (``make_tiny_llama.py --report N``).
 
-The recipe itself is in ``demo_pretraining.py``; this module only looks at a built checkpoint.
+The recipe itself is in ``pretraining.py``; this module only looks at a built checkpoint.
 """
 from __future__ import annotations
 

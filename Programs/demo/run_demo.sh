@@ -6,6 +6,8 @@
 #   adapter and chain-of-thought baselines on the same rows -> compare_runs (the paper's table).
 #
 # Everything but the model is recomputed on every call; results go to Programs/results/demo/.
+# LOG_WANDB=1 (with WANDB_MODE=offline or online; the Makefile disables wandb otherwise) also logs
+# every run to wandb, all in the group "demo".
 # Stage-3 runs are independent of each other, so they run two at a time (one per core, one thread
 # each); the log of the one in the background is in Programs/results/demo_logs/.
 set -euo pipefail
@@ -44,7 +46,7 @@ step "Demo CSV splits" $PY Programs/demo/make_demo_data.py --out "$DATA"
 
 CSVS=(--training_data_df_path "$DATA/train.csv" --val_data_df_path "$DATA/val.csv"
       --testing_data_df_path "$DATA/test.csv")
-COMMON=(--config "$CFG" --chpt_dir "$MODEL" "${CSVS[@]}")
+COMMON=(--config "$CFG" --chpt_dir "$MODEL" "${CSVS[@]}" --log_wandb "${LOG_WANDB:-0}" --wandb_group demo)
 MAPS=(--encoder_path Programs/models/encoders_demo.pth --decoder_path Programs/models/decoders_demo.pth)
 
 step "Stage 1: gather hidden states" \
@@ -68,6 +70,7 @@ step "Adapter baseline (the paper's \"LoRA\" row)" \
 step "LoRA (peft) and chain-of-thought baselines (background lane)" wait_for "$background"
 
 step "All methods in one table" \
-    $PY Programs/compare_runs.py demo_ns demo_lora demo_adapter demo_cot --out Programs/results/demo
+    $PY Programs/compare_runs.py demo_ns demo_lora demo_adapter demo_cot --out Programs/results/demo \
+        --log_wandb "${LOG_WANDB:-0}" --wandb_group demo
 printf '\nDemo finished in %d s. Results: Programs/results/demo/ (results.{csv,md,png},\n' $((SECONDS - start))
 printf 'encoding_accuracy.{csv,png}); gate figure: Programs/results/demo_ns/gate_scores.png\n'

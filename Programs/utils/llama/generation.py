@@ -9,6 +9,7 @@ import torch
 from utils.llama.errors import CheckpointError, LlamaError
 from utils.llama.formats import open_checkpoint
 from utils.llama.model import ModelArgs, Transformer
+from utils.llama.static_decode import choose_mode, static_cache_len, stepper
 from utils.llama.tokenizer import ChatFormat
 
 
@@ -107,11 +108,13 @@ class Llama:
     @torch.no_grad()
     def generate(self, prompt_tokens: Sequence[Sequence[int]], max_gen_len: int,
                  temperature: float = 0.0, top_p: float = 0.9,
-                 stop_tokens: Optional[Iterable[int]] = None) -> list[list[int]]:
+                 stop_tokens: Optional[Iterable[int]] = None, decode: Optional[str] = None) -> list[list[int]]:
         """Greedy (temperature 0) or top-p sampling for a batch of prompts (lists of ids).
 
         Returns the generated ids per row, cut before its first stop token (default: the
-        tokenizer's stop tokens). At most ``max_gen_len`` tokens and ``max_seq_len`` in total."""
+        tokenizer's stop tokens). At most ``max_gen_len`` tokens and ``max_seq_len`` in total.
+        ``decode``: auto (CUDA graphs of the decode step where possible), eager, static or graph;
+        see static_decode.py (default: $NSLLM_DECODE, else auto)."""
         self._check_prompts(prompt_tokens)
         pad_id = self.tokenizer.pad_id
         tokens, pad_lengths = left_pad(prompt_tokens, pad_id)
@@ -124,9 +127,11 @@ class Llama:
         done = torch.zeros(B, dtype=torch.bool, device=self.device)
         if n_new == 0:
             return [[] for _ in range(B)]
-        with self.model.kv_cache(B, S + n_new):
+        mode = choose_mode(self.model, self.device, decode)
+        with self.model.kv_cache(B, S + n_new if mode == "eager" else static_cache_len(S + n_new)):
             last = torch.tensor([S - 1], device=self.device)
             logits = self.model(tokens, 0, pad_lengths=pad_lengths, output_positions=last)[:, -1]  # [B,V]
+            step = stepper(self.model, mode, pad_lengths, S + n_new)
             for i in range(n_new):
                 if temperature > 0:
                     nxt = sample_top_p(torch.softmax(logits / temperature, dim=-1), top_p)
@@ -137,7 +142,7 @@ class Llama:
                 done |= torch.isin(nxt, stops)
                 if i + 1 == n_new or bool(done.all()):
                     break
-                logits = self.model(nxt[:, None], S + i, pad_lengths=pad_lengths)[:, -1]  # [B,V]
+                logits = step(nxt, S + i)  # [B,V]
         stop_set = set(stops.tolist())
         result = []
         for row in out.tolist():

@@ -1,7 +1,7 @@
 """The GGUF container (version 2 and 3, little-endian): metadata and tensor index, memory-mapped.
 
 ``gguf.GGUFReader`` builds a numpy view per metadata item, which takes seconds for a vocabulary of
-50k tokens and merges (5 s for SmolLM2's file; minutes of CPU for 128k-token vocabularies); this
+50k tokens and merges (about 5 s for SmolLM2's file, growing with the vocabulary); this
 parser reads the same layout in a fraction of a second and leaves the tensor data in the mapped
 file. The ``gguf`` package still supplies the tensor types and dequantization.
 

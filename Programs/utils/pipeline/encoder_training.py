@@ -30,12 +30,13 @@ import torch
 from utils.pipeline import paths
 from utils.pipeline.options import option
 from utils.pipeline.errors import ConfigError, DataError, EngineMismatchError
-from utils.pipeline.files import atomic_savefig, atomic_write_csv
+from utils.pipeline.files import MiB, atomic_savefig, atomic_write_csv, check_output_folders
 from utils.pipeline.gathering import split_source
 from utils.pipeline.hidden_store import HiddenStore, SplitData
+from utils.pipeline.locks import stage_lock
 from utils.pipeline.runtime import make_engine, progress, resolve_device
 
-STAGE2_PROJECT = "Symbolic LLM - Train Encoders and Decoders"
+STAGE = "train_encoders_and_decoders"  # the name of its lock (locks.py)
 # all_accuracy: x, y and the type all decoded right (what the symbolic route needs to answer)
 CSV_COLUMNS = ["layer", "split", "seen", "n", "x_accuracy", "y_accuracy", "type_accuracy", "all_accuracy",
                "digit_accuracy"]
@@ -160,7 +161,7 @@ def train_maps(name: str, X: torch.Tensor, Y: torch.Tensor, Xval: torch.Tensor, 
         history.append(rec)
         bar.set_postfix(train=f"{rec[f'{name}_train_rmse']:.4f}", val=f"{rec[f'{name}_val_rmse']:.4f}", refresh=False)
         if tracker is not None:
-            tracker.log(rec)
+            tracker.log(rec, step=epoch)
         if (val < progress_val * (1 - 1e-3)).any():
             progress_val, progress_epoch = torch.minimum(progress_val, val), epoch
         if patience and epoch - progress_epoch >= patience:
@@ -212,6 +213,29 @@ def encoding_accuracy(engine, W_enc: torch.Tensor, data: SplitData, layers: list
                          "all_accuracy": (ok_x[j, mask] & ok_y[j, mask] & ok_t[j, mask]).float().mean().item(),
                          "digit_accuracy": digits_ok[j, mask].mean().item()})
     return rows
+
+
+def best_layer(table: pd.DataFrame, val_rmse: dict[int, float]) -> int:
+    """The layer whose encoder reads the question best: highest mean of x, y and type accuracy on
+    the seen types of the test split (of any split when the test split has none); ties go to the
+    lower validation RMSE."""
+    sub = table[(table["split"] == "test") & (table["seen"] == "seen")]
+    sub = sub if len(sub) else table
+    score = sub.groupby("layer")[["x_accuracy", "y_accuracy", "type_accuracy"]].mean().mean(axis=1)
+    return int(min(score.index, key=lambda l: (-score[l], val_rmse.get(int(l), 0.0))))
+
+
+def log_accuracy(tracker, table: pd.DataFrame, csv: Path, png: Path, split: str = "test") -> None:
+    """The accuracy table (every split) and a line plot of x, y and type accuracy against the layer."""
+    tracker.table("encoding_accuracy", table, csv)
+    sub = table[table["split"] == split]
+    xs = sorted(set(sub["layer"]))
+    ys = {f"{col.replace('_accuracy', '')} ({seen} types)": part.set_index("layer")[col].reindex(xs).tolist()
+          for seen, part in sub.groupby("seen", sort=True) for col in ("x_accuracy", "y_accuracy", "type_accuracy")}
+    if xs:
+        tracker.line_plot("encoding_accuracy_vs_layer", xs, ys, xname="layer",
+                          title=f"Linear encoder decoding accuracy vs layer ({split} split)")
+    tracker.image("encoding_accuracy_plot", png)
 
 
 def plot_accuracy(table: pd.DataFrame, path: Path, split: str = "test") -> Path:
@@ -272,10 +296,9 @@ def check_store_matches(cfg, manifest: dict, engine) -> None:
 
 
 def run_training(cfg) -> dict:
-    """Stage 2 end to end; returns {"encoders", "decoders", "table", "summary"}."""
-    from utils.pipeline.maps import save_maps
-    from utils.pipeline.tracking import Tracker
-
+    """Stage 2 end to end; returns {"encoders", "decoders", "table", "summary"}. Inputs and output
+    folders (write access, room for the map files) are checked before any work; one process per run
+    name (locks.py)."""
     if cfg.batch_size < 1 or cfg.training_epochs < 0 or cfg.decoding_epochs < 0:
         raise ConfigError("--batch_size must be >= 1 and the epoch counts >= 0")
     device = resolve_device(cfg.device)
@@ -290,8 +313,21 @@ def run_training(cfg) -> dict:
     layers = sorted(set(cfg.layer_numbers)) if cfg.layer_numbers else list(manifest["layers"])
     run = paths.run_name_or_today(cfg.run_name)
     out_dir = paths.results_dir(run, cfg.programs_dir)
-    tracker = Tracker(out_dir, project=cfg.wandb_project or STAGE2_PROJECT, run_name=run, config=cfg,
-                      log_wandb=cfg.log_wandb)
+    models = paths.models_dir(cfg.programs_dir)
+    map_bytes = 2 * len(layers) * engine.VSA_dim * manifest["dim"] * 4  # encoders + decoders, float32
+    with stage_lock(out_dir, STAGE, run):
+        check_output_folders({models: ("the encoder and decoder files", 2 * map_bytes + MiB),
+                              out_dir: ("the encoding-accuracy table and plot", MiB)})
+        return _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dtype)
+
+
+def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dtype) -> dict:
+    """Train the maps of every layer, measure them, write the files (run_training's work)."""
+    from utils.pipeline.maps import save_maps
+    from utils.pipeline.tracking import Tracker
+
+    tracker = Tracker(out_dir, stage="encoders", run_name=run, config=cfg, project=cfg.wandb_project,
+                      group=cfg.wandb_group, log_wandb=cfg.log_wandb)
     t0 = time.perf_counter()
     data = {s: store.load_split(s, layers, manifest) for s in ("train", "val", "test")}  # read once
     t_load = time.perf_counter() - t0
@@ -309,9 +345,12 @@ def run_training(cfg) -> dict:
     t_train = time.perf_counter() - t1
 
     n_digits = min(cfg.complexity + 1, engine.max_digits)
+    # "seen" = the types the maps are trained on: those of the training split, whatever --problem_type says
+    present = set(data["train"].type_id.unique().tolist())
+    trained_types = [p for i, p in enumerate(engine.possible_problems) if i in present]
     rows = []
     for split in ("train", "val", "test"):
-        rows += encoding_accuracy(engine, W_enc, data[split], layers, split, list(cfg.problem_type), n_digits)
+        rows += encoding_accuracy(engine, W_enc, data[split], layers, split, trained_types, n_digits)
     table = pd.DataFrame(rows, columns=CSV_COLUMNS)
     csv_path = atomic_write_csv(table, out_dir / "encoding_accuracy.csv", float_format="%.4f")
     png = plot_accuracy(table, out_dir / "encoding_accuracy.png")
@@ -319,11 +358,10 @@ def run_training(cfg) -> dict:
 
     model = manifest["model"]
     info = {"fingerprint": model["fingerprint"], "dim": model["dim"], "n_layers": model["n_layers"]}
-    extra = {"run_name": run, "layers": layers, "gathered_data": str(store.root)}
+    extra = {"run_name": run, "layers": layers, "gathered_data": str(store.root), "trained_types": trained_types}
     val_seen = table[(table["split"] == "val") & (table["seen"] == "seen")]
     enc_extra = {**extra, "val_rmse": enc_stats["best_val_rmse"],  # stage 3's --symbolic_encoding_layer auto
                  "val_all_accuracy": {int(r.layer): float(r.all_accuracy) for r in val_seen.itertuples()}}
-    models = paths.models_dir(cfg.programs_dir)
     enc_path = save_maps(models / f"encoders_{run}.pth", "encoder", {l: W_enc[j] for j, l in enumerate(layers)},
                          engine.state_dict(), info, enc_extra)
     dec_path = save_maps(models / f"decoders_{run}.pth", "decoder", {l: W_dec[j] for j, l in enumerate(layers)},
@@ -333,9 +371,14 @@ def run_training(cfg) -> dict:
                "decoder_best_epoch": dec_stats["best_epoch"], "encoder_epochs_run": enc_stats["epochs_run"],
                "decoder_epochs_run": dec_stats["epochs_run"], "load_s": t_load, "train_s": t_train,
                "encoders": str(enc_path), "decoders": str(dec_path)}
-    tracker.log(summary)
-    tracker.log({"encoding_accuracy": table.to_dict(orient="records")})
-    tracker.log_image("encoding_accuracy", png)
+    summary["best_layer"] = best_layer(table, dict(zip(layers, enc_stats["best_val_rmse"])))
+    tracker.summary(summary)
+    tracker.table("maps", pd.DataFrame({"layer": layers, "encoder_val_rmse": enc_stats["best_val_rmse"],
+                                        "encoder_best_epoch": enc_stats["best_epoch"],
+                                        "decoder_val_rmse": dec_stats["best_val_rmse"],
+                                        "decoder_best_epoch": dec_stats["best_epoch"]}))
+    log_accuracy(tracker, table, csv_path, png)
     tracker.finish()
-    print(f"encoders: {enc_path}\ndecoders: {dec_path}\nresults: {csv_path}")
+    print(f"encoders: {enc_path}\ndecoders: {dec_path}\nresults: {csv_path}\n"
+          f"best layer (test split, seen types): {summary['best_layer']}")
     return {"encoders": enc_path, "decoders": dec_path, "table": table, "summary": summary}

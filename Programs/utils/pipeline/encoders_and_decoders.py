@@ -30,6 +30,7 @@ class GatherConfig(TrainEncodersConfig):
     """stage 1 alone (gather_hidden_states.py)"""
 
     unused_options: ClassVar[tuple] = ("generate_data", *(f.name for f in dataclasses.fields(EncoderTrainingOptions)))
+    unused_reason: ClassVar[str] = "gather_hidden_states.py runs stage 1 only"
 
 
 def run(cfg: TrainEncodersConfig) -> int:

@@ -1,9 +1,10 @@
 """Evaluation on one harness for every method: batched greedy generation + teacher-forced CE.
 
 Per row: greedy generation (Llama.generate, the method's hooks attached) stopped at the model's stop
-tokens or after `answer_token_budget` new tokens (the paper's complexity + 5, more where the tokenizer
-needs it: one token per digit; CoT: --cot_max_new_tokens), the integer parsed (prompts.parse_answer,
-or parse_cot_answer after "Final Answer:"), exact match against the solution, and the teacher-forced
+tokens or after `answer_token_budget` new tokens (the paper's 8 = complexity + 6, more where the
+tokenizer needs it: one token per digit; CoT and answers in words: --cot_max_new_tokens), the
+integer parsed (prompts.parse_answer, parse_cot_answer after "Final Answer:", parse_word_answer for
+words), exact match against the solution, and the teacher-forced
 mean token cross-entropy of the answer tokens (without <|eot_id|>, as the original's evaluation).
 
 CoT cross-entropy (our choice, as the paper does not define the span; docs/METHOD.md): the
@@ -26,7 +27,7 @@ import torch
 from utils.pipeline.options import option
 from utils.pipeline.runtime import progress
 from utils.pipeline.distributed import DistInfo, gather_objects, row_slice
-from utils.symbolic.prompts import FINAL_MARKER, parse_answer, parse_cot_answer
+from utils.symbolic.prompts import FINAL_MARKER, parse_answer, parse_cot_answer, parse_word_answer
 from utils.pipeline.training import Examples, Method, answer_cross_entropy
 
 
@@ -34,8 +35,10 @@ from utils.pipeline.training import Examples, Method, answer_cross_entropy
 class EvaluationOptions:
     """stage 3: evaluation"""
     test_baseline: int = option(0, "0: the neurosymbolic model only; 1: also the plain model on the same rows; 2: the plain model only (no training)", choices=(0, 1, 2))
-    testing_num_steps: int = option(100, "test rows per problem type = testing_num_steps x testing_n_samples (random problems; caps a test CSV, 0: all rows; default 100)")
+    testing_num_steps: int = option(100, "random test problems per type = testing_num_steps x testing_n_samples (without a test CSV; a test CSV is evaluated whole)")
     testing_n_samples: int = option(2, "see testing_num_steps (the original's test batch size)")
+    modify_question_format: bool = option(False, "ask each test question in a phrasing drawn at random per question from a pool per type (bare expressions such as '515 * 424 mod 1000', commands, noun phrases) instead of the canonical one; training, validation and the few-shot examples keep the canonical phrasing")
+    test_with_non_numerical_rep: bool = option(False, "write the numbers of each test question, of its few-shot examples and their answers in English words; the answer is read in digits or in words and gets --cot_max_new_tokens new tokens")
     eval_batch_size: int = option(16, "prompts per forward in evaluation")
     record_score_per_problem: int = option(2, "gate scores per question: 0 none, 1 training, 2 test (responses.csv and gate histogram), 3 both")
     save_responses: bool = option(True, "write responses.csv (every evaluated question and method)")
@@ -46,14 +49,15 @@ RESPONSE_COLUMNS = ["method", "problem_type", "seen", "question", "expected", "g
 
 
 def answer_token_budget(tokenizer, complexity: int, limit_solution_digits: bool) -> int:
-    """New tokens for a bare-integer answer: the paper's complexity + 5 (docs/METHOD.md), or the
-    tokens of the longest possible answer plus the stop token and one spare when that is more.
+    """New tokens for a bare-integer answer: the paper's budget (it forces a stop once more than
+    complexity + 5 tokens were generated, so complexity + 6 = 8 can be written; docs/METHOD.md), or
+    the tokens of the longest possible answer plus the stop token and one spare when that is more.
     Operands have up to complexity + 1 digits, so answers have up to complexity + 2 (a sum, an or)
     or, for unreduced products and lcms, 2 * (complexity + 1) digits. Llama 3 writes up to three
     digits per token, SmolLM2 one."""
     digits = complexity + 2 if limit_solution_digits else 2 * (complexity + 1)
     longest = len(tokenizer.encode("9" * digits, bos=False, eos=False))
-    return max(complexity + 5, longest + 2)
+    return max(complexity + 6, longest + 2)
 
 
 def _cot_continuations(tok, texts: Sequence[str]) -> list[list[int]]:
@@ -96,7 +100,8 @@ def evaluate(llama, method: Method, ex: Examples, *, max_new_tokens: int, batch_
             gen = llama.generate(prompts, max_new_tokens)
             rec = iv.take_records() if iv is not None else {}
             texts = [tok.decode(g) for g in gen]
-            parsed = [parse_cot_answer(t) if cot else parse_answer(t) for t in texts]
+            parse = parse_cot_answer if cot else parse_word_answer if ex.words else parse_answer
+            parsed = [parse(t) for t in texts]
             ce_prompts = [p + c for p, c in zip(prompts, _cot_continuations(tok, texts))] if cot else prompts
             ce = answer_cross_entropy(model, ce_prompts, answers, fill_id=tok.eot_id, intervention=iv, truth=truth)
             part = pd.DataFrame({

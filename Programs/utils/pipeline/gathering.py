@@ -7,7 +7,10 @@ wanted layer), and keep the residual entering each configured layer at position 
 padding is every row's last prompt token. Each row's true problem vector comes from the engine.
 
 Everything a user can get wrong (config, checkpoint folder, layer numbers, CSV files, an existing
-store made from other inputs) is checked in `plan_gather` before the model is loaded.
+store made from other inputs, a read-only or full output folder) is checked before the model is
+loaded, and the manifest is written only once it has loaded: a failed first attempt (a truncated
+checkpoint, say) leaves nothing that would refuse the corrected rerun. One process per run name
+(locks.py).
 Rows are stored in shards of `save_frequency` rows (see hidden_store.py): interrupted runs resume,
 finished ones are a no-op, and under torchrun each data-parallel rank takes its own shards.
 """
@@ -23,12 +26,14 @@ import torch
 
 from utils.pipeline import paths, rows
 from utils.pipeline.options import option, to_dict
-from utils.pipeline.errors import ConfigError, DataError
+from utils.pipeline.errors import ConfigError, DataError, Interrupted
+from utils.pipeline.files import MiB, check_output_folders
+from utils.pipeline.locks import stage_lock
 from utils.pipeline.hidden_store import HiddenStore, n_shards, shard_range
 from utils.pipeline.runtime import build_llama, make_engine, model_parallel_size, progress, resolve_device, resolve_dtype
 
 ROUNDS_OPTION = {"train": "train_data_rounds", "val": "val_data_rounds", "test": "testing_data_rounds"}
-STAGE1_PROJECT = "Symbolic LLM - Generate Encoder Input Data"
+STAGE = "gather_hidden_states"  # the name of its lock (locks.py)
 
 
 @dataclass
@@ -190,18 +195,29 @@ def record_hidden(model, recorder: LastTokenRecorder, prompts: list[list[int]], 
 # ----------------------------------------------------------------------------- the stage
 def run_gather(cfg) -> Path:
     """Gather every missing shard of every split; returns the store folder."""
-    from utils.pipeline.distributed import barrier, gather_objects, init_distributed, row_slice
-    from utils.pipeline.tracking import Tracker
+    from utils.pipeline.distributed import init_distributed
 
     plan = plan_gather(cfg)
     info = init_distributed(plan.device.type, model_parallel_size(cfg))
+    run = paths.run_name_or_today(cfg.run_name)
+    with stage_lock(paths.results_dir(run, cfg.programs_dir), STAGE, run, enabled=info.is_main):
+        return _gather(cfg, plan, info, run)
+
+
+def shard_bytes(plan: GatherPlan, n_rows: int) -> int:
+    """Bytes of `n_rows` gathered rows on disk: hidden [L, D] in the model dtype, target [V] float32, 5 longs."""
+    elem = torch.empty(0, dtype=plan.dtype).element_size()
+    return n_rows * (len(plan.layers) * plan.params["dim"] * elem + plan.engine.VSA_dim * 4 + 5 * 8)
+
+
+def _gather(cfg, plan: GatherPlan, info, run: str) -> Path:
+    from utils.pipeline.distributed import barrier, gather_objects, row_slice
+    from utils.pipeline.tracking import Tracker
+
     store = plan.store
-    if info.is_main:
-        manifest = store.open_for_writing(plan.identity, plan.totals, to_dict(cfg))
-        store.clean_temporaries()
-        manifest = store.update_progress(manifest)
-    barrier(info)
-    manifest = store.read_manifest()
+    if not store.manifest_path.is_file() and any(store.root.glob("*/shard_*.pt")):
+        raise DataError(f"{store.root} holds shards but no manifest.json, so what they were made from is unknown; "
+                        f"delete the folder or use another --run_name / --gathered_data_dir")
     todo = {}  # the shards of this rank's data-parallel group (the same for its model-parallel ranks)
     for split, total in plan.totals.items():
         n_sh = n_shards(total, cfg.save_frequency)
@@ -210,24 +226,35 @@ def run_gather(cfg) -> Path:
         todo[split] = [k for k in mine if k not in done]
     n_todo = sum(shard_range(k, plan.totals[s], cfg.save_frequency)[1] - shard_range(k, plan.totals[s], cfg.save_frequency)[0]
                  for s, ks in todo.items() for k in ks)
-    if sum(gather_objects(n_todo, info)) == 0:  # every rank agrees: nothing left anywhere
+    all_todo = sum(gather_objects(n_todo, info))
+    if all_todo == 0 and store.manifest_path.is_file():  # every rank agrees: nothing left anywhere
         if info.is_main:
-            print(f"gathered data in {store.root} is complete ({manifest['rows']}); nothing to do")
+            print(f"gathered data in {store.root} is complete ({store.read_manifest()['rows']}); nothing to do")
         barrier(info)
         return store.root
+    if info.is_main:  # before the model loads: a read-only or full folder is found in seconds
+        check_output_folders({store.root: ("the gathered hidden states", shard_bytes(plan, all_todo + cfg.save_frequency)),
+                              paths.results_dir(run, cfg.programs_dir): ("the run record", MiB)})
+    fresh = not store.manifest_path.is_file()
+    llama = build_llama(cfg, max_batch_size=plan.batch_size, device=plan.device) if n_todo or fresh else None
+    if info.is_main:  # the manifest only once the model has loaded: a failed load leaves the folder as it was
+        manifest = store.open_for_writing(plan.identity, plan.totals, to_dict(cfg))
+        store.clean_temporaries()
+        store.update_progress(manifest)
+    barrier(info)
     if n_todo == 0:  # this group's shards are done (resumed run), others still work: wait for them
         barrier(info)
         return _finish_gather(store, info, None)
 
-    run = paths.run_name_or_today(cfg.run_name)
-    tracker = Tracker(paths.results_dir(run, cfg.programs_dir), project=cfg.wandb_project or STAGE1_PROJECT,
-                      run_name=run, config=cfg, log_wandb=cfg.log_wandb, enabled=info.is_main)
-    llama = build_llama(cfg, max_batch_size=plan.batch_size, device=plan.device)
+    tracker = Tracker(paths.results_dir(run, cfg.programs_dir), stage="gather", run_name=run, config=cfg,
+                      project=cfg.wandb_project, group=cfg.wandb_group, log_wandb=cfg.log_wandb, enabled=info.is_main)
+    manifest = store.read_manifest()
     model = llama.model
     recorder = LastTokenRecorder(model, plan.layers)
     engine = plan.engine.to(plan.device)
     bar = progress(total=n_todo, unit="prompt", enabled=info.is_main,
                    desc=f"gather (rank 0, {info.dp_size} data-parallel groups)" if info.distributed else "gather")
+    t_start, n_done = time.perf_counter(), 0
     try:
         for split, shards in todo.items():
             df = plan.splits[split]
@@ -253,20 +280,29 @@ def run_gather(cfg) -> Path:
                     manifest = store.update_progress(manifest)
                 dt = time.perf_counter() - t0
                 bar.update(hi - lo)
-                tracker.log({"split": split, "shard": k, "rows": hi - lo, "prompts_per_s": (hi - lo) / dt})
+                n_done += hi - lo
+                tracker.log({"split": split, "shard": k, "rows": hi - lo, "prompts_per_s": (hi - lo) / dt,
+                             "rows_this_attempt": n_done}, step=n_done)
+    except KeyboardInterrupt as exc:
+        code = getattr(exc, "exit_code", 130)
+        raise Interrupted(f"{'SIGTERM' if code == 143 else 'Ctrl-C'}: the complete shards are kept in {store.root}; "
+                          f"rerun the same command to gather the rest", code) from None
     finally:
         bar.close()
         recorder.remove()
+    rate = n_done / max(time.perf_counter() - t_start, 1e-9)  # this rank's prompts/s, model loading excluded
     barrier(info)
-    return _finish_gather(store, info, tracker)
+    return _finish_gather(store, info, tracker, rate)
 
 
-def _finish_gather(store: HiddenStore, info, tracker) -> Path:
+def _finish_gather(store: HiddenStore, info, tracker, rate: float = 0.0) -> Path:
     """After every rank's shards are on disk (the caller passed a barrier): rank 0 records progress."""
     if info.is_main:
         manifest = store.update_progress(store.read_manifest())
         if tracker is not None:
-            tracker.log({"gathered_rows": manifest["rows"], "complete": manifest["complete"]})
+            tracker.summary({"gathered_rows": sum(manifest["rows"].values()),
+                             **{f"gathered_rows/{s}": n for s, n in manifest["rows"].items()},
+                             "complete": manifest["complete"], "prompts_per_s": rate * info.dp_size})
         print(f"gathered data: {store.root} rows {manifest['rows']}")
     if tracker is not None:
         tracker.finish()

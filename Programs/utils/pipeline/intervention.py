@@ -16,7 +16,9 @@ Closed-gate samples are kept bit for bit (torch.where), without host synchronisa
 only position P-1 is written (the first answer token's forward). With multi_token_intervention every
 position >= P-1 is written: each generated position during generation, positions P-1 .. P+A-2 in a
 teacher-forced forward (so training and generation match); with static_encoding the answer vector
-of P-1 is reused there, otherwise every position is re-encoded from its own hidden state.
+of P-1 is reused there, otherwise every position is re-encoded from its own hidden state. With
+encode_counter the position t tokens after P-1 gets a + x^t (x the codebook's digit-value base;
+nothing is added at t = 0), so the decoder can tell the tokens of a multi-token answer apart.
 
 The same module, in ``mode="adapter"``, is the paper's "LoRA" row (docs/METHOD.md): a = Enc(h), no
 gate, no solver, both maps trainable.
@@ -46,7 +48,7 @@ MERGES = ("convex", "add", "add_rmsnorm")
 @dataclass
 class InterventionOptions:
     """stage 3: the neurosymbolic intervention (also the adapter's place)"""
-    symbolic_encoding_layer: int | str = option(17, "residual index read by the encoder (input of that block; 0 = embeddings), or auto: the layer whose stage-2 encoder decoded the most validation questions (x, y and type), among those not after the first decoding layer; the chosen layer is recorded in the run's config.yaml")
+    symbolic_encoding_layer: int | str = option(17, "residual index read by the encoder (input of that block; 0 = embeddings), or auto: the layer whose stage-2 encoder decoded the most validation questions (x, y and type), among those not after the first decoding layer; the chosen layer is recorded in the run's config")
     symbolic_decoding_layers: list[int] = option([17], "residual indices written by the decoder(s) (each >= the encoding layer)")
     problem_score_threshold: float = option(0.8, "gate: intervene iff the best problem-type score exceeds this")
     merge: str = option("convex", "how the decoded vector meets the residual: convex ((1-s)·dec + s·h), add (dec + h), add_rmsnorm (RMSNorm(dec + h), trainable)", choices=MERGES)
@@ -56,9 +58,19 @@ class InterventionOptions:
     static_encoding: bool = option(True, "reuse the answer vector of the last prompt position at later written positions")
     multi_token_intervention: bool = option(False, "also write every position after the last prompt position (generated / answer positions)")
     simulate_perfect_encoder: bool = option(False, "feed the true operands and type to the solver (the gate still uses the encoder)")
+    encode_counter: bool = option(False, "with --multi_token_intervention: add the counter x^t to the answer vector written at the t-th position after the last prompt position (t = 1, 2, ...; nothing at t = 0), so the decoder can tell the tokens of a multi-token answer apart")
 
     def merge_mode(self) -> str:
         return "add_rmsnorm" if self.rms_layer else self.merge
+
+    def validate_intervention(self) -> None:
+        """Option combinations that cannot work, before any model is loaded."""
+        if isinstance(self.symbolic_encoding_layer, str) and self.symbolic_encoding_layer != "auto":
+            raise ConfigError(f"--symbolic_encoding_layer {self.symbolic_encoding_layer!r}: expected a layer "
+                              f"number or auto")
+        if self.encode_counter and not self.multi_token_intervention:
+            raise ConfigError("--encode_counter 1 needs --multi_token_intervention 1: the counter marks the "
+                              "positions after the last prompt position, which are written only then")
 
     def validate_layers(self, n_layers: int) -> None:
         """Layer numbers against the model; an `auto` encoding layer must have been resolved first
@@ -66,14 +78,17 @@ class InterventionOptions:
         if not isinstance(self.symbolic_encoding_layer, int):
             raise ConfigError(f"--symbolic_encoding_layer {self.symbolic_encoding_layer!r}: expected a layer "
                               f"number or auto")
-        layers = [self.symbolic_encoding_layer, *self.symbolic_decoding_layers]
         if not self.symbolic_decoding_layers:
-            raise ConfigError("symbolic_decoding_layers is empty")
-        if any(not 0 <= l <= n_layers for l in layers):
-            raise ConfigError(f"encoding/decoding layers {layers} must lie in 0..{n_layers} for this model")
+            raise ConfigError("--symbolic_decoding_layers is empty: give at least one residual layer to write")
+        if not 0 <= self.symbolic_encoding_layer <= n_layers:
+            raise ConfigError(f"--symbolic_encoding_layer {self.symbolic_encoding_layer}: this model has residual "
+                              f"layers 0..{n_layers}")
+        bad = [l for l in self.symbolic_decoding_layers if not 0 <= l <= n_layers]
+        if bad:
+            raise ConfigError(f"--symbolic_decoding_layers {bad}: this model has residual layers 0..{n_layers}")
         if min(self.symbolic_decoding_layers) < self.symbolic_encoding_layer:
-            raise ConfigError(f"decoding layers {self.symbolic_decoding_layers} must not precede the "
-                              f"encoding layer {self.symbolic_encoding_layer} (the answer is not known yet)")
+            raise ConfigError(f"--symbolic_decoding_layers {self.symbolic_decoding_layers} must not precede "
+                              f"--symbolic_encoding_layer {self.symbolic_encoding_layer} (the answer is not known yet)")
 
 
 class Merge(nn.Module):
@@ -128,6 +143,7 @@ class SymbolicIntervention(nn.Module):
         self._truth: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
         self._static: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (a [B,V], gate [B]) of P-1
         self._pending: Optional[tuple[int, int, torch.Tensor, torch.Tensor]] = None  # lo, hi, a [B,K,V], gate [B,K]
+        self._last_prompt_pos = 0  # P-1 of the current batch
         self.records: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ setup
@@ -137,6 +153,16 @@ class SymbolicIntervention(nn.Module):
         if self.engine is not None and self.engine.device != device:
             self.engine.to(device)
         return out
+
+    @property
+    def capture_safe(self) -> bool:
+        """Whether Llama.generate may replay decode steps with this hook from CUDA graphs
+        (utils/llama/static_decode.py). At a one-token step the hook does nothing (one written
+        position), or device arithmetic on h and on the answer vector of this call's prompt, or
+        re-encodes h without host synchronisation; only the true operands of
+        simulate_perfect_encoder, CPU tensors copied at each re-encoded step, cannot be captured."""
+        o = self.opts
+        return not (o.simulate_perfect_encoder and o.multi_token_intervention and not o.static_encoding)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -178,6 +204,8 @@ class SymbolicIntervention(nn.Module):
         if start_pos == 0:
             self._static = None  # a new batch
         P = self._prompt_len if self._prompt_len is not None else (S if start_pos == 0 else None)
+        if P is not None:
+            self._last_prompt_pos = P - 1  # kept for later generation steps (the counter's origin)
         first = -1 if P is None else P - 1 - start_pos  # None: a later step, P-1 lies before the chunk
         if self.opts.multi_token_intervention:
             lo = max(first, 0) if P is not None else 0
@@ -203,6 +231,10 @@ class SymbolicIntervention(nn.Module):
         else:  # every written position encoded from its own state
             a, g = self._symbolic(h[:, lo:hi], record_idx=first - lo if has_first else None)
             self._pending = (lo, hi, a, g)
+        if self.opts.encode_counter and self.mode == "symbolic":
+            lo, hi, a, g = self._pending
+            t = torch.arange(lo, hi, device=a.device) + start_pos - self._last_prompt_pos  # [K] tokens after P-1
+            self._pending = (lo, hi, a + self.engine.encode_counter(t).to(a.dtype)[None], g)  # x^t, 0 at t = 0
 
     def _symbolic(self, hs: torch.Tensor, *, record_idx: Optional[int]):
         """hs [B,K,D] (model dtype) -> answer vectors [B,K,V] float32, gate [B,K] bool.

@@ -47,7 +47,7 @@ def model_info(fingerprint: str, dim: int, n_layers: int) -> dict[str, Any]:
 
 
 def save_maps(path: str | Path, kind: str, weights: dict[int, torch.Tensor], engine_state: dict[str, Any],
-              model_info: dict[str, Any], extra: Optional[dict[str, Any]] = None) -> Path:
+              model_info: dict[str, Any], extra: Optional[dict[str, Any]] = None, what: str = "") -> Path:
     """Write the maps of `weights` (layer -> W [out, in]) with their engine and model description."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -62,7 +62,7 @@ def save_maps(path: str | Path, kind: str, weights: dict[int, torch.Tensor], eng
         "model": {k: model_info[k] for k in MODEL_KEYS},
         "extra": dict(extra or {}),
     }
-    atomic_torch_save(payload, Path(path))
+    atomic_torch_save(payload, Path(path), what=what or f"the {kind} maps")
     return Path(path)
 
 

@@ -14,8 +14,8 @@ every entry that reads the file, and a mapping named after an entry's section (i
 `fine_tune_decoders:`) holds options for that entry only, overriding the top level. Any other key
 is an error, so typos do not pass silently.
 
-A schema may list `unused_options`: options of a group it inherits that this entry does not read
-(stage 3 takes its VSA engine from the map files, for one). They are accepted, so shared presets
+A schema may list `unused_options` (with `unused_reason`): options of a group it inherits that
+this entry does not read (stage 3 takes its VSA engine from the map files, for one). They are accepted, so shared presets
 and old command lines keep working, but not listed in `--help`; given on the command line they
 print a note that they have no effect. `group_titles` can say what a shared group means for one
 entry.
@@ -59,7 +59,10 @@ class RunOptions:
     """run: name, outputs, logging, seed and device"""
     run_name: str = option("", "name of the run; output folders and files are named after it (default: today's date)")
     log_wandb: bool = option(False, "log to Weights & Biases (online when logged in, offline otherwise): 0|1|true|false")
-    wandb_project: str = option("", "wandb project (default: the stage's project name of the original code)")
+    wandb_project: str = option("", "wandb project (default: 'Symbolic LLM', one project for every stage, so that "
+                                    "the stages of one run name form one wandb group)")
+    wandb_group: str = option("", "wandb group of this run (default: the run name); one group for the runs of one "
+                                  "experiment (e.g. R, R_lora, R_cot) makes it one line on the project page")
     programs_dir: str = option("", "root for models/, results/ and gathered_data_*/ (default: the Programs folder)")
     seed: int = option(42, "seed for data order, few-shot examples and initialisation")
     device: str = option("", "cpu or cuda (default: cuda when available)")
@@ -98,7 +101,7 @@ class DataOptions:
 
 
 # ----------------------------------------------------------------------------- parsing
-def _parse_bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
     low = str(text).strip().lower()
     if low in ("1", "true", "yes", "on"):
         return True
@@ -132,7 +135,7 @@ def _coerce(name: str, tp: Any, value: Any, source: str) -> Any:
         raise ConfigError(f"{source}: option {name!r}: cannot read {value!r} as {_type_name(tp)}")
     try:
         if tp is bool:
-            return value if isinstance(value, bool) else _parse_bool(value)
+            return value if isinstance(value, bool) else parse_bool(value)
         if tp in (int, float, str):
             if tp is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError("not an integer")
@@ -257,7 +260,7 @@ def parse_config(schema: type, argv: Optional[Sequence[str]] = None, description
     unused = [k for k in ns if k in getattr(schema, "unused_options", ())]
     if unused:
         print(f"note: {', '.join('--' + k for k in unused)} {'has' if len(unused) == 1 else 'have'} no effect "
-              f"here ({schema.__doc__.strip().splitlines()[0]})", file=sys.stderr)
+              f"here: {schema.unused_reason}", file=sys.stderr)
     for key, val in ns.items():
         values[key] = _coerce(key, fields[key].type, val, "command line")
     cfg = schema(**values)

@@ -9,7 +9,9 @@ Headline ratios (docs/METHOD.md, "Metrics"), over the seen (trained) problem typ
   X = the paper's "LoRA" row (our adapter; peft LoRA stands in when no adapter ran); the reported
   figure is the mean of those two averages. Division by zero: a type where X solved nothing counts
   as if X had solved one question of that type (denominator max(acc_X, 1/n_X)), the measurement's
-  resolution; so the ratio stays finite and errs against the NS model.
+  resolution; so the ratio stays finite and errs against the NS model. A type where both solved
+  nothing counts as one solved question for each (ratio (1/n_NS) / (1/n_X), 1 for equal counts),
+  so two identical methods give exactly 1.
 - "lower cross-entropy": per type 1 - CE_NS / CE_X, averaged the same way (in percent); a type with
   CE_X == 0 is left out (NS cannot be lower than zero).
 """
@@ -22,7 +24,7 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from utils.pipeline.files import atomic_savefig, atomic_write_csv, atomic_write_text
+from utils.pipeline.files import atomic_savefig, atomic_write_csv, atomic_write_json, atomic_write_text
 
 RESULT_COLUMNS = ["method", "problem_type", "seen", "n", "accuracy", "cross_entropy"]
 METHOD_ORDER = ["neurosymbolic", "baseline", "cot", "adapter", "lora"]
@@ -65,9 +67,11 @@ def headline_ratios(results: pd.DataFrame) -> dict[str, float]:
     if "neurosymbolic" not in acc.columns or not seen:
         return out
     others = [m for m in acc.columns if m != "neurosymbolic"]
+    ns = acc["neurosymbolic"].values
     for m in others:
         denom = np.maximum(acc[m].values, 1.0 / n[m].values.clip(min=1))
-        out[f"times_more_solved_vs_{m}"] = float(np.nanmean(acc["neurosymbolic"].values / denom))
+        num = np.where((ns == 0) & (acc[m].values == 0), 1.0 / n["neurosymbolic"].values.clip(min=1), ns)
+        out[f"times_more_solved_vs_{m}"] = float(np.nanmean(num / denom))
         with np.errstate(divide="ignore", invalid="ignore"):
             red = np.where(ce[m].values > 0, 1 - ce["neurosymbolic"].values / ce[m].values, np.nan)
         out[f"lower_ce_pct_vs_{m}"] = float(100 * np.nanmean(red)) if np.isfinite(red).any() else math.nan
@@ -78,6 +82,17 @@ def headline_ratios(results: pd.DataFrame) -> dict[str, float]:
         out["lower_ce_pct"] = float(np.nanmean([out[f"lower_ce_pct_vs_{m}"] for m in pair]))
         out["lora_row"] = lora_row
     return out
+
+
+def headline_summary(results: pd.DataFrame) -> dict:
+    """The paper's headline figures of a run: mean accuracy and cross-entropy of each method over
+    the seen (and the unseen) types, and the headline ratios."""
+    out = {}
+    for seen, label in ((True, "seen"), (False, "unseen")):
+        part = results[results["seen"] == seen].groupby("method")
+        out |= {f"{label}_accuracy/{m}": float(v) for m, v in part["accuracy"].mean().items()}
+        out |= {f"{label}_cross_entropy/{m}": float(v) for m, v in part["cross_entropy"].mean().items()}
+    return out | headline_ratios(results)
 
 
 def _fmt(v, pct: bool) -> str:
@@ -190,6 +205,62 @@ def combine(frames: list[pd.DataFrame], names: Optional[list[str]] = None) -> tu
     return out, notes
 
 
+# ----------------------------------------------------------------------------- what a run was made on
+FINGERPRINTS = "fingerprints.json"
+# What must agree between runs whose results are merged into one table (compare_runs).
+MUST_MATCH = {"test_rows": "test rows", "test_questions": "test question format", "model": "model",
+              "codebook": "VSA codebook", "seen_types": "seen types"}
+
+
+def rows_fingerprint(rows: pd.DataFrame) -> str:
+    """sha256 (16 hex digits) of a split's rows: problem_type, x, y, question, solution, in order."""
+    import hashlib
+
+    cols = ["problem_type", "x", "y", "question", "solution"]
+    h = hashlib.sha256(rows[cols].astype(str).to_csv(index=False).encode())
+    return h.hexdigest()[:16]
+
+
+def write_fingerprints(run_dir: Path, info: dict) -> Path:
+    """`fingerprints.json` beside results.csv: {test_rows, n_test_rows, test_questions (how they were
+    asked), model, codebook (None when the run used no VSA engine), seen_types, seen_from}."""
+    return atomic_write_json(Path(run_dir) / FINGERPRINTS, info, what="the run's fingerprints")
+
+
+def read_fingerprints(results_csv: Path) -> Optional[dict]:
+    import json
+
+    path = Path(results_csv).parent / FINGERPRINTS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def mismatches(names: list[str], prints: list[Optional[dict]]) -> list[str]:
+    """What differs between the runs (one line per key of MUST_MATCH); [] when they agree. The
+    codebook is compared between the runs that used one (the plain model and CoT use none)."""
+    out = [f"{n}: no {FINGERPRINTS} (not made by this version of stage 3), so its test rows, model and "
+           f"codebook are unknown" for n, p in zip(names, prints) if p is None]
+    have = {n: p for n, p in zip(names, prints) if p is not None}
+    for key, label in MUST_MATCH.items():
+        vals = {n: p.get(key) for n, p in have.items() if not (key == "codebook" and p.get(key) is None)}
+        if len({json_key(v) for v in vals.values()}) > 1:
+            out.append(f"different {label} (" + ", ".join(f"{n}: {_show(key, v, have[n])}" for n, v in vals.items()) + ")")
+    return out
+
+
+def json_key(v) -> str:
+    import json
+
+    return json.dumps(v, sort_keys=True)
+
+
+def _show(key: str, value, prints: dict) -> str:
+    if key == "test_rows":
+        return f"{value} ({prints.get('n_test_rows')} rows)"
+    if key == "seen_types":
+        return "[" + ", ".join(value or []) + "]"
+    return str(value)[:16]
+
+
 def resolve_results(arg: str, programs_dir: str = "") -> Path:
     """A run name (results/<run>/results.csv), a results.csv, or a folder holding one."""
     from utils.pipeline.errors import DataError
@@ -203,12 +274,37 @@ def resolve_results(arg: str, programs_dir: str = "") -> Path:
                     f"{results_dir(arg, programs_dir) / 'results.csv'}")
 
 
-def compare_runs(runs: list[str], out: str = "", programs_dir: str = "") -> tuple[dict[str, Path], list[str]]:
-    """Merge several runs' results into one table (compare_runs.py); -> (written files, notes)."""
+def compare_runs(runs: list[str], out: str = "", programs_dir: str = "", log_wandb: bool = False,
+                 wandb_project: str = "", wandb_group: str = "", *, allow_mismatch: bool = False
+                 ) -> tuple[dict[str, Path], list[str], list[str]]:
+    """Merge several runs' results into one table (compare_runs.py); -> (written files, notes, warnings).
+    The comparison is a run record of its own (stage "compare", named after its folder).
+
+    Runs made on different test rows, models, codebooks or seen types are refused (DataError naming
+    what differs) unless `allow_mismatch`; then the differences come back as warnings."""
+    from utils.pipeline.errors import DataError
     from utils.pipeline.paths import results_dir
+    from utils.pipeline.tracking import Tracker
 
     paths = [resolve_results(r, programs_dir) for r in runs]
     names = [p.parent.name for p in paths]
+    prints = [read_fingerprints(p) for p in paths]
+    differ = mismatches(names, prints)
+    if differ and not allow_mismatch:
+        raise DataError(f"runs {', '.join(names)} do not compare: {'; '.join(differ)}; "
+                        f"rerun them on the same rows and maps, or pass --allow_mismatch to merge anyway")
     merged, notes = combine([read_results(p) for p in paths], names)
     folder = Path(out).expanduser() if out else results_dir("compare_" + "_".join(names), programs_dir)
-    return write_results(folder, merged, title="Comparison of runs " + ", ".join(names)), notes
+    written = write_results(folder, merged, title="Comparison of runs " + ", ".join(names))
+    if not differ:  # the merged table was made on what its runs share
+        codebooks = [p["codebook"] for p in prints if p.get("codebook")]
+        write_fingerprints(folder, {**prints[0], "codebook": codebooks[0] if codebooks else None})
+    warnings = [f"merged despite {d}" for d in differ]
+    tracker = Tracker(folder, stage="compare", run_name=folder.name, project=wandb_project, group=wandb_group,
+                      log_wandb=log_wandb,
+                      config={"runs": [str(p) for p in paths], "notes": notes, "warnings": warnings})
+    tracker.table("results", merged, written["csv"])
+    tracker.image("results_plot", written["png"])
+    tracker.summary(headline_summary(merged))
+    tracker.finish()
+    return written, notes, warnings

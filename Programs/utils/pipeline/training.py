@@ -4,9 +4,9 @@ One forward per micro-batch over left-padded prompts followed by right-padded an
 (+ <|eot_id|> in training), logits only at the real answer tokens (output_positions (rows, positions));
 gradients flow through attention normally (the original detached K/V; see docs/METHOD.md).
 For methods that act only at positions >= P-1 (Method.prefix_frozen: the intervention, the adapter)
-the forward is split: the prompt up to P-2 runs once under no_grad into a KV cache, the last prompt
-token + answers run with gradients on top of it (same loss and gradients, causal attention); LoRA,
-which changes every position, keeps the single forward.
+the forward is split (option prefix_split, on by default): the prompt up to P-2 runs once under
+no_grad into a KV cache, the last prompt token + answers run with gradients on top of it (same loss
+and gradients, causal attention); LoRA, which changes every position, keeps the single forward.
 An optimizer step sees n_samples x inference_to_backprop_ratio samples (gradient accumulation over
 micro-batches of n_samples) per data-parallel group: under torchrun with D data-parallel groups a step
 sees D times as many (each group its own contiguous slice of the step's rows), the gradients of the
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Optional, Sequence
 
@@ -31,9 +32,12 @@ import torch
 import torch.nn.functional as F
 
 from utils.pipeline.options import option
-from utils.pipeline.distributed import DistInfo, all_reduce_dp, broadcast_dp, row_slice
+from utils.pipeline.distributed import DistInfo, all_reduce_dp, any_rank, broadcast_dp, gather_objects, row_slice
 from utils.pipeline.prefix_cache import PrefixCache
+from utils.pipeline.errors import ConfigError, DataError, Interrupted
 from utils.pipeline.runtime import progress
+from utils.pipeline.train_state import TrainingState, deferred_interrupts, rng_state, set_rng_state
+from utils.symbolic.problems import QUESTION_VARIANTS, number_words, question_text
 from utils.symbolic.prompts import cot_dialog, few_shot_dialog, row_rng
 
 IGNORE = -100
@@ -50,12 +54,15 @@ class FineTuneOptions:
     num_epochs: int = option(1, "passes over the training data (0: no training, evaluate the given maps as they are)")
     n_samples: int = option(8, "micro-batch: prompts per forward in training")
     inference_to_backprop_ratio: int = option(1, "micro-batches per optimizer step (samples per step = n_samples x this)")
+    prefix_split: bool = option(True, "methods acting only from the last prompt token on run the prompt before it once without gradients (same loss and gradients; which is faster depends on the batch: benchmarks/bench_paper_e2e.py --train_sweep)")
     learning_rate: float = option(1e-3, "Adam learning rate of the decoder (and skip / RMSNorm / adapter)")
     lr_decay: dict[int, float] = option(LR_DECAY_DEFAULT, "learning-rate multipliers {optimizer step: factor}, cumulative")
     cache_prompt_prefixes: bool = option(False, "keep each training prompt's frozen prefix (keys and values) in memory after its first forward, so later epochs run only its last token and the answer (the neurosymbolic decoder and the adapter, which change nothing before it; memory per row: layers x 2 x KV width x prompt length)")
     validation_interval: int = option(1, "validate after every k-th epoch and after the last (0: never)")
     training_rows: int = option(0, "use the first this many rows of the training CSV (0: all)")
     validation_rows: int = option(200, "validation problems (random mode) / at most this many rows of the validation CSV (0: all; default 200)")
+    checkpoint_every: int = option(100, "optimizer steps between saves of the training state (results/<run>/training_state.pt; also saved at the end and on Ctrl-C/SIGTERM; 0: only then). A rerun with the same --run_name resumes from it")
+    restart: bool = option(False, "ignore a saved training state of this run and train from step 0 (it is replaced)")
 
 
 @dataclass
@@ -76,10 +83,11 @@ class Method:
 @dataclass
 class Examples:
     """A split, tokenised once: rows plus prompt and answer token ids."""
-    rows: pd.DataFrame                 # problem_type, x, y, question, solution
+    rows: pd.DataFrame                 # problem_type, x, y, question (as asked), solution
     prompts: list[list[int]]
     answers: list[list[int]]           # answer tokens, without <|eot_id|>
     type_ids: torch.Tensor             # [N] long, index into the engine's problem list
+    words: bool = False                # numbers written in words (answers read in digits or words)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -95,25 +103,39 @@ class Examples:
     def take(self, idx) -> "Examples":
         idx = np.asarray(idx, dtype=np.int64)
         return Examples(self.rows.iloc[idx].reset_index(drop=True), [self.prompts[i] for i in idx],
-                        [self.answers[i] for i in idx], self.type_ids[torch.as_tensor(idx)])
+                        [self.answers[i] for i in idx], self.type_ids[torch.as_tensor(idx)], self.words)
 
 
 def build_examples(rows: pd.DataFrame, formatter, split: str, *, seed: int, complexity: int,
-                   limit_solution_digits: bool, problem_list: Sequence[str], prompt: str = "few_shot") -> Examples:
-    """Tokenise the prompts (few-shot examples drawn from row_rng(seed, split, row index)) and answers."""
+                   limit_solution_digits: bool, problem_list: Sequence[str], prompt: str = "few_shot",
+                   vary_format: bool = False, words: bool = False) -> Examples:
+    """Tokenise the prompts (few-shot examples drawn from row_rng(seed, split, row index)) and answers.
+
+    `vary_format` (--modify_question_format) asks each row in a phrasing drawn from
+    row_rng(seed, split + "/format", row) instead of its own text; `words`
+    (--test_with_non_numerical_rep) writes the question's numbers, the examples' answers and the
+    expected answer in words. Either way the question is rebuilt from (type, x, y)."""
     tok = formatter.tokenizer
     index = {p: i for i, p in enumerate(problem_list)}
+    kw = dict(complexity=complexity, limit_solution_digits=limit_solution_digits)
+    rows = rows.reset_index(drop=True)
+    if vary_format or words:
+        rows = rows.assign(question=[
+            question_text(r.problem_type, r.x, r.y, words=words, **kw,
+                          variant=int(row_rng(seed, split + "/format", i).integers(len(QUESTION_VARIANTS[r.problem_type])))
+                          if vary_format else 0)
+            for i, r in enumerate(rows.itertuples(index=False))])
     prompts, answers = [], []
     for i, r in enumerate(rows.itertuples(index=False)):
         if prompt == "cot":
             msgs = cot_dialog(r.question)
         else:
-            msgs = few_shot_dialog(r.problem_type, r.question, row_rng(seed, split, i),
-                                   complexity=complexity, limit_solution_digits=limit_solution_digits)
+            msgs = few_shot_dialog(r.problem_type, r.question, row_rng(seed, split, i), words=words, **kw)
         prompts.append(formatter.encode_dialog_prompt(msgs))
-        answers.append(tok.encode(str(int(r.solution)), bos=False, eos=False))
+        answer = number_words(int(r.solution)) if words else str(int(r.solution))
+        answers.append(tok.encode(answer, bos=False, eos=False))
     type_ids = torch.tensor([index.get(p, -1) for p in rows["problem_type"]], dtype=torch.long)
-    return Examples(rows.reset_index(drop=True), prompts, answers, type_ids)
+    return Examples(rows, prompts, answers, type_ids, words)
 
 
 def teacher_batch(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], fill_id: int):
@@ -213,9 +235,14 @@ def _allreduce_grads(params, info: DistInfo) -> None:
 
 
 def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, from_csv: bool, seed: int,
-          tracker=None, info: DistInfo = DistInfo(), validate: Optional[Callable[[int], dict]] = None) -> list[dict]:
+          tracker=None, info: DistInfo = DistInfo(), validate: Optional[Callable[[int], dict]] = None,
+          state: Optional[TrainingState] = None) -> list[dict]:
     """Train `method.params` on `train_ex`; returns the per-step log. `validate(epoch)` runs after every
-    opts.validation_interval-th epoch and after the last."""
+    opts.validation_interval-th epoch and after the last.
+
+    With a `state` (train_state.py) training resumes from the saved state when there is one, saves
+    every `state.every` steps and at the end, and on Ctrl-C/SIGTERM finishes its step, saves and
+    raises Interrupted naming the file."""
     model, eot = llama.model, llama.tokenizer.eot_id
     params = list(method.params)
     if not params:
@@ -226,50 +253,113 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
     optim = torch.optim.Adam(params, lr=method.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(opts.lr_decay, s))
     answers = [a + [eot] for a in train_ex.answers]  # training also learns to stop
-    cache = PrefixCache() if opts.cache_prompt_prefixes and method.prefix_frozen else None
-    log, step = [], 0
-    for epoch in range(opts.num_epochs):
-        order = np.random.default_rng([seed, epoch]).permutation(len(train_ex))
-        bar = progress(range(spe), desc=f"train {method.name} epoch {epoch + 1}/{opts.num_epochs}", unit="step",
-                       enabled=info.is_main)
-        for s in bar:
-            if from_csv:  # the last step of an epoch may be short
-                idx = order[s * sps:(s + 1) * sps]
-            else:  # num_steps steps; random mode wraps around the rows
-                idx = order[np.arange(s * sps, (s + 1) * sps) % len(order)]
-            mine = idx[row_slice(len(idx), info)]
-            optim.zero_grad(set_to_none=True)
-            total = torch.zeros((), device=next(model.parameters()).device)
-            with method.attach():
-                for m0 in range(0, len(mine), opts.n_samples):
-                    mb = mine[m0:m0 + opts.n_samples]
-                    truth = train_ex.truth(mb)
-                    ce = answer_cross_entropy(model, [train_ex.prompts[i] for i in mb], [answers[i] for i in mb],
-                                              fill_id=eot, intervention=method.intervention, truth=truth,
-                                              prefix_frozen=method.prefix_frozen, prefix_cache=cache, keys=mb)
-                    (ce.sum() / len(idx)).backward()
-                    total = total + ce.detach().sum()
-            _allreduce_grads(params, info)
-            optim.step()
-            sched.step()
-            step += 1
-            all_reduce_dp(total, info)
-            loss = float(total) / len(idx)
-            rec = {"step": step, "epoch": epoch, "loss": loss, "lr": sched.get_last_lr()[0]}
-            for name, p in _skips(method):
-                rec[name] = float(p)
-            log.append(rec)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{rec['lr']:.2e}", refresh=False)
-            if tracker is not None:
-                tracker.log({f"{method.name}/{k}": v for k, v in rec.items() if k != "step"}, step=None)
-        last = epoch + 1 == opts.num_epochs
-        if cache is not None and epoch == 0 and tracker is not None:
-            tracker.log({f"{method.name}/prefix_cache_bytes": cache.nbytes()})
-        if validate is not None and opts.validation_interval > 0 and (last or (epoch + 1) % opts.validation_interval == 0):
-            val = validate(epoch)
-            if tracker is not None and val:
-                tracker.log({f"{method.name}/val_{k}": v for k, v in val.items()} | {"epoch": epoch})
+    use_cache = opts.cache_prompt_prefixes and method.prefix_frozen and opts.prefix_split
+    cache = PrefixCache() if use_cache else None
+    log, step, epoch0, s0, validated = [], 0, 0, 0, []
+    saved = state.load() if state is not None else None
+    if saved is not None:
+        _restore(saved, method, params, optim, sched, len(train_ex))
+        log, step, epoch0, s0, validated = saved["log"], saved["step"], saved["epoch"], saved["step_in_epoch"], saved["validated"]
+        if info.is_main:
+            print(f"resuming {method.name} training from {state.path} (step {step} of {spe * opts.num_epochs})")
+    if len(set(gather_objects(step, info))) > 1:  # every rank reads the state rank 0 writes
+        raise ConfigError(f"ranks found different training states in {state.path} (steps "
+                          f"{gather_objects(step, info)}): --programs_dir must be one folder shared by every machine")
+    device = next(model.parameters()).device
+
+    def snapshot(epoch: int, next_s: int, order) -> dict:
+        return {"method": method.name, "step": step, "epoch": epoch, "step_in_epoch": next_s,
+                "order": torch.as_tensor(order, dtype=torch.long), "validated": list(validated),
+                "params": [p.detach().cpu().clone() for p in params], "optimizer": optim.state_dict(),
+                "scheduler": sched.state_dict(), "rng": rng_state(), "log": log}
+
+    def order_of(epoch: int) -> np.ndarray:  # the data order of an epoch: a function of (seed, epoch) only
+        return np.random.default_rng([seed, epoch]).permutation(len(train_ex))
+
+    with deferred_interrupts() as pending:
+        for epoch in range(epoch0, opts.num_epochs):
+            order = saved["order"].numpy() if saved is not None and epoch == epoch0 else order_of(epoch)
+            first = s0 if epoch == epoch0 else 0
+            bar = progress(range(first, spe), desc=f"train {method.name} epoch {epoch + 1}/{opts.num_epochs}",
+                           unit="step", enabled=info.is_main)
+            for s in bar:
+                if from_csv:  # the last step of an epoch may be short
+                    idx = order[s * sps:(s + 1) * sps]
+                else:  # num_steps steps; random mode wraps around the rows
+                    idx = order[np.arange(s * sps, (s + 1) * sps) % len(order)]
+                mine = idx[row_slice(len(idx), info)]
+                optim.zero_grad(set_to_none=True)
+                total = torch.zeros((), device=device)
+                with method.attach():
+                    for m0 in range(0, len(mine), opts.n_samples):
+                        mb = mine[m0:m0 + opts.n_samples]
+                        truth = train_ex.truth(mb)
+                        ce = answer_cross_entropy(model, [train_ex.prompts[i] for i in mb], [answers[i] for i in mb],
+                                                  fill_id=eot, intervention=method.intervention, truth=truth,
+                                                  prefix_frozen=method.prefix_frozen and opts.prefix_split,
+                                                  prefix_cache=cache, keys=mb)
+                        (ce.sum() / len(idx)).backward()
+                        total = total + ce.detach().sum()
+                _allreduce_grads(params, info)
+                optim.step()
+                sched.step()
+                step += 1
+                all_reduce_dp(total, info)
+                loss = float(total) / len(idx)
+                rec = {"step": step, "epoch": epoch, "loss": loss, "lr": sched.get_last_lr()[0]}
+                for name, p in _skips(method):
+                    rec[name] = float(p)
+                log.append(rec)
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{rec['lr']:.2e}", refresh=False)
+                if tracker is not None:
+                    tracker.log({f"{method.name}/{k}": v for k, v in rec.items() if k != "step"}, step=step)
+                stop = any_rank(bool(pending), info)
+                if state is not None and (stop or state.due(step) or s + 1 == spe):
+                    state.save(snapshot(epoch, s + 1, order))
+                if stop:
+                    bar.close()
+                    raise _interrupted(pending, state, method, step)
+            bar.close()
+            if cache is not None and epoch == epoch0 and tracker is not None:
+                tracker.log({f"{method.name}/prefix_cache_bytes": cache.nbytes()}, step=step)
+            due = opts.validation_interval > 0 and (epoch + 1 == opts.num_epochs
+                                                    or (epoch + 1) % opts.validation_interval == 0)
+            if validate is not None and due and epoch not in validated:
+                val = validate(epoch)
+                if tracker is not None and val:
+                    tracker.log({f"{method.name}/val_{k}": v for k, v in val.items()} | {"epoch": epoch})
+                validated.append(epoch)
+                if state is not None:
+                    last = epoch + 1 == opts.num_epochs
+                    state.save(snapshot(epoch, spe, order) if last else snapshot(epoch + 1, 0, order_of(epoch + 1)))
+            if any_rank(bool(pending), info):
+                raise _interrupted(pending, state, method, step)
     return log
+
+
+def _restore(saved: dict, method: Method, params, optim, sched, n_rows: int) -> None:
+    """Parameters, optimizer, schedule and random states of a saved training state, checked."""
+    if saved["method"] != method.name or len(saved["params"]) != len(params) or any(
+            a.shape != p.shape for a, p in zip(saved["params"], params)):
+        raise DataError(f"the saved training state holds {saved['method']} parameters of other shapes; "
+                        f"rerun with --restart 1 to start over")
+    if len(saved["order"]) != n_rows:
+        raise DataError(f"the saved training state ordered {len(saved['order'])} training rows, there are "
+                        f"{n_rows} now; rerun with --restart 1 to start over")
+    with torch.no_grad():
+        for p, a in zip(params, saved["params"]):
+            p.copy_(a.to(p.device, p.dtype))
+    optim.load_state_dict(saved["optimizer"])
+    sched.load_state_dict(saved["scheduler"])
+    set_rng_state(saved["rng"])
+
+
+def _interrupted(pending: list[int], state, method: Method, step: int) -> Interrupted:
+    sig = pending[0] if pending else signal.SIGINT
+    what = "SIGTERM" if sig == signal.SIGTERM else "Ctrl-C"
+    where = (f"training state after step {step} saved in {state.path}; rerun the same command to resume"
+             if state is not None and state.enabled else f"stopped after step {step}")
+    return Interrupted(f"{what}: {method.name} {where}", 143 if sig == signal.SIGTERM else 130)
 
 
 def _skips(method: Method):

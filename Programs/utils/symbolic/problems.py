@@ -1,4 +1,5 @@
-"""Problems: question templates, generation, CSV loading/validation, prompts and answer parsing.
+"""Problems: question templates (canonical and varied phrasings, numbers in digits or words),
+random generation, CSV loading and validation.
 
 Everything here is plain Python/numpy/pandas (no torch in the prompt and question functions); the
 exact answers come from ``utils.symbolic.solver.solve_one``.
@@ -20,30 +21,80 @@ COLUMNS = ("problem_type", "x", "y", "question", "solution")
 NON_COMMUTATIVE = ("division", "modulo", "square_mod")
 
 # ----------------------------------------------------------------------------- question templates
-_TEMPLATES = {
-    "addition": "What is {x} plus {y}?",
-    "multiplication": "What is {x} times {y}{mod}?",
-    "division": "What is {x} // {y}?",
-    "modulo": "What is {x} mod {y}?",
-    "gcd": "What is the GCD of {x} and {y}?",
-    "lcm": "What is the LCM of {x} and {y}{mod}?",
-    "square_mod": "What is {x}^2 mod {y}?",
-    "bitwise_and": "What is {x} AND {y}?",
-    "bitwise_or": "What is {x} OR {y}?",
-    "bitwise_xor": "What is {x} XOR {y}?",
+# Phrasings per type for --modify_question_format (pool sizes as the paper's code has them,
+# docs/METHOD.md; our own wording): the canonical template first, then bare expressions, commands
+# and noun phrases. {mod}
+# is the " mod 1000" suffix of multiplication and lcm; every template names both operands.
+QUESTION_VARIANTS = {
+    "addition": ["What is {x} plus {y}?", "{x} + {y}", "{x}+{y}=", "Calculate {x} + {y}.",
+                 "Compute the sum of {x} and {y}.", "Add {x} and {y}.", "What do you get when you add {y} to {x}?",
+                 "Sum of {x} and {y}?", "Work out {x} plus {y}.", "How much is {x} + {y}?"],
+    "multiplication": ["What is {x} times {y}{mod}?", "{x} * {y}{mod}", "{x}*{y}{mod}=", "{x} x {y}{mod}",
+                       "Calculate {x} * {y}{mod}.", "Compute the product of {x} and {y}{mod}.",
+                       "Multiply {x} by {y}{mod}.", "Product of {x} and {y}{mod}?", "Work out {x} times {y}{mod}.",
+                       "What is {x} multiplied by {y}{mod}?", "How much is {x} * {y}{mod}?",
+                       "What do you get when you multiply {x} and {y}{mod}?", "Find {x} times {y}{mod}."],
+    "division": ["What is {x} // {y}?", "{x} // {y}", "Calculate {x} // {y}.",
+                 "Compute the integer quotient of {x} divided by {y}.", "What is {x} divided by {y}, rounded down?",
+                 "Floor of {x} / {y}?", "Work out {x} // {y}."],
+    "modulo": ["What is {x} mod {y}?", "{x} % {y}", "{x} mod {y}", "Calculate {x} % {y}.",
+               "Compute the remainder of {x} divided by {y}.", "What is the remainder when {x} is divided by {y}?",
+               "Work out {x} modulo {y}."],
+    "gcd": ["What is the GCD of {x} and {y}?", "gcd({x}, {y})", "Calculate gcd({x}, {y}).",
+            "Compute the greatest common divisor of {x} and {y}.", "Greatest common divisor of {x} and {y}?",
+            "Work out the GCD of {x} and {y}."],
+    "lcm": ["What is the LCM of {x} and {y}{mod}?", "lcm({x}, {y}){mod}", "Calculate lcm({x}, {y}){mod}.",
+            "Compute the least common multiple of {x} and {y}{mod}.", "Least common multiple of {x} and {y}{mod}?"],
+    "square_mod": ["What is {x}^2 mod {y}?", "{x}^2 % {y}", "({x} ** 2) mod {y}", "Calculate {x} squared mod {y}.",
+                   "Compute the remainder of {x} squared divided by {y}."],
+    "bitwise_and": ["What is {x} AND {y}?", "{x} & {y}", "Calculate {x} & {y}.", "Compute the bitwise AND of {x} and {y}.",
+                    "Bitwise AND of {x} and {y}?", "Work out {x} AND {y}."],
+    "bitwise_or": ["What is {x} OR {y}?", "{x} | {y}", "Calculate {x} | {y}.", "Compute the bitwise OR of {x} and {y}.",
+                   "Bitwise OR of {x} and {y}?", "Work out {x} OR {y}."],
+    "bitwise_xor": ["What is {x} XOR {y}?", "{x} ^ {y}", "Calculate {x} ^ {y}.", "Compute the bitwise XOR of {x} and {y}.",
+                    "Bitwise XOR of {x} and {y}?", "Work out {x} XOR {y}."],
 }
+_TEMPLATES = {t: v[0] for t, v in QUESTION_VARIANTS.items()}  # the dataset's canonical questions
+
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+         "fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+SCALES = ((10 ** 15, "quadrillion"), (10 ** 12, "trillion"), (10 ** 9, "billion"), (10 ** 6, "million"),
+          (1000, "thousand"))
+
+
+def number_words(n: int) -> str:
+    """A non-negative integer in English words: 515 -> "five hundred fifteen", 1234 -> "one
+    thousand two hundred thirty-four" (no "and", tens and units hyphenated)."""
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"number_words: {n} is negative")
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else "-" + _ONES[n % 10])
+    if n < 1000:
+        return _ONES[n // 100] + " hundred" + ("" if n % 100 == 0 else " " + number_words(n % 100))
+    for value, name in SCALES:
+        if n >= value:
+            head, rest = divmod(n, value)
+            return number_words(head) + " " + name + ("" if rest == 0 else " " + number_words(rest))
+    raise AssertionError("unreachable")
 
 
 def question_text(problem_type: str, x: int, y: int, *, complexity: int = 2,
-                  limit_solution_digits: bool = True) -> str:
-    """The canonical question of the dataset, e.g. ``What is 515 times 424 mod 1000?``."""
+                  limit_solution_digits: bool = True, variant: int = 0, words: bool = False) -> str:
+    """A question of the dataset, e.g. ``What is 515 times 424 mod 1000?`` (variant 0, the canonical
+    phrasing); `variant` picks another phrasing of QUESTION_VARIANTS, `words` writes the numbers in
+    English words (``What is five hundred fifteen times ... mod one thousand?``)."""
     try:
-        tpl = _TEMPLATES[problem_type]
+        pool = QUESTION_VARIANTS[problem_type]
     except KeyError:
         raise UserError(f"unknown problem type {problem_type!r} "
                         f"(known: {', '.join(PROBLEM_TYPES)})") from None
+    num = number_words if words else str
     m = solution_modulus(complexity, limit_solution_digits)
-    return tpl.format(x=int(x), y=int(y), mod="" if m is None else f" mod {m}")
+    return pool[variant].format(x=num(int(x)), y=num(int(y)), mod="" if m is None else f" mod {num(m)}")
 
 
 # ----------------------------------------------------------------------------- generation
@@ -107,6 +158,8 @@ def generate_problems(n: int, problem_types: Sequence[str] = PROBLEM_TYPES, *, c
 
 # ----------------------------------------------------------------------------- CSV loading
 _INT_RE = r"\s*[+-]?[0-9]+\s*"
+
+
 
 
 def _where(path, line: int, row: int, field: str | None) -> str:
@@ -202,6 +255,13 @@ def load_problems_csv(path, *, max_digits: int, complexity: int = 2,
                    f"solution {sol[i]} disagrees with the solver ({pt[i]} of {xs[i]} and {ys[i]} "
                    f"is {expected[i]} at complexity {complexity}, "
                    f"limit_solution_digits={limit_solution_digits})"))
+    q = raw["question"].to_numpy(object)
+    numbers = [set(map(int, found)) for found in raw["question"].str.findall("[0-9]+")]
+    for field in ("x", "y"):  # the text must ask about the row's operands (whole numbers in digits)
+        v = values[field].tolist()
+        absent = ok_all & np.fromiter((v[i] not in numbers[i] for i in range(N)), dtype=bool, count=N)
+        checks.append(("question", absent, lambda i, field=field, v=v:
+                       f"question {q[i]!r} does not contain {field} = {v[i]}"))
 
     bad = np.zeros(N, bool)
     for _, mask, _ in checks:

@@ -13,12 +13,15 @@ import zlib
 
 import numpy as np
 
-from utils.symbolic.problems import question_text
+from utils.symbolic.problems import SCALES, number_words, question_text
 from utils.symbolic.solver import solve_one
 
 FEW_SHOT_SYSTEM = ("You are a careful math assistant that solves arithmetic problems. "
                    "Reply with the bare number only, without commas or any other text, "
                    "in exactly the same format as your previous answers.")
+FEW_SHOT_WORDS_SYSTEM = ("You are a careful math assistant that solves arithmetic problems. "
+                         "Reply with the number only, written in words, "
+                         "in exactly the same format as your previous answers.")
 COT_SYSTEM = ("You are a math assistant that explains its reasoning. Work through each problem "
               "step by step, and always finish your reply with the marker \"Final Answer:\" "
               "followed by the result as a bare integer (digits only, no commas).")
@@ -30,16 +33,18 @@ FINAL_MARKER = "Final Answer:"
 
 
 def few_shot_dialog(problem_type: str, question: str, rng: np.random.Generator, *,
-                    complexity: int = 2, limit_solution_digits: bool = True) -> list[dict]:
+                    complexity: int = 2, limit_solution_digits: bool = True, words: bool = False) -> list[dict]:
     """System message, two solved examples of ``problem_type`` (random operands with x >= y,
-    canonical phrasing, the assistant answer a bare integer), then the user ``question``."""
+    canonical phrasing, the assistant answer a bare integer), then the user ``question``.
+    ``words``: the examples' numbers and answers in English words (--test_with_non_numerical_rep)."""
     hi = 10 ** (int(complexity) + 1) - 1
     kw = dict(complexity=complexity, limit_solution_digits=limit_solution_digits)
-    msgs = [{"role": "system", "content": FEW_SHOT_SYSTEM}]
+    msgs = [{"role": "system", "content": FEW_SHOT_WORDS_SYSTEM if words else FEW_SHOT_SYSTEM}]
     for _ in range(2):
         a, b = sorted(rng.integers(1, hi + 1, size=2).tolist(), reverse=True)
-        msgs.append({"role": "user", "content": question_text(problem_type, a, b, **kw)})
-        msgs.append({"role": "assistant", "content": str(solve_one(problem_type, a, b, **kw))})
+        answer = solve_one(problem_type, a, b, **kw)
+        msgs.append({"role": "user", "content": question_text(problem_type, a, b, words=words, **kw)})
+        msgs.append({"role": "assistant", "content": number_words(answer) if words else str(answer)})
     msgs.append({"role": "user", "content": question})
     return msgs
 
@@ -86,6 +91,13 @@ _NON_MATH = {
         "How does open-source software sustain itself?",
         "What would be lost if paper books disappeared?",
     ],
+    "science fiction": [
+        "Would contact with an alien civilisation change human religions?",
+        "Should a colony ship's crew be bound by laws made on Earth?",
+        "What would daily life look like if nobody ever had to sleep?",
+        "Is a mind uploaded into a computer still alive?",
+        "How might a society organise itself on a generation ship?",
+    ],
     "art and culture": [
         "Why do some melodies get stuck in our heads?",
         "Can a photograph be as expressive as a painting?",
@@ -97,7 +109,7 @@ _NON_MATH = {
 
 
 def non_math_questions() -> list[tuple[str, str]]:
-    """The project's canned non-math questions as ``(topic, question)`` (6 topics x 5)."""
+    """The project's canned non-math questions as ``(topic, question)`` (7 topics x 5)."""
     return [(topic, q) for topic, qs in _NON_MATH.items() for q in qs]
 
 
@@ -123,6 +135,46 @@ def parse_answer(text: str) -> int | None:
         return None
     s = text.strip()
     return int(s) if _BARE_INT.fullmatch(s) else None
+
+
+_WORD_VALUES = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve "
+                                             "thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split())}
+_WORD_VALUES.update({w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split())
+                     if i >= 2})
+_SCALE_VALUES = {name: value for value, name in SCALES}
+
+
+def parse_number_words(text: str) -> int | None:
+    """An integer written in English words ("nine hundred ninety-nine", "one thousand and two"),
+    or None. Case, hyphens, "and", commas and a final full stop are free; otherwise the words must
+    be the number's one spelling (problems.number_words), so "twenty twenty" is not 40."""
+    if text is None:
+        return None
+    words = text.strip().lower().rstrip(".").replace(",", " ").replace("-", " ").split()
+    words = [w for w in words if w != "and"]
+    if not words:
+        return None
+    total, group, last_scale = 0, None, None
+    for w in words:
+        if w in _WORD_VALUES:
+            group = (group or 0) + _WORD_VALUES[w]
+        elif w == "hundred" and group is not None and group < 10:
+            group *= 100
+        elif w in _SCALE_VALUES and group is not None and (last_scale is None or _SCALE_VALUES[w] < last_scale):
+            total += group * _SCALE_VALUES[w]
+            group, last_scale = None, _SCALE_VALUES[w]
+        else:
+            return None
+    if group is None and not total:
+        return None
+    value = total + (group or 0)
+    return value if number_words(value).replace("-", " ").split() == words else None  # one spelling per number
+
+
+def parse_word_answer(text: str) -> int | None:
+    """The answer of --test_with_non_numerical_rep: a bare integer in digits or in words."""
+    value = parse_answer(text)
+    return value if value is not None else parse_number_words(text)
 
 
 def parse_cot_answer(text: str) -> int | None:
