@@ -55,7 +55,7 @@ def test_reduced_make_real_runs_every_stage_and_method(env, tmp_path):
     assert sorted(enc.layer.unique()) == list(range(5)) and {"val", "test"} <= set(enc.split)
 
     # The encoding layer was chosen from stage 2's validation accuracy and recorded.
-    chosen = yaml.safe_load((results / "real_ns" / "config.yaml").read_text())["symbolic_encoding_layer"]
+    chosen = yaml.safe_load((results / "real_ns" / "config_fine_tune.yaml").read_text())["symbolic_encoding_layer"]
     val = enc[(enc.split == "val") & (enc.seen == "seen")].set_index("layer")["all_accuracy"]
     assert chosen == val.idxmax() and val[chosen] == val.max()
 

@@ -2,7 +2,8 @@
 """Write the CSV splits of `make real` (columns problem_type,x,y,question,solution).
 
 Seeded, as the demo's (demo/make_demo_data.py: train and validation of the eight trained types,
-test of all ten, addition and division unseen, no problem in two splits). A user's CSV (the public
+test of all ten with the same number of questions each, addition and division unseen, no problem in
+two splits). A user's CSV (the public
 dataset's files, for one) replaces a seeded split: it is validated, train and validation keep the
 eight trained types only, and the first --n_<split> rows are kept; a seeded split then leaves out
 every problem of the given ones.
@@ -43,15 +44,18 @@ def make_real_splits(n_train: int, n_val: int, n_test: int, *, given: dict, seed
     out = {s: read_user_csv(p, s, sizes[s], complexity) for s, p in given.items() if p}
     # Seeded splits, drawn larger by the given rows so that enough remain after leaving them out.
     extra = sum(len(df) for df in out.values())
-    seeded = make_splits(n_train + extra, n_val + extra, n_test + extra, TRAINED_TYPES_DEFAULT, seed=seed,
-                         complexity=complexity)
+    seeded = make_splits(n_train + extra, n_val + extra, 3 * n_test + extra, TRAINED_TYPES_DEFAULT, seed=seed,
+                         complexity=complexity)  # 3x: enough of every type for a balanced test split
     taken = pd.concat(list(out.values()), ignore_index=True)[KEY] if out else pd.DataFrame(columns=KEY)
     for split in ("train", "val", "test"):
         if split in out:
             continue
         df = seeded[split]
         clash = df[KEY].merge(taken.drop_duplicates(), how="left", on=KEY, indicator=True)["_merge"] == "both"
-        out[split] = df[~clash.to_numpy()].head(sizes[split])
+        df = df[~clash.to_numpy()]
+        if split == "test":  # the same number of questions of every type (a test CSV is evaluated whole)
+            df = df.groupby("problem_type", sort=False).head(sizes[split] // df["problem_type"].nunique())
+        out[split] = df.head(sizes[split])
         if len(out[split]) < sizes[split]:  # pragma: no cover - the margin above makes this impossible
             raise DataError(f"only {len(out[split])} seeded {split} rows left after leaving out the given CSVs")
         taken = pd.concat([taken, out[split][KEY]], ignore_index=True)

