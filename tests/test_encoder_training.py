@@ -60,7 +60,7 @@ def test_synthetic_exact_decoding_and_files(tmp_path):
     out = run_training(cfg)
     table = pd.read_csv(tmp_path / "results" / "syn" / "encoding_accuracy.csv")
     assert list(table.columns) == ["layer", "split", "seen", "n", "x_accuracy", "y_accuracy", "type_accuracy",
-                                   "digit_accuracy"]
+                                   "all_accuracy", "digit_accuracy"]
     assert sorted(table.layer.unique()) == LAYERS
     assert set(zip(table.split, table.seen)) == {("train", "seen"), ("val", "seen"), ("test", "seen"),
                                                  ("test", "unseen")}
@@ -70,6 +70,10 @@ def test_synthetic_exact_decoding_and_files(tmp_path):
     # encoders were fitted on: seen types decode perfectly, unseen ones do not (as in the paper).
     seen = table.seen == "seen"
     assert (table.type_accuracy[seen] == 1.0).all() and (table.type_accuracy[~seen] < 0.5).all(), table
+    assert (table.all_accuracy[seen] == 1.0).all() and (table.all_accuracy[~seen] < 0.5).all(), table
+    # the encoder file carries the validation accuracy per layer, for stage 3's --symbolic_encoding_layer auto
+    from utils.pipeline.maps import load_maps
+    assert load_maps(out["encoders"], "encoder").extra["val_all_accuracy"] == {l: 1.0 for l in LAYERS}
     assert (tmp_path / "results" / "syn" / "encoding_accuracy.png").stat().st_size > 1000
     assert out["summary"]["encoder_val_rmse"] < [1e-3] * 3 and max(out["summary"]["encoder_val_rmse"]) < 1e-3
 

@@ -37,7 +37,9 @@ from utils.pipeline.locks import stage_lock
 from utils.pipeline.runtime import make_engine, progress, resolve_device
 
 STAGE = "train_encoders_and_decoders"  # the name of its lock (locks.py)
-CSV_COLUMNS = ["layer", "split", "seen", "n", "x_accuracy", "y_accuracy", "type_accuracy", "digit_accuracy"]
+# all_accuracy: x, y and the type all decoded right (what the symbolic route needs to answer)
+CSV_COLUMNS = ["layer", "split", "seen", "n", "x_accuracy", "y_accuracy", "type_accuracy", "all_accuracy",
+               "digit_accuracy"]
 
 
 @dataclass
@@ -208,6 +210,7 @@ def encoding_accuracy(engine, W_enc: torch.Tensor, data: SplitData, layers: list
                          "x_accuracy": ok_x[j, mask].float().mean().item(),
                          "y_accuracy": ok_y[j, mask].float().mean().item(),
                          "type_accuracy": ok_t[j, mask].float().mean().item(),
+                         "all_accuracy": (ok_x[j, mask] & ok_y[j, mask] & ok_t[j, mask]).float().mean().item(),
                          "digit_accuracy": digits_ok[j, mask].mean().item()})
     return rows
 
@@ -248,7 +251,7 @@ def plot_accuracy(table: pd.DataFrame, path: Path, split: str = "test") -> Path:
         if part.empty:
             continue
         for col, color in (("x_accuracy", "C0"), ("y_accuracy", "C1"), ("type_accuracy", "C2"),
-                           ("digit_accuracy", "C3")):
+                           ("all_accuracy", "k"), ("digit_accuracy", "C3")):
             ax.plot(part["layer"], part[col], style, color=color, marker=".",
                     label=f"{col.replace('_accuracy', '')} ({seen} types)")
     ax.set_xlabel("layer (residual stream entering the block)")
@@ -262,6 +265,18 @@ def plot_accuracy(table: pd.DataFrame, path: Path, split: str = "test") -> Path:
     atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
     return path
+
+
+def best_encoding_layer(val_accuracy: dict[int, float], max_layer: int) -> int:
+    """The layer whose encoder decoded the most validation questions (x, y and type all right),
+    among layers <= max_layer (the first decoding layer: the answer must be known before it is
+    written); ties go to the earliest such layer. val_accuracy: {layer: fraction}, from the encoder
+    file's extra["val_all_accuracy"] (stage 2)."""
+    candidates = {int(l): float(a) for l, a in val_accuracy.items() if int(l) <= max_layer}
+    if not candidates:
+        raise DataError(f"no encoder layer with a validation accuracy at or before layer {max_layer} "
+                        f"(stage 2 measured layers {sorted(int(l) for l in val_accuracy)})")
+    return max(sorted(candidates), key=lambda l: candidates[l])  # max keeps the first of equals
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -344,8 +359,11 @@ def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dty
     model = manifest["model"]
     info = {"fingerprint": model["fingerprint"], "dim": model["dim"], "n_layers": model["n_layers"]}
     extra = {"run_name": run, "layers": layers, "gathered_data": str(store.root), "trained_types": trained_types}
+    val_seen = table[(table["split"] == "val") & (table["seen"] == "seen")]
+    enc_extra = {**extra, "val_rmse": enc_stats["best_val_rmse"],  # stage 3's --symbolic_encoding_layer auto
+                 "val_all_accuracy": {int(r.layer): float(r.all_accuracy) for r in val_seen.itertuples()}}
     enc_path = save_maps(models / f"encoders_{run}.pth", "encoder", {l: W_enc[j] for j, l in enumerate(layers)},
-                         engine.state_dict(), info, {**extra, "val_rmse": enc_stats["best_val_rmse"]})
+                         engine.state_dict(), info, enc_extra)
     dec_path = save_maps(models / f"decoders_{run}.pth", "decoder", {l: W_dec[j] for j, l in enumerate(layers)},
                          engine.state_dict(), info, {**extra, "val_rmse": dec_stats["best_val_rmse"]})
     summary = {"layers": layers, "encoder_val_rmse": enc_stats["best_val_rmse"],

@@ -26,6 +26,7 @@ import torch
 
 from utils.pipeline import methods, rows
 from utils.pipeline.distributed import DistInfo, barrier, init_distributed
+from utils.pipeline.encoder_training import best_encoding_layer
 from utils.pipeline.errors import ConfigError, DataError, Interrupted, Terminated
 from utils.pipeline.evaluation import (EvaluationOptions, answer_token_budget, evaluate, gate_scores,
                                        summarize)
@@ -63,9 +64,11 @@ class FineTuneConfig(FineTuneOptions, InterventionOptions, EvaluationOptions, Ba
     def validate(self) -> None:
         if sum([self.lora_baseline, self.adapter_baseline, self.cot]) > 1:
             raise ConfigError("choose at most one of --lora_baseline, --adapter_baseline, --cot per run")
-        for name in ("n_samples", "inference_to_backprop_ratio", "eval_batch_size", "num_epochs"):
+        for name in ("n_samples", "inference_to_backprop_ratio", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be at least 1")
+        if self.num_epochs < 0:
+            raise ConfigError("--num_epochs must be at least 0 (0: evaluate the maps as they are, no training)")
         if self.checkpoint_every < 0:
             raise ConfigError("--checkpoint_every must be >= 0 (0: save the training state only at the end and on Ctrl-C)")
         self.validate_intervention()
@@ -78,7 +81,8 @@ class FineTuneConfig(FineTuneOptions, InterventionOptions, EvaluationOptions, Ba
         return (["baseline"] if self.test_baseline == 1 else []) + [main]
 
     def trains(self) -> bool:
-        return any(m in self.methods() for m in ("neurosymbolic", "lora", "adapter")) and self.test_baseline != 2
+        return (any(m in self.methods() for m in ("neurosymbolic", "lora", "adapter")) and self.test_baseline != 2
+                and self.num_epochs > 0)
 
     def needs_maps(self) -> bool:
         m = self.methods()
@@ -94,7 +98,8 @@ MAX_DIGITS_WITHOUT_ENGINE = 18
 def load_rows(cfg: FineTuneConfig, split: str, dp_size: int = 1, max_digits: int = MAX_DIGITS_WITHOUT_ENGINE
               ) -> tuple[pd.DataFrame, bool]:
     """(rows, from_csv) of a split: the CSV as it is (test: every row of the evaluated types, as the
-    paper evaluated; validation: capped by --validation_rows), or the split's random rows (rows.py;
+    paper evaluated; validation and training: the first rows when capped by --validation_rows,
+    --training_rows), or the split's random rows (rows.py;
     training: num_steps steps of every data-parallel group's samples; test: testing_num_steps x
     testing_n_samples per type)."""
     per_type = cfg.testing_num_steps * cfg.testing_n_samples
@@ -105,6 +110,8 @@ def load_rows(cfg: FineTuneConfig, split: str, dp_size: int = 1, max_digits: int
             df = df[df["problem_type"].isin(cfg.testing_problems)]
         if split == "val" and cfg.validation_rows > 0:
             df = df.head(cfg.validation_rows)
+        if split == "train" and cfg.training_rows > 0:
+            df = df.head(cfg.training_rows)
     elif split == "test":
         df = rows.draw_rows(cfg, split, per_type=per_type) if per_type > 0 else pd.DataFrame(columns=["problem_type"])
     else:
@@ -142,13 +149,36 @@ def load_maps_for(cfg: FineTuneConfig, llama) -> Maps:
     if cfg.symbolic_encoding_layer not in enc.weights:
         raise DataError(f"{cfg.encoder_path}: no encoder for layer {cfg.symbolic_encoding_layer} "
                         f"(--symbolic_encoding_layer); the file has layers {enc.layers}")
+    engine.to(llama.device)
+    enc_w = enc.weights[cfg.symbolic_encoding_layer]
+    if cfg.decoder_init == "zero":  # the decoding layers need not have been gathered in stage 1
+        zero = {l: torch.zeros(enc_w.shape[1], enc_w.shape[0]) for l in cfg.symbolic_decoding_layers}
+        return Maps(engine, enc_w, zero, enc.extra, dec.extra)
     missing = [l for l in cfg.symbolic_decoding_layers if l not in dec.weights]
     if missing:
         raise DataError(f"{cfg.decoder_path}: no decoder for layer(s) {missing} (--symbolic_decoding_layers); "
-                        f"the file has layers {dec.layers}")
-    engine.to(llama.device)
-    return Maps(engine, enc.weights[cfg.symbolic_encoding_layer],
-                {l: dec.weights[l] for l in cfg.symbolic_decoding_layers}, enc.extra, dec.extra)
+                        f"the file has layers {dec.layers} (--decoder_init zero starts without them)")
+    return Maps(engine, enc_w, {l: dec.weights[l] for l in cfg.symbolic_decoding_layers}, enc.extra, dec.extra)
+
+
+def resolve_encoding_layer(cfg: FineTuneConfig, llama) -> None:
+    """--symbolic_encoding_layer auto: the layer with the best stage-2 validation accuracy (x, y and
+    type all decoded) stored in the encoder file, not after the first decoding layer. It replaces
+    "auto" in cfg, so the run's config records the layer used."""
+    if cfg.symbolic_encoding_layer != "auto":
+        return
+    if not cfg.encoder_path:
+        raise ConfigError("--symbolic_encoding_layer auto needs --encoder_path (the stage-2 file holds the "
+                          "validation accuracy of every layer)")
+    enc = load_maps(cfg.encoder_path, "encoder",
+                    model_info=model_info(llama.fingerprint, llama.args.dim, llama.args.n_layers))
+    accuracy = enc.extra.get("val_all_accuracy")
+    if not accuracy:
+        raise DataError(f"{cfg.encoder_path}: no validation accuracy per layer in the file (written by an "
+                        f"older stage 2); rerun stage 2 or give --symbolic_encoding_layer a layer number")
+    cfg.symbolic_encoding_layer = best_encoding_layer(accuracy, min(cfg.symbolic_decoding_layers))
+    print(f"--symbolic_encoding_layer auto: layer {cfg.symbolic_encoding_layer} (validation accuracy "
+          f"{accuracy[cfg.symbolic_encoding_layer]:.3f}, x, y and type all decoded)")
 
 
 def used_config(cfg: FineTuneConfig, engine: Optional[SymbolicEngine]) -> FineTuneConfig:
@@ -257,8 +287,11 @@ def run(cfg: FineTuneConfig) -> int:
 def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: DistInfo) -> int:
     torch.manual_seed(cfg.seed)
     llama = build_llama(cfg, max_batch_size=max(cfg.eval_batch_size, cfg.n_samples), device=device)
-    cfg.validate_layers(llama.args.n_layers)
     names = cfg.methods()
+    auto_layer = cfg.symbolic_encoding_layer == "auto"
+    if cfg.needs_maps() or "adapter" in names:  # the methods that read and write residual layers
+        resolve_encoding_layer(cfg, llama)
+        cfg.validate_layers(llama.args.n_layers)
     maps = load_maps_for(cfg, llama) if cfg.needs_maps() else None
     engine = maps.engine if maps is not None else None
     cfg = used_config(cfg, engine)
@@ -291,6 +324,9 @@ def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: D
                              "possible_problems": list(engine.possible_problems),
                              "engine_fingerprint": engine.fingerprint()}, source=f"engine of {cfg.encoder_path}")
     tracker.record_used({"seen_types": seen}, source=seen_from)
+    if auto_layer and isinstance(cfg.symbolic_encoding_layer, int):
+        tracker.record_used({"symbolic_encoding_layer": cfg.symbolic_encoding_layer},
+                            source=f"--symbolic_encoding_layer auto: the best validation layer of {cfg.encoder_path}")
     eval_kw = dict(batch_size=cfg.eval_batch_size, seen_types=seen, problem_list=problem_list, info=info)
     test_kw = dict(vary_format=cfg.modify_question_format, words=cfg.test_with_non_numerical_rep)
     short = answer_token_budget(llama.tokenizer, cfg.complexity, cfg.limit_solution_digits)

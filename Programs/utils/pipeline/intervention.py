@@ -48,7 +48,7 @@ MERGES = ("convex", "add", "add_rmsnorm")
 @dataclass
 class InterventionOptions:
     """stage 3: the neurosymbolic intervention (also the adapter's place)"""
-    symbolic_encoding_layer: int = option(17, "residual index read by the encoder (input of that block; 0 = embeddings)")
+    symbolic_encoding_layer: int | str = option(17, "residual index read by the encoder (input of that block; 0 = embeddings), or auto: the layer whose stage-2 encoder decoded the most validation questions (x, y and type), among those not after the first decoding layer; the chosen layer is recorded in the run's config")
     symbolic_decoding_layers: list[int] = option([17], "residual indices written by the decoder(s) (each >= the encoding layer)")
     problem_score_threshold: float = option(0.8, "gate: intervene iff the best problem-type score exceeds this")
     merge: str = option("convex", "how the decoded vector meets the residual: convex ((1-s)·dec + s·h), add (dec + h), add_rmsnorm (RMSNorm(dec + h), trainable)", choices=MERGES)
@@ -65,11 +65,19 @@ class InterventionOptions:
 
     def validate_intervention(self) -> None:
         """Option combinations that cannot work, before any model is loaded."""
+        if isinstance(self.symbolic_encoding_layer, str) and self.symbolic_encoding_layer != "auto":
+            raise ConfigError(f"--symbolic_encoding_layer {self.symbolic_encoding_layer!r}: expected a layer "
+                              f"number or auto")
         if self.encode_counter and not self.multi_token_intervention:
             raise ConfigError("--encode_counter 1 needs --multi_token_intervention 1: the counter marks the "
                               "positions after the last prompt position, which are written only then")
 
     def validate_layers(self, n_layers: int) -> None:
+        """Layer numbers against the model; an `auto` encoding layer must have been resolved first
+        (fine_tuning.resolve_encoding_layer)."""
+        if not isinstance(self.symbolic_encoding_layer, int):
+            raise ConfigError(f"--symbolic_encoding_layer {self.symbolic_encoding_layer!r}: expected a layer "
+                              f"number or auto")
         if not self.symbolic_decoding_layers:
             raise ConfigError("--symbolic_decoding_layers is empty: give at least one residual layer to write")
         if not 0 <= self.symbolic_encoding_layer <= n_layers:

