@@ -1,6 +1,6 @@
 """--symbolic_encoding_layer auto: stage 2 measures, per layer, the validation questions whose x, y and
 type all decode right (all_accuracy, stored in the encoder file); stage 3 picks the best layer not
-after the first decoding layer and records it in the run's config.yaml."""
+after the first decoding layer and records it in the run's config_fine_tune.yaml."""
 import pandas as pd
 import pytest
 import torch
@@ -74,7 +74,7 @@ def test_stage3_resolves_auto_from_the_encoder_file_and_records_it(tiny_ckpt, tm
             "--testing_problems", "gcd", "--problem_type", "gcd", "--test_on_unrelated_questions", "1",
             "--max_seq_len", "512"]
     assert stage3(argv) == 0
-    config = yaml.safe_load((tmp_path / "results" / "A" / "config.yaml").read_text())
+    config = yaml.safe_load((tmp_path / "results" / "A" / "config_fine_tune.yaml").read_text())
     assert config["symbolic_encoding_layer"] == 1  # layer 3 is better but after the decoding layer 2
 
     save_maps(enc, "encoder", m.weights, m.engine_state, m.model_info, m.extra)  # an older file: no accuracies
