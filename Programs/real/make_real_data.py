@@ -44,8 +44,9 @@ def make_real_splits(n_train: int, n_val: int, n_test: int, *, given: dict, seed
     out = {s: read_user_csv(p, s, sizes[s], complexity) for s, p in given.items() if p}
     # Seeded splits, drawn larger by the given rows so that enough remain after leaving them out.
     extra = sum(len(df) for df in out.values())
-    seeded = make_splits(n_train + extra, n_val + extra, 3 * n_test + extra, TRAINED_TYPES_DEFAULT, seed=seed,
-                         complexity=complexity)  # 3x: enough of every type for a balanced test split
+    # 3x plus 100: enough of every one of the ten types for a balanced test split, also for tiny splits
+    seeded = make_splits(n_train + extra, n_val + extra, 3 * n_test + 100 + extra, TRAINED_TYPES_DEFAULT,
+                         seed=seed, complexity=complexity)
     taken = pd.concat(list(out.values()), ignore_index=True)[KEY] if out else pd.DataFrame(columns=KEY)
     for split in ("train", "val", "test"):
         if split in out:
@@ -56,7 +57,7 @@ def make_real_splits(n_train: int, n_val: int, n_test: int, *, given: dict, seed
         if split == "test":  # the same number of questions of every type (a test CSV is evaluated whole)
             df = df.groupby("problem_type", sort=False).head(sizes[split] // df["problem_type"].nunique())
         out[split] = df.head(sizes[split])
-        if len(out[split]) < sizes[split]:  # pragma: no cover - the margin above makes this impossible
+        if len(out[split]) < sizes[split]:
             raise DataError(f"only {len(out[split])} seeded {split} rows left after leaving out the given CSVs")
         taken = pd.concat([taken, out[split][KEY]], ignore_index=True)
     return out
