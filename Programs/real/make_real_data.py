@@ -44,8 +44,8 @@ def make_real_splits(n_train: int, n_val: int, n_test: int, *, given: dict, seed
     out = {s: read_user_csv(p, s, sizes[s], complexity) for s, p in given.items() if p}
     # Seeded splits, drawn larger by the given rows so that enough remain after leaving them out.
     extra = sum(len(df) for df in out.values())
-    seeded = make_splits(n_train + extra, n_val + extra, 3 * n_test + extra, TRAINED_TYPES_DEFAULT, seed=seed,
-                         complexity=complexity)  # 3x: enough of every type for a balanced test split
+    seeded = make_splits(n_train + extra, n_val + extra, 3 * n_test + 100 + extra, TRAINED_TYPES_DEFAULT, seed=seed,
+                         complexity=complexity)  # a larger pool: enough of every type for a balanced test split
     taken = pd.concat(list(out.values()), ignore_index=True)[KEY] if out else pd.DataFrame(columns=KEY)
     for split in ("train", "val", "test"):
         if split in out:
