@@ -3,7 +3,7 @@
 
 Seeded, as the demo's (demo/make_demo_data.py: train and validation of the eight trained types,
 test of all ten with the same number of questions each, addition and division unseen, no problem in
-two splits). A user's CSV (the public
+two splits; train and validation rows take the types in turn, so a prefix holds every type). A user's CSV (the public
 dataset's files, for one) replaces a seeded split: it is validated, train and validation keep the
 eight trained types only, and the first --n_<split> rows are kept; a seeded split then leaves out
 every problem of the given ones.
@@ -55,6 +55,8 @@ def make_real_splits(n_train: int, n_val: int, n_test: int, *, given: dict, seed
         df = df[~clash.to_numpy()]
         if split == "test":  # the same number of questions of every type (a test CSV is evaluated whole)
             df = df.groupby("problem_type", sort=False).head(sizes[split] // df["problem_type"].nunique())
+        else:  # types in turn, so that the first rows (stage 3's --training_rows) hold every type
+            df = df.iloc[df.groupby("problem_type", sort=False).cumcount().argsort(kind="stable")]
         out[split] = df.head(sizes[split])
         if len(out[split]) < sizes[split]:  # pragma: no cover - the margin above makes this impossible
             raise DataError(f"only {len(out[split])} seeded {split} rows left after leaving out the given CSVs")
