@@ -74,7 +74,7 @@ def test_stage3_resolves_auto_from_the_encoder_file_and_records_it(tiny_ckpt, tm
             "--testing_problems", "gcd", "--problem_type", "gcd", "--test_on_unrelated_questions", "1",
             "--max_seq_len", "512"]
     assert stage3(argv) == 0
-    config = yaml.safe_load((tmp_path / "results" / "A" / "config.yaml").read_text())
+    config = yaml.safe_load((tmp_path / "results" / "A" / "config_fine_tune.yaml").read_text())
     assert config["symbolic_encoding_layer"] == 1  # layer 3 is better but after the decoding layer 2
 
     save_maps(enc, "encoder", m.weights, m.engine_state, m.model_info, m.extra)  # an older file: no accuracies
