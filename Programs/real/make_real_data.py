@@ -3,7 +3,7 @@
 
 Seeded, as the demo's (demo/make_demo_data.py: train and validation of the eight trained types,
 test of all ten with the same number of questions each, addition and division unseen, no problem in
-two splits). A user's CSV (the public
+two splits; train and validation rows take the types in turn, so a prefix holds every type). A user's CSV (the public
 dataset's files, for one) replaces a seeded split: it is validated, train and validation keep the
 eight trained types only, and the first --n_<split> rows are kept; a seeded split then leaves out
 every problem of the given ones.
@@ -44,9 +44,8 @@ def make_real_splits(n_train: int, n_val: int, n_test: int, *, given: dict, seed
     out = {s: read_user_csv(p, s, sizes[s], complexity) for s, p in given.items() if p}
     # Seeded splits, drawn larger by the given rows so that enough remain after leaving them out.
     extra = sum(len(df) for df in out.values())
-    # 3x plus 100: enough of every one of the ten types for a balanced test split, also for tiny splits
-    seeded = make_splits(n_train + extra, n_val + extra, 3 * n_test + 100 + extra, TRAINED_TYPES_DEFAULT,
-                         seed=seed, complexity=complexity)
+    seeded = make_splits(n_train + extra, n_val + extra, 3 * n_test + 100 + extra, TRAINED_TYPES_DEFAULT, seed=seed,
+                         complexity=complexity)  # a larger pool: enough of every type for a balanced test split
     taken = pd.concat(list(out.values()), ignore_index=True)[KEY] if out else pd.DataFrame(columns=KEY)
     for split in ("train", "val", "test"):
         if split in out:
@@ -56,6 +55,8 @@ def make_real_splits(n_train: int, n_val: int, n_test: int, *, given: dict, seed
         df = df[~clash.to_numpy()]
         if split == "test":  # the same number of questions of every type (a test CSV is evaluated whole)
             df = df.groupby("problem_type", sort=False).head(sizes[split] // df["problem_type"].nunique())
+        else:  # types in turn, so that the first rows (stage 3's --training_rows) hold every type
+            df = df.iloc[df.groupby("problem_type", sort=False).cumcount().argsort(kind="stable")]
         out[split] = df.head(sizes[split])
         if len(out[split]) < sizes[split]:
             raise DataError(f"only {len(out[split])} seeded {split} rows left after leaving out the given CSVs")
