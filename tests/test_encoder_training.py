@@ -123,3 +123,49 @@ def test_random_init_learns_and_schedule_applies():
     assert hist[-1]["t_train_rmse"] < 0.2 * hist[0]["t_train_rmse"]
     assert max(stats["best_val_rmse"]) < 0.2 * hist[0]["t_val_rmse"]
     assert W.shape == (2, 16, 8)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device")])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_least_squares_recovers_a_map_under_a_large_constant_residual(device):
+    """A residual like SmolLM2's (a constant vector of norm about 68 plus question-dependent parts
+    of about 0.08 per dimension, Programs/real/README.md) with a small ridge: the solve must recover
+    a planted map on held-out rows on every device (a float32 solve on CUDA returned noise here)."""
+    from utils.pipeline.encoder_training import apply_maps, least_squares
+
+    g = torch.Generator().manual_seed(0)
+    n, d, out = 3000, 96, 32
+    const = torch.randn(d, generator=g, dtype=torch.float64)
+    const *= 68 / const.norm()
+    v = 0.08 * torch.randn(n, d, generator=g, dtype=torch.float64)
+    v -= (v @ const)[:, None] * const / const.dot(const)  # the question-dependent part, orthogonal to it
+    X = torch.stack([const + v, const + v.flip(1)], dim=1).float()  # [N, L=2, D]
+    W_true = torch.randn(out, d, generator=g, dtype=torch.float64) / d ** 0.5
+    Y = (v @ W_true.T).float()  # [N, out]: a function of the question-dependent part alone
+    W = least_squares(X[:2500].to(device), Y[:2500].to(device), 1e-9, 1024, torch.float32).cpu()  # [L, out, D]
+    pred = apply_maps(W, X[2500:])[:, 0]
+    err = (pred - Y[2500:]).norm() / Y[2500:].norm()
+    assert err < 1e-3, f"relative error {err:.3g} on {device}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_least_squares_singular_layer_gets_the_pseudo_inverse(device):
+    """A layer whose state is the same for every row (layer 0 when every prompt ends with the same
+    token) has a singular Gram matrix without a ridge: the stage must not stop there; that layer
+    gets the minimum-norm solution, which maps the common state to the mean target."""
+    from utils.pipeline.encoder_training import least_squares
+
+    g = torch.Generator().manual_seed(1)
+    n, d, out = 200, 16, 4
+    varying = torch.randn(n, d, generator=g)
+    same = torch.randn(d, generator=g).expand(n, d)
+    X = torch.stack([varying, same], dim=1)  # [N, 2, D]
+    W_true = torch.randn(out, d, generator=g)
+    Y = varying @ W_true.T
+    W = least_squares(X.to(device), Y.to(device), 0.0, 64, torch.float32).cpu()
+    assert torch.allclose(W[0], W_true, atol=1e-4)  # the well-posed layer: exact
+    assert torch.isfinite(W[1]).all()
+    assert torch.allclose(W[1] @ same[0], Y.mean(0), atol=1e-4)  # least squares through one direction

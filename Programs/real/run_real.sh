@@ -9,14 +9,16 @@
 #   alone) -> compare_runs (the paper's table).
 #
 #   bash Programs/real/run_real.sh [--hour | --gpu | --reduced] [--train CSV] [--val CSV] [--test CSV]
-#                                  [--programs_dir DIR] [--model GGUF]
+#                                  [--programs_dir DIR] [--model GGUF] [--config YAML]
 #
 # Default: about 20 minutes on a 2-core CPU (real.yaml). --hour: larger sizes for about an hour (not
 # run yet: an estimate from per-stage costs). --reduced: a handful of questions per type and a few
 # steps (CI, minutes). --train/--val/--test: the user's CSVs (e.g. the public dataset) instead of
 # seeded splits. Settings: Programs/real/real.yaml
-# (real_gpu.yaml with --gpu). Two lanes run side by side (one core and one thread each); the
-# background lane's logs are in <programs_dir>/results/real_logs/. Results: <programs_dir>/results/real/.
+# (real_gpu.yaml with --gpu; --config another file). On the CPU two lanes run side by side (one core
+# and one thread each); on the GPU (--gpu) chain of thought, LoRA and the adapter each run in a
+# lane of their own beside the main one (a 135M model leaves the card mostly idle per process).
+# Background lanes' logs are in <programs_dir>/results/real_logs/. Results: <programs_dir>/results/real/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."  # the repository root
 
@@ -25,6 +27,7 @@ PRESET=cpu
 CFG=Programs/real/real.yaml
 ROOT=Programs
 MODEL=""
+CUSTOM_CFG=""
 DATA_ARGS=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -34,6 +37,7 @@ while [ $# -gt 0 ]; do
         --train|--val|--test) DATA_ARGS+=("$1" "$2"); shift ;;
         --programs_dir) ROOT=$2; shift ;;
         --model) MODEL=$2; shift ;;
+        --config) CUSTOM_CFG=$2; shift ;;
         *) echo "run_real.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
     esac
     shift
@@ -50,6 +54,7 @@ case $PRESET in
              STAGES12=(--layer_numbers "[0,1,2,3,4]" --training_epochs 2 --decoding_epochs 2)
              STAGE3=(--training_rows 8 --num_epochs 1 --n_samples 8 --validation_rows 4 --cot_max_new_tokens 8) ;;
 esac
+CFG=${CUSTOM_CFG:-$CFG}
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE WANDB_MODE=${WANDB_MODE:-disabled} PYTHONUNBUFFERED=1
 
 MODEL=${MODEL:-$($PY Programs/real/find_model.py)}
@@ -99,14 +104,26 @@ stage3() {
     $PY Programs/fine_tune_decoders.py "${COMMON[@]}" ${STAGE3[@]+"${STAGE3[@]}"} "$@"
 }
 
-# Background lane: LoRA needs no stage-2 maps, so it starts at once; the adapter waits for them.
-# LoRA runs a full backward through all 30 blocks per step (40-75 s at batch 16 here, 30-50x a
-# decoder step with cached prefixes), so on the CPU it trains less: $LORA_EPOCHS.
-printf '\n== Background lane (LoRA, then the adapter once stage 2 is done): %s\n' "$LOGS"
-{ lane real_lora stage3 --run_name real_lora --lora_baseline 1 ${LORA_EPOCHS[@]+"${LORA_EPOCHS[@]}"} &&
-  while [ ! -f "$ENC" ] || [ ! -f "$DEC" ]; do sleep 5; done &&
-  lane real_adapter stage3 --run_name real_adapter --adapter_baseline 1 --encoder_path "$ENC" --decoder_path "$DEC"; } &
-background=$!
+# Background lanes: LoRA and chain of thought need no stage-2 maps, so they start at once; the
+# adapter waits for them. LoRA runs a full backward through all 30 blocks per step (40-75 s at
+# batch 16 on the CPU, 30-50x a decoder step with cached prefixes), so on the CPU it trains less
+# ($LORA_EPOCHS) and chain of thought waits for the main lane (two cores).
+adapter_lane() {
+    while [ ! -f "$ENC" ] || [ ! -f "$DEC" ]; do sleep 5; done
+    lane real_adapter stage3 --run_name real_adapter --adapter_baseline 1 --encoder_path "$ENC" --decoder_path "$DEC"
+}
+lora_lane() { lane real_lora stage3 --run_name real_lora --lora_baseline 1 ${LORA_EPOCHS[@]+"${LORA_EPOCHS[@]}"}; }
+cot_lane() { lane real_cot stage3 --run_name real_cot --cot 1; }
+LANES=(); LANE_NAMES=()
+if [ "$PRESET" = gpu ]; then
+    printf '\n== Background lanes (LoRA; the adapter once stage 2 is done; chain of thought): %s\n' "$LOGS"
+    lora_lane & LANES+=($!); LANE_NAMES+=(LoRA)
+    adapter_lane & LANES+=($!); LANE_NAMES+=(adapter)
+    cot_lane & LANES+=($!); LANE_NAMES+=("chain of thought")
+else
+    printf '\n== Background lane (LoRA, then the adapter once stage 2 is done): %s\n' "$LOGS"
+    { lora_lane && adapter_lane; } & LANES+=($!); LANE_NAMES+=("LoRA, adapter")
+fi
 
 step "Stage 1: gather hidden states" stages12 --run_name real --generate_data 1
 # Map files are written atomically (temporary name, rename): the adapter starts once both exist.
@@ -116,8 +133,12 @@ step "Stage 3: neurosymbolic decoder, plain model, gate statistics" \
 step "The write side alone: the fine-tuned decoder with the true operands (--simulate_perfect_encoder)" \
     stage3 --run_name real_perfect_encoder --simulate_perfect_encoder 1 --num_epochs 0 \
            --encoder_path "$ENC" --decoder_path "$MODELS/decoders_real_post_fine_tuning_real_ns.pth"
-step "Chain of thought" stage3 --run_name real_cot --cot 1
-step "Background lane (LoRA, adapter)" wait_for "$background"
+if [ "$PRESET" != gpu ]; then
+    step "Chain of thought" stage3 --run_name real_cot --cot 1
+fi
+for i in "${!LANES[@]}"; do
+    step "Background lane: ${LANE_NAMES[$i]}" wait_for "${LANES[$i]}"
+done
 cat "$LOGS/timings.txt"
 
 step "All methods in one table" \

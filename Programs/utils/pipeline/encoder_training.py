@@ -81,8 +81,12 @@ def least_squares(X: torch.Tensor, Y: torch.Tensor, ridge: float, batch: int, dt
     """Ridge solution W [L, out, in] of min ||X W^T - Y||^2 per layer, accumulated over row batches.
 
     X [N, L, in0] (mapped first through `pre` [L, in, in0] when given), Y [N, out] or [N, L, out].
+    Accumulated and solved in float64 on every device: a residual stream with a large constant part
+    (SmolLM2's, Programs/real/README.md) makes the uncentred Gram matrix so ill-conditioned that a
+    float32 solve returns noise. A layer whose matrix is still singular (every prompt's state alike,
+    as at layer 0 when prompts end with the same token) gets the pseudo-inverse solution.
     """
-    acc = torch.float64 if X.device.type == "cpu" else torch.float32
+    acc = torch.float64
     gram = cross = None
     for b in range(0, X.shape[0], batch):
         x = X[b:b + batch].to(acc)
@@ -95,7 +99,10 @@ def least_squares(X: torch.Tensor, Y: torch.Tensor, ridge: float, batch: int, dt
         gram, cross = (g, c) if gram is None else (gram + g, cross + c)
     scale = gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)  # [L]
     eye = torch.eye(gram.shape[-1], dtype=acc, device=gram.device)
-    sol = torch.linalg.solve(gram + ridge * scale[:, None, None] * eye, cross)  # [L,in,out]
+    A = gram + ridge * scale[:, None, None] * eye
+    sol, info = torch.linalg.solve_ex(A, cross)  # [L,in,out]; info [L] > 0 where A is singular
+    for layer in info.nonzero().flatten().tolist():
+        sol[layer] = torch.linalg.pinv(A[layer], hermitian=True) @ cross[layer]
     return sol.transpose(1, 2).to(dtype).contiguous()
 
 
