@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,13 +28,15 @@ from utils.llama.errors import CheckpointError
 from utils.llama.fingerprint import Fingerprint
 from utils.llama.gguf_file import GGUFFile
 from utils.llama.model import ModelArgs, Transformer
+from utils.llama.tensor_names import TensorNames
 
-_BLOCK_RE = re.compile(r"blk\.(\d+)\.(\w+)\.weight$")
-_GLOBAL = {"token_embd.weight": "tok_embeddings.weight", "output_norm.weight": "norm.weight",
-           "output.weight": "output.weight"}
-_BLOCK = {"attn_norm": "attention_norm", "attn_q": "attention.wq", "attn_k": "attention.wk",
-          "attn_v": "attention.wv", "attn_output": "attention.wo", "ffn_norm": "ffn_norm",
-          "ffn_gate": "feed_forward.w1", "ffn_down": "feed_forward.w2", "ffn_up": "feed_forward.w3"}
+_NAMES = TensorNames(
+    {"token_embd.weight": "tok_embeddings.weight", "output_norm.weight": "norm.weight",
+     "output.weight": "output.weight"},
+    r"blk\.(\d+)\.(\w+)\.weight$",
+    {"attn_norm": "attention_norm", "attn_q": "attention.wq", "attn_k": "attention.wk",
+     "attn_v": "attention.wv", "attn_output": "attention.wo", "ffn_norm": "ffn_norm",
+     "ffn_gate": "feed_forward.w1", "ffn_down": "feed_forward.w2", "ffn_up": "feed_forward.w3"})
 _ROPE_FREQS = "rope_freqs.weight"
 # GGUF token types (llama.cpp's llama_token_type)
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
@@ -126,12 +127,7 @@ def _dequantize(t) -> torch.Tensor:
 
 def state_key(name: str) -> Optional[str]:
     """Our state-dict key of a GGUF tensor name (None: not a weight of the network)."""
-    if name in _GLOBAL:
-        return _GLOBAL[name]
-    m = _BLOCK_RE.match(name)
-    if m and m.group(2) in _BLOCK:
-        return f"layers.{m.group(1)}.{_BLOCK[m.group(2)]}.weight"
-    return None
+    return _NAMES.state_key(name)
 
 
 def load_gguf_model(path, *, max_seq_len: int = 2048, max_batch_size: int = 32,
@@ -163,7 +159,7 @@ def load_gguf_model(path, *, max_seq_len: int = 2048, max_batch_size: int = 32,
         state["output.weight"] = state["tok_embeddings.weight"]
     missing = [k for k in expected if k not in state]
     if missing:
-        gguf_name = {v: k for k, v in _GLOBAL.items()}.get(missing[0], missing[0])
+        gguf_name = {v: k for k, v in _NAMES.globals.items()}.get(missing[0], missing[0])
         raise CheckpointError(f"{path}: tensor for {gguf_name!r} is missing ({len(missing)} missing)")
     model.load_state_dict(state, strict=True, assign=True)
     model.tie_weights()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import struct
 from pathlib import Path
 from typing import Optional
@@ -28,18 +27,20 @@ from utils.llama.errors import CheckpointError
 from utils.llama.fingerprint import Fingerprint
 from utils.llama.mapped_file import MappedFile
 from utils.llama.model import ModelArgs, Transformer
+from utils.llama.tensor_names import TensorNames
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
-_LAYER_RE = re.compile(r"model\.layers\.(\d+)\.(.+)\.weight$")
-_GLOBAL = {"model.embed_tokens.weight": "tok_embeddings.weight", "model.norm.weight": "norm.weight",
-           "lm_head.weight": "output.weight"}
-_LAYER = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk",
-          "self_attn.v_proj": "attention.wv", "self_attn.o_proj": "attention.wo",
-          "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2",
-          "mlp.up_proj": "feed_forward.w3", "input_layernorm": "attention_norm",
-          "post_attention_layernorm": "ffn_norm"}
+_NAMES = TensorNames(
+    {"model.embed_tokens.weight": "tok_embeddings.weight", "model.norm.weight": "norm.weight",
+     "lm_head.weight": "output.weight"},
+    r"model\.layers\.(\d+)\.(.+)\.weight$",
+    {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk",
+     "self_attn.v_proj": "attention.wv", "self_attn.o_proj": "attention.wo",
+     "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2",
+     "mlp.up_proj": "feed_forward.w3", "input_layernorm": "attention_norm",
+     "post_attention_layernorm": "ffn_norm"})
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -121,12 +122,7 @@ def shard_files(folder) -> list[Path]:
 
 def state_key(name: str) -> Optional[str]:
     """Our state-dict key of a Hugging Face tensor name (None: not a weight of the network)."""
-    if name in _GLOBAL:
-        return _GLOBAL[name]
-    m = _LAYER_RE.match(name)
-    if m and m.group(2) in _LAYER:
-        return f"layers.{m.group(1)}.{_LAYER[m.group(2)]}.weight"
-    return None
+    return _NAMES.state_key(name)
 
 
 def rotate_half_to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
