@@ -72,6 +72,34 @@ def test_mixed_batch_changes_only_open_samples(model, engine):
 
 
 @torch.no_grad()
+def test_gate_maximum_closes_scores_above_it(model, engine):
+    """--problem_score_max: samples scoring at or above it keep their state bit for bit, as with a
+    closed one-sided gate; the rule is the same function the gate statistics use."""
+    from utils.pipeline.intervention import gate_open
+
+    tok, pad = batch()
+    base = model(tok, pad_lengths=pad)
+    iv = make_iv(engine)
+    with iv.attached(model):
+        model(tok, pad_lengths=pad)
+    scores = iv.take_records()["score"]
+    iv.maximum = float(scores.median())
+    with iv.attached(model):
+        out = model(tok, pad_lengths=pad)
+    gate = iv.take_records()["gate"]
+    assert torch.equal(gate, scores < scores.median())
+    assert torch.equal(gate, gate_open(scores, -math.inf, float(scores.median())))
+    assert gate.any() and (~gate).any()
+    assert torch.equal(out[~gate], base[~gate])
+    assert (out[gate, -1] != base[gate, -1]).any(-1).all()
+
+
+def test_gate_maximum_must_exceed_threshold():
+    with pytest.raises(ConfigError, match=r"--problem_score_max 0.5 must exceed --problem_score_threshold 0.8"):
+        InterventionOptions(problem_score_threshold=0.8, problem_score_max=0.5).validate_intervention()
+
+
+@torch.no_grad()
 def test_default_writes_only_last_prompt_position_in_teacher_forcing(model, engine):
     tok, pad = batch()
     P = 6  # prompt = positions 0..5, answer = 6..8

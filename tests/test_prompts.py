@@ -33,6 +33,11 @@ def test_cot_and_non_math_dialogs():
     assert all(topics.count(t) == 5 for t in set(topics))
     nm = prompts.non_math_dialog(qs[0][1])
     assert [m["role"] for m in nm] == ["system", "user"] and nm[1]["content"].endswith(qs[0][1])
+    val = prompts.non_math_questions("val")  # for choosing gate settings: other questions, same topics
+    assert len(set(val)) == len(val) == 21 and {t for t, _ in val} == set(topics)
+    assert not {q for _, q in val} & {q for _, q in qs}
+    with pytest.raises(ValueError, match="test or val"):
+        prompts.non_math_questions("train")
 
 
 @pytest.mark.parametrize("text,want", [

@@ -409,19 +409,20 @@ def _build_method(name: str, cfg: FineTuneConfig, llama, maps: Optional[Maps]):
     return methods.lora(llama.model, cfg, cfg.seed)
 
 
-def unrelated_gate_scores(cfg, llama, method, test_rows, ex_kw, seen_types, info) -> pd.DataFrame:
-    """Gate scores of seen math, unseen math and non-math prompts (the paper's gate figure)."""
+def unrelated_gate_scores(cfg, llama, method, math_rows, ex_kw, seen_types, info, split: str = "test") -> pd.DataFrame:
+    """Gate scores of seen math, unseen math and non-math prompts (the paper's gate figure): the
+    split's math rows and its canned non-math questions (prompts.non_math_questions)."""
     from utils.symbolic.prompts import non_math_dialog, non_math_questions
 
-    math_ex = build_examples(test_rows, llama.formatter, "test", **ex_kw)
-    topics = non_math_questions()
+    math_ex = build_examples(math_rows, llama.formatter, split, **ex_kw)
+    topics = non_math_questions(split)
     other = [llama.formatter.encode_dialog_prompt(non_math_dialog(q)) for _, q in topics]
     s_math = gate_scores(llama, method, math_ex.prompts, batch_size=cfg.eval_batch_size, info=info, desc="gate math")
     s_other = gate_scores(llama, method, other, batch_size=cfg.eval_batch_size, info=info, desc="gate non-math")
-    seen = test_rows["problem_type"].isin(seen_types)
+    seen = math_rows["problem_type"].isin(seen_types)
     return pd.concat([
         pd.DataFrame({"group": ["seen math" if s else "unseen math" for s in seen],
-                      "problem_type": test_rows["problem_type"], "score": s_math.numpy()}),
+                      "problem_type": math_rows["problem_type"], "score": s_math.numpy()}),
         pd.DataFrame({"group": "non-math", "problem_type": [t for t, _ in topics], "score": s_other.numpy()}),
     ], ignore_index=True)
 
@@ -439,9 +440,9 @@ def write_outputs(cfg, out_dir: Path, tracker, responses: pd.DataFrame, gates) -
             gates = pd.DataFrame({"group": ["seen math" if s else "unseen math" for s in ns["seen"]],
                                   "problem_type": ns["problem_type"].values, "score": ns["gate_score"].values})
     if gates is not None:
-        gp = write_gate_scores(out_dir, gates, cfg.problem_score_threshold)
+        gp = write_gate_scores(out_dir, gates, cfg.problem_score_threshold, cfg.problem_score_max)
         tracker.table("gate_scores", pd.read_csv(gp["csv"]), gp["csv"])
-        summary |= gate_summary(gates, cfg.problem_score_threshold)
+        summary |= gate_summary(gates, cfg.problem_score_threshold, cfg.problem_score_max)
         tracker.image("gate_scores_plot", gp["png"])
     tracker.image("results_plot", paths["png"])
     tracker.summary(summary)

@@ -4,7 +4,7 @@ At the encoding layer L_e, at each sample's last prompt position (P-1; prompts a
 every row ends at P-1):
 
     z = Enc(h)                      [B, V]   linear map of the unmodified residual
-    scores = T_p · z                [B, T]   gate: max score > threshold (per sample)
+    scores = T_p · z                [B, T]   gate: threshold < max score < maximum (per sample)
     x, y, type = decode(z)                   (or the true ones with --simulate_perfect_encoder)
     a = enc(solve(type, x, y))      [B, V]   the answer alone: no role, no type atom
 
@@ -51,6 +51,7 @@ class InterventionOptions:
     symbolic_encoding_layer: int | str = option(17, "residual index read by the encoder (input of that block; 0 = embeddings), or auto: the layer whose stage-2 encoder decoded the most validation questions (x, y and type), among those not after the first decoding layer; the chosen layer is recorded in the run's config")
     symbolic_decoding_layers: list[int] = option([17], "residual indices written by the decoder(s) (each >= the encoding layer)")
     problem_score_threshold: float = option(0.8, "gate: intervene iff the best problem-type score exceeds this")
+    problem_score_max: float = option(math.inf, "gate: and is below this (inf: the paper's one-sided gate). A score far above 1 comes from a state unlike the encoder's training prompts (e.g. a non-math prompt); choose it on validation prompts with Programs/gate_statistics.py")
     merge: str = option("convex", "how the decoded vector meets the residual: convex ((1-s)·dec + s·h), add (dec + h), add_rmsnorm (RMSNorm(dec + h), trainable)", choices=MERGES)
     rms_layer: bool = option(False, "alias of --merge add_rmsnorm (the original's flag)")
     starting_skip_strength: float = option(0.5, "s of the convex merge (weight of the original state)")
@@ -68,6 +69,9 @@ class InterventionOptions:
         if isinstance(self.symbolic_encoding_layer, str) and self.symbolic_encoding_layer != "auto":
             raise ConfigError(f"--symbolic_encoding_layer {self.symbolic_encoding_layer!r}: expected a layer "
                               f"number or auto")
+        if not self.problem_score_max > self.problem_score_threshold:
+            raise ConfigError(f"--problem_score_max {self.problem_score_max} must exceed --problem_score_threshold "
+                              f"{self.problem_score_threshold}: the gate would never open")
         if self.encode_counter and not self.multi_token_intervention:
             raise ConfigError("--encode_counter 1 needs --multi_token_intervention 1: the counter marks the "
                               "positions after the last prompt position, which are written only then")
@@ -89,6 +93,11 @@ class InterventionOptions:
         if min(self.symbolic_decoding_layers) < self.symbolic_encoding_layer:
             raise ConfigError(f"--symbolic_decoding_layers {self.symbolic_decoding_layers} must not precede "
                               f"--symbolic_encoding_layer {self.symbolic_encoding_layer} (the answer is not known yet)")
+
+
+def gate_open(score, threshold: float, maximum: float = math.inf):
+    """The gate's rule, for tensors and pandas Series alike: threshold < score < maximum."""
+    return (score > threshold) & (score < maximum)
 
 
 class Merge(nn.Module):
@@ -138,7 +147,7 @@ class SymbolicIntervention(nn.Module):
         self.merges = nn.ModuleDict({str(l): Merge(opts.merge_mode(), D, opts.starting_skip_strength,
                                                    opts.trainable_skip, norm_eps) for l in self.dec_layers})
         self.complexity, self.limit_solution_digits = complexity, limit_solution_digits
-        self.threshold = float(opts.problem_score_threshold)
+        self.threshold, self.maximum = float(opts.problem_score_threshold), float(opts.problem_score_max)
         self._prompt_len: Optional[int] = None
         self._truth: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
         self._static: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (a [B,V], gate [B]) of P-1
@@ -253,7 +262,7 @@ class SymbolicIntervention(nn.Module):
         with torch.no_grad():  # the symbolic step is integer arithmetic: no gradient
             zf = z.detach().reshape(B * K, -1)  # [N,V]
             score, type_id = self.engine.problem_type_scores(zf).max(-1)  # [N]
-            gate = score > self.threshold
+            gate = gate_open(score, self.threshold, self.maximum)
             x = self.engine.decode_number(zf, role="n1")  # [N] long
             y = self.engine.decode_number(zf, role="n2")
             if record_idx is not None:

@@ -161,33 +161,42 @@ def write_results(run_dir: Path, results: pd.DataFrame, title: str = "Results") 
 
 
 # ----------------------------------------------------------------------------- gate figure
-def write_gate_scores(run_dir: Path, scores: pd.DataFrame, threshold: float) -> dict[str, Path]:
-    """scores: columns group (seen math | unseen math | non-math), problem_type, score."""
+def write_gate_scores(run_dir: Path, scores: pd.DataFrame, threshold: float, maximum: float = math.inf,
+                      name: str = "gate_scores") -> dict[str, Path]:
+    """scores: columns group (seen math | unseen math | non-math), problem_type, score -> <name>.csv/png."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from utils.pipeline.intervention import gate_open
+
     run_dir = Path(run_dir)
-    scores = scores.assign(gate_open=scores["score"] > threshold)
-    csv = atomic_write_csv(scores, run_dir / "gate_scores.csv")
+    scores = scores.assign(gate_open=gate_open(scores["score"], threshold, maximum))
+    csv = atomic_write_csv(scores, run_dir / f"{name}.csv")
     fig, ax = plt.subplots(figsize=(6, 3.5))
     finite = scores["score"][np.isfinite(scores["score"])]
-    bins = np.linspace(min(finite.min(), threshold) - 0.05, max(finite.max(), threshold) + 0.05, 40) if len(finite) else 20
+    lines = [threshold] + ([maximum] if math.isfinite(maximum) else [])
+    bins = np.linspace(min(finite.min(), *lines) - 0.05, max(finite.max(), *lines) + 0.05, 40) if len(finite) else 20
     for group, part in scores.groupby("group", sort=False):
         rate = part["gate_open"].mean()
         ax.hist(part["score"], bins=bins, alpha=0.55, label=f"{group} (gate open {100 * rate:.0f}%)")
     ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    if math.isfinite(maximum):
+        ax.axvline(maximum, color="k", ls=":", lw=1, label=f"maximum {maximum:g}")
     ax.set_xlabel("max problem-type score")
     ax.set_ylabel("questions")
     ax.legend(fontsize=8)
-    png = atomic_savefig(fig, run_dir / "gate_scores.png", dpi=120, bbox_inches="tight")
+    png = atomic_savefig(fig, run_dir / f"{name}.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return {"csv": csv, "png": png}
 
 
-def gate_summary(scores: pd.DataFrame, threshold: float) -> dict[str, float]:
-    return {f"gate_open_rate/{g}": float((p["score"] > threshold).mean()) for g, p in scores.groupby("group")}
+def gate_summary(scores: pd.DataFrame, threshold: float, maximum: float = math.inf) -> dict[str, float]:
+    from utils.pipeline.intervention import gate_open
+
+    return {f"gate_open_rate/{g}": float(gate_open(p["score"], threshold, maximum).mean())
+            for g, p in scores.groupby("group")}
 
 
 def combine(frames: list[pd.DataFrame], names: Optional[list[str]] = None) -> tuple[pd.DataFrame, list[str]]:

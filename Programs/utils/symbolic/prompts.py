@@ -108,9 +108,54 @@ _NON_MATH = {
 }
 
 
-def non_math_questions() -> list[tuple[str, str]]:
-    """The project's canned non-math questions as ``(topic, question)`` (7 topics x 5)."""
-    return [(topic, q) for topic, qs in _NON_MATH.items() for q in qs]
+# Other questions of the same topics, for choosing gate settings (Programs/gate_statistics.py)
+# without looking at the ones above, which the test statistics use.
+_NON_MATH_VALIDATION = {
+    "philosophy": [
+        "Is there a difference between knowing something and believing it?",
+        "Can something come from nothing?",
+        "Are numbers discovered or invented?",
+    ],
+    "ethics": [
+        "Is it fair to judge past generations by today's values?",
+        "Should wealthy countries accept more refugees?",
+        "When is civil disobedience justified?",
+    ],
+    "history": [
+        "Why did the Industrial Revolution begin in Britain?",
+        "How did the Black Death change medieval labour?",
+        "Why did ancient Athens experiment with democracy?",
+    ],
+    "psychology": [
+        "Why do people remember embarrassing moments so vividly?",
+        "How does sleep affect the way we make decisions?",
+        "Why do some people enjoy fear in horror films?",
+    ],
+    "technology": [
+        "Should personal data be treated as property?",
+        "What happens to skills when machines take over a task?",
+        "Why do old software systems remain in use for decades?",
+    ],
+    "science fiction": [
+        "Would time travel make history meaningless?",
+        "Should artificial minds be allowed to vote?",
+        "How would people trade if energy were unlimited and free?",
+    ],
+    "art and culture": [
+        "Why do fashions return after a few decades?",
+        "Is a forgery less valuable if nobody can tell it apart?",
+        "How does a language shape the poetry written in it?",
+    ],
+}
+
+
+def non_math_questions(split: str = "test") -> list[tuple[str, str]]:
+    """The project's canned non-math questions as ``(topic, question)``: ``test`` (7 topics x 5, the
+    gate statistics of stage 3) or ``val`` (7 topics x 3 others, for choosing gate settings)."""
+    table = {"test": _NON_MATH, "val": _NON_MATH_VALIDATION}.get(split)
+    if table is None:
+        raise ValueError(f"split must be test or val, got {split!r}")
+    return [(topic, q) for topic, qs in table.items() for q in qs]
 
 
 def non_math_dialog(question: str) -> list[dict]:

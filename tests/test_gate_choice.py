@@ -1,0 +1,73 @@
+"""Gate settings chosen on the validation split: the proposal rule, and Programs/gate_statistics.py
+on the tiny checkpoint against scores computed directly (one prompt at a time, own residual hook)."""
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from test_fine_tuning import write_csvs, write_maps
+from utils.pipeline.fine_tuning import FineTuneConfig
+from utils.pipeline.gate_choice import propose_maximum, run
+from utils.pipeline.options import parse_config
+from utils.pipeline.runtime import build_llama
+
+
+def frame(seen, other):
+    return pd.DataFrame({"group": ["seen math"] * len(seen) + ["non-math"] * len(other), "score": seen + other})
+
+
+def test_separable_scores_give_the_midpoint_of_the_gap():
+    m, rate = propose_maximum(frame([0.9, 1.0, 1.2], [2.2, 3.0, 7.0]), threshold=0.8)
+    assert m == pytest.approx(1.7) and rate == 1.0
+
+
+def test_overlapping_scores_give_the_best_balanced_cut():
+    # cut at 1.15: seen 3 of 4 open, non-math 3 of 4 closed (0.75); no cut does better
+    m, rate = propose_maximum(frame([0.9, 1.0, 1.1, 1.3], [1.2, 1.4, 1.5, 0.95]), threshold=0.8)
+    assert rate == pytest.approx(0.75) and 1.1 < m < 1.2
+
+
+def test_no_cut_beats_none_when_non_math_scores_lower():
+    m, rate = propose_maximum(frame([1.5, 1.6], [0.9, 1.0]), threshold=0.8)
+    assert math.isinf(m) and rate == 0.5  # a maximum cannot close them without closing every seen one
+
+
+def test_gate_statistics_scores_validation_prompts_as_a_direct_forward(tiny_ckpt, tmp_path, capsys):
+    from utils.pipeline.maps import load_maps
+    from utils.pipeline.training import build_examples
+    from utils.symbolic.engine import SymbolicEngine
+    from utils.symbolic.prompts import non_math_dialog, non_math_questions
+
+    enc, dec, _ = write_maps(tmp_path, tiny_ckpt, layers=(1, 2))
+    csv = write_csvs(tmp_path)
+    argv = ["--chpt_dir", str(tiny_ckpt), "--programs_dir", str(tmp_path), "--run_name", "G",
+            "--encoder_path", str(enc), "--decoder_path", str(dec), "--val_data_df_path", str(csv["val"]),
+            "--symbolic_encoding_layer", "1", "--symbolic_decoding_layers", "2", "--problem_type", "gcd,modulo",
+            "--problem_score_threshold", "-100", "--problem_score_max", "100", "--max_seq_len", "512",
+            "--eval_batch_size", "8"]
+    assert run(parse_config(FineTuneConfig, argv)) == 0
+    assert "proposed --problem_score_max" in capsys.readouterr().out
+    got = pd.read_csv(tmp_path / "results" / "G" / "gate_validation.csv")
+    assert (tmp_path / "results" / "G" / "gate_validation.png").is_file()
+    val = pd.read_csv(csv["val"])
+    assert list(got["group"]) == ["seen math"] * len(val) + ["non-math"] * 21
+    assert got["gate_open"].tolist() == ((got["score"] > -100) & (got["score"] < 100)).tolist()
+
+    # the reference: each prompt alone, the residual entering block 1 read by a hook of our own
+    llama = build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=512), max_batch_size=1, device="cpu")
+    w1 = load_maps(enc, "encoder").weights[1]  # [V, D]
+    eng = SymbolicEngine.from_state_dict(load_maps(enc, "encoder").engine_state)
+    ex = build_examples(val, llama.formatter, "val", seed=42, complexity=2, limit_solution_digits=True,
+                        problem_list=list(eng.possible_problems))
+    prompts = list(ex.prompts) + [llama.formatter.encode_dialog_prompt(non_math_dialog(q))
+                                  for _, q in non_math_questions("val")]
+    seen = {}
+    handle = llama.model.register_residual_hook(1, lambda h, ctx: seen.__setitem__("h", h[:, -1].clone()))
+    want = []
+    with torch.no_grad():
+        for p in prompts:
+            llama.model(torch.tensor([p]), 0)
+            want.append(eng.problem_type_scores(seen["h"].float() @ w1.T).max(-1).values.item())
+    handle.remove()
+    assert got["score"].tolist() == pytest.approx(want, rel=1e-4, abs=1e-5)
