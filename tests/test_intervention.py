@@ -54,27 +54,11 @@ def test_closed_gate_is_bit_identical(model, engine):
 
 
 @torch.no_grad()
-def test_mixed_batch_changes_only_open_samples(model, engine):
-    tok, pad = batch()
-    base = model(tok, pad_lengths=pad)
-    iv = make_iv(engine)
-    with iv.attached(model):
-        model(tok, pad_lengths=pad)
-    scores = iv.take_records()["score"]
-    iv.threshold = float(scores.median())
-    with iv.attached(model):
-        out = model(tok, pad_lengths=pad)
-    gate = iv.take_records()["gate"]
-    assert gate.any() and (~gate).any()
-    assert torch.equal(out[~gate], base[~gate])
-    changed = (out != base).any(-1)  # [B,S]
-    assert changed[gate, -1].all() and not changed[:, :-1].any()  # only position P-1 = S-1
-
-
-@torch.no_grad()
-def test_gate_maximum_closes_scores_above_it(model, engine):
-    """--problem_score_max: samples scoring at or above it keep their state bit for bit, as with a
-    closed one-sided gate; the rule is the same function the gate statistics use."""
+@pytest.mark.parametrize("bound", ["threshold", "maximum"])
+def test_mixed_batch_changes_only_open_samples(model, engine, bound):
+    """A batch cut at its median score, by the threshold (score above opens) or by
+    --problem_score_max (score below opens): closed samples keep their state bit for bit, open ones
+    change at position P-1 only; the rule is the one the gate statistics use (gate_open)."""
     from utils.pipeline.intervention import gate_open
 
     tok, pad = batch()
@@ -83,15 +67,17 @@ def test_gate_maximum_closes_scores_above_it(model, engine):
     with iv.attached(model):
         model(tok, pad_lengths=pad)
     scores = iv.take_records()["score"]
-    iv.maximum = float(scores.median())
+    cut = float(scores.median())
+    setattr(iv, bound, cut)
     with iv.attached(model):
         out = model(tok, pad_lengths=pad)
     gate = iv.take_records()["gate"]
-    assert torch.equal(gate, scores < scores.median())
-    assert torch.equal(gate, gate_open(scores, -math.inf, float(scores.median())))
+    assert torch.equal(gate, scores > cut if bound == "threshold" else scores < cut)
+    assert torch.equal(gate, gate_open(scores, iv.threshold, iv.maximum))
     assert gate.any() and (~gate).any()
     assert torch.equal(out[~gate], base[~gate])
-    assert (out[gate, -1] != base[gate, -1]).any(-1).all()
+    changed = (out != base).any(-1)  # [B,S]
+    assert changed[gate, -1].all() and not changed[:, :-1].any()  # only position P-1 = S-1
 
 
 def test_gate_maximum_must_exceed_threshold():
