@@ -52,3 +52,21 @@ def test_zero_epochs_evaluate_the_given_decoder_without_training(tiny_ckpt, tmp_
     assert set(res.method) == {"neurosymbolic"} and len(res) == 2
     with pytest.raises(ConfigError, match="num_epochs must be at least 0"):
         stage3(_argv(tmp_path, tiny_ckpt, enc, dec, csv, "--run_name", "E", "--num_epochs", "-1"))
+
+
+def test_zero_init_does_not_replace_a_fine_tuned_decoder(tiny_ckpt, tmp_path):
+    """--decoder_init zero replaces stage 2's decoders only: a fine-tuned decoder given for evaluation
+    (the preset's --simulate_perfect_encoder run) is evaluated with its own weights, exactly as with
+    --decoder_init file (it was once evaluated as zeros, which halved the residual instead)."""
+    enc, dec, _ = write_maps(tmp_path, tiny_ckpt, layers=(1,))
+    csv = write_csvs(tmp_path)
+    assert stage3(_argv(tmp_path, tiny_ckpt, enc, dec, csv, "--run_name", "T", "--decoder_init", "zero",
+                        "--training_rows", "4", "--num_epochs", "2")) == 0
+    tuned = tmp_path / "decoders_run_post_fine_tuning_T.pth"
+    ce = {}
+    for init in ("zero", "file"):
+        assert stage3(_argv(tmp_path, tiny_ckpt, enc, tuned, csv, "--run_name", f"E_{init}", "--num_epochs", "0",
+                            "--decoder_init", init, "--simulate_perfect_encoder", "1")) == 0
+        resp = pd.read_csv(tmp_path / "results" / f"E_{init}" / "responses.csv")
+        ce[init] = resp.cross_entropy.to_numpy()
+    assert (ce["zero"] == ce["file"]).all()

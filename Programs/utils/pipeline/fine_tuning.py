@@ -151,7 +151,9 @@ def load_maps_for(cfg: FineTuneConfig, llama) -> Maps:
                         f"(--symbolic_encoding_layer); the file has layers {enc.layers}")
     engine.to(llama.device)
     enc_w = enc.weights[cfg.symbolic_encoding_layer]
-    if cfg.decoder_init == "zero":  # the decoding layers need not have been gathered in stage 1
+    # zero replaces stage 2's decoders (the decoding layers need not have been gathered in stage 1);
+    # a decoder that stage 3 fine-tuned is what is being evaluated or resumed: always its own weights
+    if cfg.decoder_init == "zero" and "fine_tuned_from" not in dec.extra:
         zero = {l: torch.zeros(enc_w.shape[1], enc_w.shape[0]) for l in cfg.symbolic_decoding_layers}
         return Maps(engine, enc_w, zero, enc.extra, dec.extra)
     missing = [l for l in cfg.symbolic_decoding_layers if l not in dec.weights]
