@@ -25,9 +25,10 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Two workers (pytest-xdist): the slow tests are independent processes, one per core.
+# Two workers (pytest-xdist): the slow tests are independent processes, one per core; the
+# heaviest are spread over both workers first (tests/conftest.py, HEAVIEST).
 test: venv
-	$(VPY) -m pytest -q -n 2
+	$(VPY) -m pytest -q -n 2 --maxschedchunk 1
 
 demo: venv
 	bash Programs/demo/run_demo.sh

@@ -34,7 +34,30 @@ TINY_PARAMS = {
 }
 
 
+# The four end-to-end tests that take most of the suite's time (seconds on the idle 2-core
+# machine, `make test` with --durations, 2026-11-28). `make test` runs two pytest-xdist workers
+# that are handed 2 tests each at first, then 1 at a time (--maxschedchunk 1): ordered as below,
+# one worker starts with the 1st and 4th, the other with the 2nd and 3rd, and the short tests
+# fill in behind them.
+HEAVIEST = {
+    "test_demo_pipeline.py::test_reduced_demo_neurosymbolic_beats_plain_model": 320,
+    "test_real_pipeline.py::test_reduced_make_real_runs_every_stage_and_method": 225,
+    "test_bench_paper_e2e.py::test_tiny_run_end_to_end": 80,
+    "test_readme_commands.py::test_readme_stage_commands_run_on_a_tiny_model": 80,
+}
+
+
+def _heavy_first(items):
+    heavy = sorted((i for i in items if i.nodeid.split("/")[-1] in HEAVIEST),
+                   key=lambda i: -HEAVIEST[i.nodeid.split("/")[-1]])
+    if len(heavy) == 4:
+        heavy = [heavy[0], heavy[3], heavy[1], heavy[2]]  # pairs of equal sums for two workers
+    rest = [i for i in items if i not in heavy]
+    items[:] = heavy + rest
+
+
 def pytest_collection_modifyitems(config, items):
+    _heavy_first(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

@@ -47,7 +47,7 @@ def test_readme_stage_commands_run_on_a_tiny_model(tiny_ckpt, tmp_path):
     commands = readme_commands()
     scripts = [c[1] for c in commands]
     assert scripts == ["Programs/train_encoders_and_decoders.py"] * 2 + ["Programs/fine_tune_decoders.py"] * 4 + [
-        "Programs/compare_runs.py"], scripts
+        "Programs/compare_runs.py", "Programs/gate_statistics.py"], scripts
     # a few rows of two seen types (and, in the test split, two of each of them and of one unseen type),
     # as the README's train/val/test.csv
     generate_problems(16, ["gcd", "modulo"], seed=1).to_csv(tmp_path / "train.csv", index=False)
@@ -64,7 +64,8 @@ def test_readme_stage_commands_run_on_a_tiny_model(tiny_ckpt, tmp_path):
     sizes = {"Programs/train_encoders_and_decoders.py": ["--training_epochs", "5", "--decoding_epochs", "5",
                                                          "--n_samples", "16"],
              "Programs/fine_tune_decoders.py": ["--n_samples", "8", "--eval_batch_size", "8",
-                                                "--cot_max_new_tokens", "8"]}
+                                                "--cot_max_new_tokens", "8"],
+             "Programs/gate_statistics.py": ["--eval_batch_size", "8"]}
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
     for argv in commands:
         script, args = argv[1], expand(argv[2:], csv, same)
@@ -83,3 +84,5 @@ def test_readme_stage_commands_run_on_a_tiny_model(tiny_ckpt, tmp_path):
         assert sorted(res["problem_type"].unique()) == ["addition", "gcd", "modulo"], run
     merged = pd.read_csv(programs / "results" / "compare_R_R_lora_R_adapter_R_cot" / "results.csv")
     assert set(merged["method"]) == {"neurosymbolic", "baseline", "lora", "adapter", "cot"}
+    gates = pd.read_csv(programs / "results" / "R_gate" / "gate_validation.csv")
+    assert set(gates["group"]) == {"seen math", "non-math"} and (gates["group"] == "non-math").sum() == 21
