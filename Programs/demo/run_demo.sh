@@ -21,20 +21,7 @@ LOGS=Programs/results/demo_logs
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE WANDB_MODE=${WANDB_MODE:-disabled} PYTHONUNBUFFERED=1
 
 start=$SECONDS
-step() {  # step "title" command...: run it and say how long it took
-    local title=$1 t0=$SECONDS
-    shift
-    printf '\n== %s\n' "$title"
-    "$@"
-    printf '   (%d s)\n' $((SECONDS - t0))
-}
-wait_for() {  # wait_for pid: fail with the end of the background logs when that lane failed
-    if ! wait "$1"; then
-        echo "error: a background run failed; end of its log:" >&2
-        tail -n 20 "$(ls -t "$LOGS"/*.log | head -1)" >&2
-        exit 1
-    fi
-}
+source Programs/steps.sh
 
 rm -rf Programs/gathered_data_demo Programs/results/demo Programs/results/demo_* \
        Programs/models/encoders_demo.pth Programs/models/decoders_demo*.pth

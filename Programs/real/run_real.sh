@@ -66,26 +66,7 @@ ENC=$MODELS/encoders_real.pth
 DEC=$MODELS/decoders_real.pth
 
 start=$SECONDS
-step() {  # step "title" command...: run it and say how long it took
-    local title=$1 t0=$SECONDS
-    shift
-    printf '\n== %s\n' "$title"
-    "$@"
-    printf '   (%d s)\n' $((SECONDS - t0))
-}
-lane() {  # lane name command...: a background-lane run, its log in $LOGS/name.log, timed
-    local name=$1 t0=$SECONDS
-    shift
-    "$@" >"$LOGS/$name.log" 2>&1
-    printf '%s %d\n' "$name" $((SECONDS - t0)) >>"$LOGS/timings.txt"
-}
-wait_for() {  # wait_for pid: fail with the end of the background logs when that lane failed
-    if ! wait "$1"; then
-        echo "error: a background run failed; end of its log:" >&2
-        tail -n 20 "$(ls -t "$LOGS"/*.log | head -1)" >&2
-        exit 1
-    fi
-}
+source Programs/steps.sh
 
 rm -rf "$ROOT/gathered_data_real" "$ROOT"/results/real "$ROOT"/results/real_* "$ENC" "$MODELS"/decoders_real*.pth
 mkdir -p "$LOGS" "$MODELS"

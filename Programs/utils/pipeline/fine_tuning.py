@@ -153,7 +153,7 @@ def load_maps_for(cfg: FineTuneConfig, llama) -> Maps:
     enc_w = enc.weights[cfg.symbolic_encoding_layer]
     # zero replaces stage 2's decoders (the decoding layers need not have been gathered in stage 1);
     # a decoder that stage 3 fine-tuned is what is being evaluated or resumed: always its own weights
-    if cfg.decoder_init == "zero" and "fine_tuned_from" not in dec.extra:
+    if cfg.decoder_init == "zero" and not fine_tuned(dec.extra):
         zero = {l: torch.zeros(enc_w.shape[1], enc_w.shape[0]) for l in cfg.symbolic_decoding_layers}
         return Maps(engine, enc_w, zero, enc.extra, dec.extra)
     missing = [l for l in cfg.symbolic_decoding_layers if l not in dec.weights]
@@ -202,6 +202,11 @@ def seen_types(cfg: FineTuneConfig, maps: Optional[Maps], train_rows: Optional[p
         df = train_rows if train_rows is not None else rows.read_csv_rows(cfg, "train", max_digits)
         return list(dict.fromkeys(df["problem_type"])), f"the types of --training_data_df_path {cfg.training_data_df_path}"
     return list(cfg.problem_type), "--problem_type"
+
+
+def fine_tuned(decoder_extra: dict) -> bool:
+    """Whether a decoder file was written by stage 3 (save_decoder), not by stage 2."""
+    return "fine_tuned_from" in decoder_extra
 
 
 def save_decoder(cfg: FineTuneConfig, run: str, method, engine, llama) -> Path:
@@ -400,7 +405,7 @@ def _build_method(name: str, cfg: FineTuneConfig, llama, maps: Optional[Maps]):
     if name == "neurosymbolic":
         method = methods.neurosymbolic(llama.model, maps.engine, maps.encoder, maps.decoders, cfg, lr=cfg.learning_rate,
                                        complexity=cfg.complexity, limit_solution_digits=cfg.limit_solution_digits)
-        if "post_fine_tuning" in Path(cfg.decoder_path).name:
+        if fine_tuned(maps.decoder_extra):
             method.intervention.load_merge_state(maps.decoder_extra.get("merge_state", {}))
         return method
     if name == "adapter":

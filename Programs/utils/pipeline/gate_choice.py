@@ -33,14 +33,13 @@ def propose_maximum(scores: pd.DataFrame, threshold: float) -> tuple[float, floa
     def rate(m: float) -> float:
         return (gate_open(seen, threshold, m).mean() + (~gate_open(other, threshold, m)).mean()) / 2
 
-    best, best_rate, best_gap = math.inf, rate(math.inf), -1.0
     values = np.unique(np.concatenate([seen, other]))
     values = values[values > threshold]
-    for lo, hi in zip(values[:-1], values[1:]):
-        m, r = (lo + hi) / 2, rate((lo + hi) / 2)
-        if r > best_rate + 1e-12 or (abs(r - best_rate) <= 1e-12 and hi - lo > best_gap and math.isfinite(best)):
-            best, best_rate, best_gap = float(m), r, float(hi - lo)
-    return best, best_rate
+    cuts = [((lo + hi) / 2, hi - lo) for lo, hi in zip(values[:-1], values[1:])]  # (cut, gap)
+    best = max(cuts, key=lambda c: (rate(c[0]), c[1]), default=None)
+    if best is None or rate(best[0]) <= rate(math.inf) + 1e-12:
+        return math.inf, rate(math.inf)
+    return float(best[0]), rate(best[0])
 
 
 def run(cfg: FineTuneConfig) -> int:
