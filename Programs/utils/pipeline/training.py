@@ -262,9 +262,10 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
         log, step, epoch0, s0, validated = saved["log"], saved["step"], saved["epoch"], saved["step_in_epoch"], saved["validated"]
         if info.is_main:
             print(f"resuming {method.name} training from {state.path} (step {step} of {spe * opts.num_epochs})")
-    if len(set(gather_objects(step, info))) > 1:  # every rank reads the state rank 0 writes
-        raise ConfigError(f"ranks found different training states in {state.path} (steps "
-                          f"{gather_objects(step, info)}): --programs_dir must be one folder shared by every machine")
+    steps = gather_objects(step, info)  # every rank reads the state rank 0 writes
+    if len(set(steps)) > 1:
+        raise ConfigError(f"ranks found different training states in {state.path} (steps {steps}): "
+                          f"--programs_dir must be one folder shared by every machine")
     device = next(model.parameters()).device
 
     def snapshot(epoch: int, next_s: int, order) -> dict:
