@@ -169,3 +169,24 @@ def test_least_squares_singular_layer_gets_the_pseudo_inverse(device):
     assert torch.allclose(W[0], W_true, atol=1e-4)  # the well-posed layer: exact
     assert torch.isfinite(W[1]).all()
     assert torch.allclose(W[1] @ same[0], Y.mean(0), atol=1e-4)  # least squares through one direction
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_least_squares_rank_deficient_layer_with_rounded_pivots(device):
+    """States confined to a random 6-dimensional subspace of 24: in floating point the Gram matrix
+    is not exactly singular (its factorisation meets tiny non-zero pivots, as on any CPU's LAPACK
+    path for the one-direction case above), so only a numerical rank decision gives the bounded
+    minimum-norm solution; it must equal the pseudo-inverse computed independently with numpy."""
+    import numpy as np
+    from utils.pipeline.encoder_training import least_squares
+
+    g = torch.Generator().manual_seed(3)
+    n, d, rank, out = 300, 24, 6, 5
+    basis = torch.linalg.qr(torch.randn(d, rank, generator=g, dtype=torch.float64))[0]  # [d, rank]
+    X = (torch.randn(n, rank, generator=g, dtype=torch.float64) @ basis.T)[:, None, :]  # [N, 1, d]
+    Y = torch.randn(n, out, generator=g, dtype=torch.float64)
+    W = least_squares(X.to(device), Y.to(device), 0.0, 64, torch.float64).cpu()[0]  # [out, d]
+    x = X[:, 0].numpy()
+    expected = (np.linalg.pinv(x, rcond=1e-10) @ Y.numpy()).T  # minimum-norm least squares
+    assert torch.isfinite(W).all()
+    assert np.allclose(W.numpy(), expected, atol=1e-8), np.abs(W.numpy() - expected).max()
