@@ -1,50 +1,9 @@
-"""Merge the results of several stage-3 runs into one table in the layout of the paper's Table 1.
+"""Merge the results of several stage-3 runs into one table.
 
-    python Programs/compare_runs.py R1 R2 ... [--out FOLDER] [--programs_dir DIR] [--allow_mismatch] [--log_wandb 1]
-
-Each argument is a run name (Programs/results/<run>/results.csv) or a path to a results.csv (or
-its folder). Rows: problem types (seen first); columns: methods. Writes results.csv, results.md
-and results.png of the combination (default folder: Programs/results/compare_<R1>_<R2>...), prints
-the Markdown table, and the paper's headline ratios (see utils/pipeline/results.py for how they are computed
-and how a zero accuracy is guarded). With --log_wandb 1 the combined table, figure and headline figures
-are also a wandb run of their own (job type "compare", see utils/pipeline/tracking.py).
-
-Runs are compared only when they were made on the same test rows (asked the same way), model and VSA
-codebook and agree on the seen types (each run's fingerprints.json); otherwise the script names what
-differs and exits with code 2. --allow_mismatch merges them anyway, with a warning saying what differs.
+The original command line; the command itself is neurosymbolic_llm/cli/compare_runs.py (`--help` for its
+options; also `nsllm compare-runs`). Needs the package installed: `make venv` or `pip install -e .`.
 """
-import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from utils.pipeline.errors import run_entry_point  # noqa: E402
-from utils.pipeline.options import parse_bool  # noqa: E402
-from utils.pipeline.results import compare_runs  # noqa: E402
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("runs", nargs="+", help="run names or results.csv paths")
-    ap.add_argument("--out", default="", help="output folder (default: Programs/results/compare_<runs>)")
-    ap.add_argument("--programs_dir", default="", help="root of results/ (default: the Programs folder)")
-    ap.add_argument("--allow_mismatch", action="store_true",
-                    help="merge runs made on different test rows, models, codebooks or seen types (with a warning)")
-    ap.add_argument("--log_wandb", type=parse_bool, default=False, help="also log the comparison to wandb: 0|1")
-    ap.add_argument("--wandb_project", default="", help="wandb project (default: the stages' default)")
-    ap.add_argument("--wandb_group", default="", help="wandb group (default: the output folder's name)")
-    args = ap.parse_args(argv)
-    written, notes, warnings = compare_runs(args.runs, args.out, args.programs_dir, args.log_wandb, args.wandb_project,
-                                            args.wandb_group, allow_mismatch=args.allow_mismatch)
-    print(written["md"].read_text())
-    for n in notes:
-        print(f"note: {n}")
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    print(f"written: {', '.join(str(p) for p in written.values())}")
-    return 0
-
+from neurosymbolic_llm.cli import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(run_entry_point(main))
+    raise SystemExit(run_command("compare_runs"))

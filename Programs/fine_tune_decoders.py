@@ -1,29 +1,9 @@
-"""Stage 3: fine-tune the decoder in context, evaluate per problem type, and run the baselines.
+"""Stage 3: fine-tune the decoder in context, evaluate, run the baselines.
 
-    python Programs/fine_tune_decoders.py --run_name R --encoder_path E --decoder_path D [--test_baseline 0|1|2]
-        [--training_data_df_path ... --val_data_df_path ... --testing_data_df_path ...]
-    ... --lora_baseline 1 | --adapter_baseline 1 | --cot 1 | --test_on_unrelated_questions 1
-
-Outputs in Programs/results/R/: results.csv/.md/.png, fingerprints.json, responses.csv, metrics.jsonl,
-config_fine_tune.yaml, training_state.pt (and gate_scores.csv/.png); the fine-tuned decoder beside the
-input one as <decoder stem>_post_fine_tuning_R.pth (same checked file format).
-
-Ctrl-C or SIGTERM saves the training state after the current step and ends with one line saying
-where it is; rerunning the same command resumes from it (--restart 1 starts over).
+The original command line; the command itself is neurosymbolic_llm/cli/fine_tune_decoders.py (`--help` for its
+options; also `nsllm fine-tune-decoders`). Needs the package installed: `make venv` or `pip install -e .`.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from utils.pipeline.errors import run_entry_point  # noqa: E402
-from utils.pipeline.fine_tuning import FineTuneConfig, run  # noqa: E402
-from utils.pipeline.options import parse_config  # noqa: E402
-
-
-def main(argv=None) -> int:
-    return run(parse_config(FineTuneConfig, argv, __doc__))
-
+from neurosymbolic_llm.cli import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(run_entry_point(main))
+    raise SystemExit(run_command("fine_tune_decoders"))

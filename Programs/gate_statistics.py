@@ -1,28 +1,9 @@
-"""Gate statistics on the validation split: choose --problem_score_threshold / --problem_score_max
-without looking at the test split.
+"""Gate statistics on the validation split.
 
-    python Programs/gate_statistics.py --run_name R --encoder_path E --decoder_path D \
-        --val_data_df_path VAL.csv [--symbolic_encoding_layer N|auto] [--problem_score_threshold T]
-
-Scores the validation CSV's questions and canned non-math validation questions with the stage-2
-encoder at the encoding layer (same options as fine_tune_decoders.py), prints each group's open rate
-and score range and a proposed --problem_score_max, and writes gate_validation.csv/.png in
-Programs/results/R/.
+The original command line; the command itself is neurosymbolic_llm/cli/gate_statistics.py (`--help` for its
+options; also `nsllm gate-statistics`). Needs the package installed: `make venv` or `pip install -e .`.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from utils.pipeline.errors import run_entry_point  # noqa: E402
-from utils.pipeline.fine_tuning import FineTuneConfig  # noqa: E402
-from utils.pipeline.gate_choice import run  # noqa: E402
-from utils.pipeline.options import parse_config  # noqa: E402
-
-
-def main(argv=None) -> int:
-    return run(parse_config(FineTuneConfig, argv, __doc__))
-
+from neurosymbolic_llm.cli import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(run_entry_point(main))
+    raise SystemExit(run_command("gate_statistics"))

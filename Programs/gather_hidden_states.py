@@ -1,23 +1,9 @@
-"""Stage 1 on its own: the options of train_encoders_and_decoders.py, always gathering.
+"""Stage 1 on its own: gather hidden states and their symbolic targets.
 
-    python Programs/gather_hidden_states.py --run_name R [--training_data_df_path T ...]
-    torchrun --nproc_per_node N Programs/gather_hidden_states.py --run_name R ...   # data-parallel
+The original command line; the command itself is neurosymbolic_llm/cli/gather_hidden_states.py (`--help` for its
+options; also `nsllm gather-hidden-states`). Needs the package installed: `make venv` or `pip install -e .`.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from utils.pipeline.encoders_and_decoders import GatherConfig  # noqa: E402
-from utils.pipeline.errors import run_entry_point  # noqa: E402
-from utils.pipeline.gathering import run_gather  # noqa: E402
-from utils.pipeline.options import parse_config  # noqa: E402
-
-
-def main(argv=None) -> int:
-    run_gather(parse_config(GatherConfig, argv, __doc__))
-    return 0
-
+from neurosymbolic_llm.cli import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(run_entry_point(main))
+    raise SystemExit(run_command("gather_hidden_states"))

@@ -1,25 +1,9 @@
-"""Stages 1 and 2 of the method, with the original command lines:
+"""Stage 1 (--generate_data 1) and stage 2 (--generate_data 0).
 
-    python Programs/train_encoders_and_decoders.py --run_name R --generate_data 1 [CSV options]   # gather
-    python Programs/train_encoders_and_decoders.py --run_name R --generate_data 0 [CSV options]   # train
-
-Stage 1 writes Programs/gathered_data_R/; stage 2 writes Programs/models/{encoders,decoders}_R.pth and
-Programs/results/R/encoding_accuracy.{csv,png}. Under torchrun, stage 1 splits the rows over the
-data-parallel groups (docs/SCALING.md); stage 2 runs on rank 0 alone.
+The original command line; the command itself is neurosymbolic_llm/cli/train_encoders_and_decoders.py (`--help` for its
+options; also `nsllm train-encoders-and-decoders`). Needs the package installed: `make venv` or `pip install -e .`.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from utils.pipeline.encoders_and_decoders import TrainEncodersConfig, run  # noqa: E402
-from utils.pipeline.errors import run_entry_point  # noqa: E402
-from utils.pipeline.options import parse_config  # noqa: E402
-
-
-def main(argv=None) -> int:
-    return run(parse_config(TrainEncodersConfig, argv, __doc__))
-
+from neurosymbolic_llm.cli import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(run_entry_point(main))
+    raise SystemExit(run_command("train_encoders_and_decoders"))

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "Programs"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
@@ -35,8 +34,8 @@ def make_ckpt(folder: Path) -> Path:
     import torch
 
     torch.set_num_threads(1)
-    from utils.llama.checkpoint import save_checkpoint
-    from utils.llama.model import ModelArgs, Transformer
+    from neurosymbolic_llm.llama.checkpoint import save_checkpoint
+    from neurosymbolic_llm.llama.model import ModelArgs, Transformer
 
     model = Transformer(ModelArgs.from_params(TINY)).init_weights(seed=0)
     return save_checkpoint(model, TINY, folder)
@@ -49,8 +48,8 @@ def free_port() -> int:
 
 
 def run(nproc: int, ckpt: Path, root: Path, prompts: int, rows_per_shard: int, batch: int) -> dict:
-    from utils.pipeline.distributed import DistInfo, row_slice
-    from utils.pipeline.hidden_store import n_shards, shard_range
+    from neurosymbolic_llm.pipeline.distributed import DistInfo, row_slice
+    from neurosymbolic_llm.pipeline.hidden_store import n_shards, shard_range
 
     argv = ["--run_name", "bench", "--chpt_dir", str(ckpt), "--programs_dir", str(root), "--device", "cpu",
             "--train_data_rounds", str(prompts), "--val_data_rounds", "1", "--testing_data_rounds", "1",
@@ -90,7 +89,7 @@ def main() -> None:
         ckpt = make_ckpt(tmp / "ckpt")
         out = {n: run(n, ckpt, tmp / f"n{n}", a.prompts, a.rows_per_shard, a.batch) for n in (1, 2)}
         import torch
-        from utils.pipeline.hidden_store import HiddenStore
+        from neurosymbolic_llm.pipeline.hidden_store import HiddenStore
 
         for split in ("train", "val", "test"):
             x, y = HiddenStore(out[1]["store"]).load_split(split), HiddenStore(out[2]["store"]).load_split(split)

@@ -26,22 +26,20 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Programs"))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from card import matmul_peak  # noqa: E402
-from utils.pipeline import methods  # noqa: E402
-from utils.pipeline.evaluation import evaluate  # noqa: E402
-from utils.pipeline.intervention import InterventionOptions  # noqa: E402
-from utils.llama.generation import Llama  # noqa: E402
-from utils.llama.model import ModelArgs, Transformer  # noqa: E402
-from utils.llama.tokenizer import Tokenizer, default_tokenizer_path  # noqa: E402
-from utils.symbolic.problems import generate_problems  # noqa: E402
-from utils.symbolic.engine import SymbolicEngine  # noqa: E402
-from utils.pipeline.training import FineTuneOptions, build_examples, train  # noqa: E402
+from card import matmul_peak
+from neurosymbolic_llm.pipeline import methods
+from neurosymbolic_llm.pipeline.evaluation import evaluate
+from neurosymbolic_llm.pipeline.intervention import InterventionOptions
+from neurosymbolic_llm.llama.generation import Llama
+from neurosymbolic_llm.llama.model import ModelArgs, Transformer
+from neurosymbolic_llm.llama.tokenizer import Tokenizer, default_tokenizer_path
+from neurosymbolic_llm.symbolic.problems import generate_problems
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine
+from neurosymbolic_llm.pipeline.training import FineTuneOptions, build_examples, train
 
 COMPLEXITY = 2
 LAYER = 2

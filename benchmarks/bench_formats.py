@@ -20,22 +20,21 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "Programs"))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 torch.set_num_threads(1)
 
-from utils.llama.formats import open_checkpoint  # noqa: E402
+from neurosymbolic_llm.llama.formats import open_checkpoint
 
 LOAD_SNIPPET = r"""
 import sys, time, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {programs!r})
-from utils.llama.formats import open_checkpoint
-import utils.llama.gguf_checkpoint, utils.llama.hf_checkpoint, utils.llama.checkpoint, gguf, safetensors
+from neurosymbolic_llm.llama.formats import open_checkpoint
+import neurosymbolic_llm.llama.gguf_checkpoint, utils.llama.hf_checkpoint, utils.llama.checkpoint, gguf, safetensors
 
 def rss(field):
     for line in open("/proc/self/status"):
@@ -68,7 +67,7 @@ def weights_size(path: Path) -> int:
 
 
 def write_meta(model, out: Path) -> Path:
-    from utils.llama.checkpoint import save_checkpoint
+    from neurosymbolic_llm.llama.checkpoint import save_checkpoint
     params = {k: v for k, v in vars(model.args).items()
               if k not in ("max_seq_len", "max_batch_size", "model_parallel_size")}
     tok = out.parent / "placeholder.model"  # Meta folders carry tokenizer.model; weights are what is timed
@@ -79,7 +78,7 @@ def write_meta(model, out: Path) -> Path:
 def write_hf(model, out: Path, shard_bytes: int = 200 << 20) -> Path:
     """config.json + safetensors shards + index, Hugging Face names, q/k in rotate-half order."""
     from safetensors.torch import save_file
-    from utils.llama.hf_checkpoint import _GLOBAL, _LAYER, interleaved_to_rotate_half
+    from neurosymbolic_llm.llama.hf_checkpoint import _GLOBAL, _LAYER, interleaved_to_rotate_half
     a = model.args
     out.mkdir(parents=True)
     names = {v: k for k, v in _GLOBAL.items()}
@@ -123,7 +122,7 @@ def write_hf(model, out: Path, shard_bytes: int = 200 << 20) -> Path:
 def write_gguf_copy(src: Path, model, out: Path, qtype: str) -> Path:
     """The source GGUF's metadata with the dequantized tensors stored as F32 or F16."""
     import gguf
-    from utils.llama.gguf_checkpoint import _BLOCK, _GLOBAL
+    from neurosymbolic_llm.llama.gguf_checkpoint import _BLOCK, _GLOBAL
     reader = gguf.GGUFReader(src)
     w = gguf.GGUFWriter(str(out), "llama")
     for key, f in reader.fields.items():
@@ -166,7 +165,7 @@ def token_agreement(gguf_path: Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import AutoTokenizer
     from test_llama_formats import comparable_with_gpt2_split, sample_strings
-    from utils.llama.gguf_checkpoint import field
+    from neurosymbolic_llm.llama.gguf_checkpoint import field
     ckpt = open_checkpoint(gguf_path)
     ours, _ = ckpt.load_tokenizer()
     r = ckpt._gguf()

@@ -6,7 +6,7 @@ then the last prompt position sliced out. Ours: one forward per batch of 16 prom
 length, stopping after the last wanted layer, no logits, only the last position kept.
 Both run on the same tiny random-weight model and the same prompts; the outputs are checked equal.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=Programs python benchmarks/bench_gather.py [--prompts 64]
+    OMP_NUM_THREADS=1 python benchmarks/bench_gather.py [--prompts 64]
 
 With CUDA, it also measures an 8B-shaped random-weight model in bf16 (batch 64 vs the original's 2).
 """
@@ -21,18 +21,17 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Programs"))
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(1)
 
-from utils.pipeline.gathering import LastTokenRecorder, record_hidden  # noqa: E402
-from utils.llama.generation import Llama, left_pad  # noqa: E402
-from utils.llama.model import ModelArgs, Transformer  # noqa: E402
-from utils.llama.tokenizer import ChatFormat, Tokenizer, default_tokenizer_path  # noqa: E402
-from utils.symbolic.problems import generate_problems  # noqa: E402
-from utils.symbolic.prompts import few_shot_dialog, row_rng  # noqa: E402
+from neurosymbolic_llm.pipeline.gathering import LastTokenRecorder, record_hidden
+from neurosymbolic_llm.llama.generation import Llama, left_pad
+from neurosymbolic_llm.llama.model import ModelArgs, Transformer
+from neurosymbolic_llm.llama.tokenizer import ChatFormat, Tokenizer, default_tokenizer_path
+from neurosymbolic_llm.symbolic.problems import generate_problems
+from neurosymbolic_llm.symbolic.prompts import few_shot_dialog, row_rng
 
 TINY = {"dim": 64, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 128256, "multiple_of": 32,
         "ffn_dim_multiplier": None, "norm_eps": 1e-5, "rope_theta": 500000.0, "use_scaled_rope": True}
@@ -92,7 +91,7 @@ def timed(fn, sync=None):
 
 
 def bench_cpu(n_prompts: int) -> None:
-    from utils.llama.checkpoint import save_checkpoint
+    from neurosymbolic_llm.llama.checkpoint import save_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         model = Transformer(ModelArgs.from_params(TINY)).init_weights(seed=0)
@@ -112,11 +111,11 @@ def bench_cpu(n_prompts: int) -> None:
 
 def bench_stage2() -> None:
     """Stage 2 for all 5 residual layers of the tiny model on gathered data, default epochs (1000 + 1000)."""
-    from utils.pipeline.encoders_and_decoders import TrainEncodersConfig
-    from utils.pipeline.options import parse_config
-    from utils.pipeline.encoder_training import run_training
-    from utils.pipeline.gathering import run_gather
-    from utils.llama.checkpoint import save_checkpoint
+    from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig
+    from neurosymbolic_llm.pipeline.options import parse_config
+    from neurosymbolic_llm.pipeline.encoder_training import run_training
+    from neurosymbolic_llm.pipeline.gathering import run_gather
+    from neurosymbolic_llm.llama.checkpoint import save_checkpoint
 
     import contextlib
     import io

@@ -18,14 +18,12 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "Programs"))
 
-import torch  # noqa: E402
+import torch
 
-from card import LLAMA_31_8B, matmul_peak, memory_bandwidth, random_model, sync, timed  # noqa: E402
-from utils.llama.model import ModelArgs  # noqa: E402
-from utils.llama.static_decode import StaticDecoder, static_cache_len  # noqa: E402
+from card import LLAMA_31_8B, matmul_peak, memory_bandwidth, random_model, sync, timed
+from neurosymbolic_llm.llama.model import ModelArgs
+from neurosymbolic_llm.llama.static_decode import StaticDecoder, static_cache_len
 
 SMOKE = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=128256, multiple_of=32,
              norm_eps=1e-5, rope_theta=500000.0, use_scaled_rope=True)
@@ -86,8 +84,8 @@ def main() -> int:
         how = ("CUDA graphs" if cuda else "static, uncaptured") if static else "eager"
         rows.append((f"decode batch {b}, {how} ({new} steps after {S} tokens)", b * new / t, t))
 
-    from utils.llama.generation import Llama
-    from utils.llama.tokenizer import Tokenizer, default_tokenizer_path
+    from neurosymbolic_llm.llama.generation import Llama
+    from neurosymbolic_llm.llama.tokenizer import Tokenizer, default_tokenizer_path
     llama = Llama(model, Tokenizer(default_tokenizer_path()), args, device)
     prompts = tokens.tolist()
     for mode in ("eager", "graph" if cuda else "static"):

@@ -1,4 +1,4 @@
-"""Forward throughput of utils.llama vs transformers' Llama (same weights, same inputs, one thread),
+"""Forward throughput of neurosymbolic_llm.llama vs transformers' Llama (same weights, same inputs, one thread),
 and peak memory of loading a checkpoint vs its size on disk (measured in fresh subprocesses).
 
 Usage: python benchmarks/bench_model.py [--quick]
@@ -13,15 +13,14 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "Programs"))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(1)
 
-from utils.llama.checkpoint import save_checkpoint  # noqa: E402
-from utils.llama.model import ModelArgs, Transformer  # noqa: E402
+from neurosymbolic_llm.llama.checkpoint import save_checkpoint
+from neurosymbolic_llm.llama.model import ModelArgs, Transformer
 
 TINY = dict(dim=64, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=128256, multiple_of=32,
             norm_eps=1e-5, rope_theta=500000.0, use_scaled_rope=True)
@@ -63,7 +62,7 @@ LOAD_SNIPPET = r"""
 import os, sys, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {programs!r})
-from utils.llama.checkpoint import load_model
+from neurosymbolic_llm.llama.checkpoint import load_model
 
 def rss(field):
     for line in open("/proc/self/status"):
@@ -73,7 +72,7 @@ if {warm!r}:  # pay the one-time library costs (imports, meta-device init kernel
     load_model({small!r})
 before = rss("VmRSS:")
 if {naive!r}:
-    from utils.llama.model import ModelArgs, Transformer
+    from neurosymbolic_llm.llama.model import ModelArgs, Transformer
     import json
     p = json.load(open(os.path.join({ckpt!r}, "params.json")))
     m = Transformer(ModelArgs.from_params(p))
@@ -121,7 +120,7 @@ def main():
     args = ap.parse_args()
     r = 3 if args.quick else 7
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"{'forward, tokens/s':<34} {'utils.llama':>12} {'transformers':>12} {'ratio':>8}")
+    print(f"{'forward, tokens/s':<34} {'neurosymbolic_llm.llama':>12} {'transformers':>12} {'ratio':>8}")
     bench_forward("tiny (dim 64, vocab 128256) 4x128", TINY, 4, 128, r)
     bench_forward("body (dim 256, vocab 1024) 4x256", BODY, 4, 256, r)
     bench_forward("body (dim 256, vocab 1024) 16x64", BODY, 16, 64, r)

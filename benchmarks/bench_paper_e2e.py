@@ -47,13 +47,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PROGRAMS = ROOT / "Programs"
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(PROGRAMS))
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import pandas as pd
+import torch
 
-from card import (LLAMA_31_8B, kv_bytes_per_token, matmul_peak, memory_bandwidth, random_model,  # noqa: E402
+from card import (LLAMA_31_8B, kv_bytes_per_token, matmul_peak, memory_bandwidth, random_model,
                   weight_counts, write_random_checkpoint)
 
 PAPER = dict(n_train=20000, n_val=200, n_test=2000)
@@ -185,8 +183,8 @@ def run_all(runs: list[Run], lanes: int, env: dict, logs: Path) -> float:
 # ----------------------------------------------------------------------------- token counts
 def examples(ckpt: Path, data: Path) -> dict:
     """Token counts of every prompt and answer the runs see (the pipeline's prompt builder)."""
-    from utils.llama.tokenizer import ChatFormat, Tokenizer
-    from utils.pipeline.training import build_examples
+    from neurosymbolic_llm.llama.tokenizer import ChatFormat, Tokenizer
+    from neurosymbolic_llm.pipeline.training import build_examples
 
     tok = Tokenizer(ckpt / "tokenizer.model")
     fmt = ChatFormat(tok)
@@ -351,12 +349,12 @@ def train_sweep(opt: argparse.Namespace) -> list[dict]:
     micro-batch x accumulation x prefix-split choices and print each one's MFU, so the preset's
     default can be chosen by measurement. Effective batch 8 is the paper's optimisation (any split
     of it into micro-batches trains the same); larger ones are shown for reference only."""
-    from utils.llama.generation import Llama
-    from utils.llama.tokenizer import Tokenizer, default_tokenizer_path
-    from utils.pipeline import methods, training
-    from utils.pipeline.intervention import InterventionOptions
-    from utils.symbolic.engine import SymbolicEngine
-    from utils.symbolic.problems import generate_problems
+    from neurosymbolic_llm.llama.generation import Llama
+    from neurosymbolic_llm.llama.tokenizer import Tokenizer, default_tokenizer_path
+    from neurosymbolic_llm.pipeline import methods, training
+    from neurosymbolic_llm.pipeline.intervention import InterventionOptions
+    from neurosymbolic_llm.symbolic.engine import SymbolicEngine
+    from neurosymbolic_llm.symbolic.problems import generate_problems
 
     st = Setup.of(opt)
     if opt.tiny:

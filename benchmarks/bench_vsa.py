@@ -1,6 +1,6 @@
 """Encode/decode throughput of SymbolicEngine vs a per-sample Python loop doing the same algebra.
 
-Run: OMP_NUM_THREADS=1 PYTHONPATH=Programs python benchmarks/bench_vsa.py [--batch 10000] [--loop 300]
+Run: OMP_NUM_THREADS=1 python benchmarks/bench_vsa.py [--batch 10000] [--loop 300]
 
 The loop is what a straightforward implementation does: per problem, FFT-bind each digit value to
 its position and the operand to its role (encode); unbind the role, then each position, and compare
@@ -16,9 +16,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from utils.symbolic import vsa  # noqa: E402
-from utils.symbolic.engine import SymbolicEngine  # noqa: E402
-from utils.symbolic.solver import PROBLEM_TYPES  # noqa: E402
+from neurosymbolic_llm.symbolic import vsa  # noqa: E402
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine  # noqa: E402
+from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES  # noqa: E402
 
 
 def loop_encode(eng, x, y, t):

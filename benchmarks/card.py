@@ -18,9 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Programs"))
 
-import torch  # noqa: E402
+import torch
 
 LLAMA_31_8B = dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, vocab_size=128256,
                    ffn_dim_multiplier=1.3, multiple_of=1024, norm_eps=1e-5, rope_theta=500000.0,
@@ -66,7 +65,7 @@ def memory_bandwidth(device="cuda", nbytes: int = 2 ** 30, repeats: int = 10) ->
 @torch.no_grad()
 def random_model(params: dict, device, dtype, *, seed: int = 0, **overrides):
     """A Transformer with random weights of sensible scale, built on ``device`` directly."""
-    from utils.llama.model import ModelArgs, Transformer
+    from neurosymbolic_llm.llama.model import ModelArgs, Transformer
 
     args = ModelArgs.from_params(params, **overrides)
     prev = torch.get_default_dtype()
@@ -92,7 +91,7 @@ def random_model(params: dict, device, dtype, *, seed: int = 0, **overrides):
 
 def write_random_checkpoint(out_dir, params: dict, *, device="cpu", dtype=torch.bfloat16, seed: int = 0) -> Path:
     """Meta layout (params.json, consolidated.00.pth, tokenizer.model) of random weights."""
-    from utils.llama.checkpoint import save_checkpoint
+    from neurosymbolic_llm.llama.checkpoint import save_checkpoint
 
     model = random_model(params, device, dtype, seed=seed)
     out = save_checkpoint(model, params, out_dir)
@@ -105,7 +104,7 @@ def write_random_checkpoint(out_dir, params: dict, *, device="cpu", dtype=torch.
 def weight_counts(params: dict) -> tuple[int, int]:
     """(weights of the blocks, weights of the output head): each does 2 FLOPs per token in a
     forward; the embedding is a lookup."""
-    from utils.llama.model import ModelArgs
+    from neurosymbolic_llm.llama.model import ModelArgs
 
     a = ModelArgs.from_params(params)
     hd = a.head_dim
@@ -115,7 +114,7 @@ def weight_counts(params: dict) -> tuple[int, int]:
 
 def kv_bytes_per_token(params: dict, element_size: int = 2) -> int:
     """Bytes of K and V one cached token holds over all layers."""
-    from utils.llama.model import ModelArgs
+    from neurosymbolic_llm.llama.model import ModelArgs
 
     a = ModelArgs.from_params(params)
     return 2 * a.n_layers * a.n_kv_heads * a.head_dim * element_size

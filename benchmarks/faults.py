@@ -23,7 +23,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = ROOT / "Programs"
-sys.path.insert(0, str(PROGRAMS))
 ENV = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
 TINY = {"dim": 64, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 128256, "multiple_of": 32,
         "ffn_dim_multiplier": None, "norm_eps": 1e-5, "rope_theta": 500000.0, "use_scaled_rope": True}
@@ -32,10 +31,10 @@ ROWS: list[tuple[str, str, str]] = []
 
 def setup(work: Path) -> tuple[Path, Path]:
     import torch
-    from utils.llama.checkpoint import checkpoint_fingerprint, save_checkpoint
-    from utils.llama.model import ModelArgs, Transformer
-    from utils.pipeline.maps import model_info, save_maps
-    from utils.symbolic.engine import SymbolicEngine
+    from neurosymbolic_llm.llama.checkpoint import checkpoint_fingerprint, save_checkpoint
+    from neurosymbolic_llm.llama.model import ModelArgs, Transformer
+    from neurosymbolic_llm.pipeline.maps import model_info, save_maps
+    from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 
     ckpt = work / "ckpt"
     save_checkpoint(Transformer(ModelArgs.from_params(TINY)).init_weights(seed=0), TINY, ckpt)
@@ -191,8 +190,8 @@ def main(argv=None) -> int:
         r = in_ns(f"mount -t tmpfs -o size=512k tmpfs {full}", stage3(ckpt, maps, full), f"find {full} -type f")
         record("stage 3: --programs_dir on a full disk (512 kB tmpfs)",
                f"`{w(last(r.stderr))}` (rc {rc_of(r)})", f"files on the disk: {files_after(r, work)}")
-        snippet = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from utils.pipeline.files import atomic_torch_save\n"
-                   "from utils.pipeline.errors import run_entry_point\n"
+        snippet = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from neurosymbolic_llm.pipeline.files import atomic_torch_save\n"
+                   "from neurosymbolic_llm.pipeline.errors import run_entry_point\n"
                    "atomic_torch_save({'w': torch.zeros(1000)}, sys.argv[2] + '/state.pt', what='the state')\n"
                    "run_entry_point(lambda argv: atomic_torch_save({'w': torch.zeros(100000)}, sys.argv[2] + "
                    "'/state.pt', what='the state'))\n")
@@ -261,7 +260,7 @@ def main(argv=None) -> int:
     # ---- results that do not compare
     cmp = work / "cmp"
     for name, seed in (("A", 1), ("C", 2)):
-        from utils.symbolic.problems import generate_problems
+        from neurosymbolic_llm.symbolic.problems import generate_problems
 
         generate_problems(8, ["gcd", "modulo"], seed=seed).to_csv(work / f"{name}.csv", index=False)
         run(stage3(ckpt, maps, cmp, name, "--test_baseline", "2", "--testing_data_df_path", str(work / f"{name}.csv")))

@@ -18,7 +18,7 @@ def main(argv: list[str]) -> int:
     failed = []
     for script in scripts:
         print(f"\n=== {script.name} ===", flush=True)
-        env = dict(os.environ, PYTHONPATH=str(here.parent / "Programs"))
+        env = dict(os.environ, PYTHONPATH=str(here.parent / "src"))  # this checkout's package first
         if subprocess.call([sys.executable, str(script)], env=env) != 0:
             failed.append(script.name)
     if failed:

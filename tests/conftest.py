@@ -10,8 +10,12 @@
   "F32"|"F16"|"Q8_0": GGUF file}}.
 """
 import os
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Scripts run as subprocesses import this checkout's package too, whichever copy is installed.
+_SRC = str(Path(__file__).resolve().parents[1] / "src")
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -73,8 +77,8 @@ def tiny_params() -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory, tiny_params):
-    from utils.llama.checkpoint import save_checkpoint
-    from utils.llama.model import ModelArgs, Transformer
+    from neurosymbolic_llm.llama.checkpoint import save_checkpoint
+    from neurosymbolic_llm.llama.model import ModelArgs, Transformer
 
     out = tmp_path_factory.mktemp("tiny_ckpt")
     model = Transformer(ModelArgs.from_params(tiny_params)).init_weights(seed=0)
@@ -84,7 +88,7 @@ def tiny_ckpt(tmp_path_factory, tiny_params):
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from utils.llama.tokenizer import Tokenizer, default_tokenizer_path
+    from neurosymbolic_llm.llama.tokenizer import Tokenizer, default_tokenizer_path
 
     return Tokenizer(default_tokenizer_path())
 

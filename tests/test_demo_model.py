@@ -8,9 +8,9 @@ import dataclasses
 import pytest
 import torch
 
-from demo import pretraining as dp
-from demo import report
-from utils.llama.model import ModelArgs, Transformer
+from neurosymbolic_llm.demo import pretraining as dp
+from neurosymbolic_llm.demo import report
+from neurosymbolic_llm.llama.model import ModelArgs, Transformer
 
 TINY = dp.PretrainSettings(dim=32, n_layers=2, n_heads=2, n_kv_heads=1, aux_layer=1, steps=3,
                            batch_size=8, warmup_steps=1, seed=3, common_token_limit=3000)
@@ -36,7 +36,7 @@ def test_digit_features_cover_every_number():
 
 
 def test_non_math_prompts_are_generated_and_held_out(tokenizer):
-    from utils.symbolic.prompts import NON_MATH_PREFIX, NON_MATH_SYSTEM, non_math_questions
+    from neurosymbolic_llm.symbolic.prompts import NON_MATH_PREFIX, NON_MATH_SYSTEM, non_math_questions
 
     s = dataclasses.replace(TINY, non_math_fraction=0.5, number_prompt_fraction=0.2)
     fmt = dp.ChatFormat(tokenizer)
@@ -109,7 +109,7 @@ def test_training_is_deterministic(tokenizer, trained):
 
 
 def test_checkpoint_loads_with_llama_build_and_is_reused(tmp_path, capsys):
-    from utils.llama.generation import Llama
+    from neurosymbolic_llm.llama.generation import Llama
 
     out = dp.build_demo_model(tmp_path / "demo", TINY, progress=False)
     assert {p.name for p in out.iterdir()} >= {"params.json", "consolidated.00.pth", "tokenizer.model",
@@ -152,9 +152,9 @@ def test_presets_are_valid_settings():
 
 
 def test_demo_data_splits_are_disjoint_and_typed(tmp_path):
-    from demo import make_demo_data
-    from utils.pipeline.options import TRAINED_TYPES_DEFAULT
-    from utils.symbolic.problems import load_problems_csv
+    from neurosymbolic_llm.cli import make_demo_data
+    from neurosymbolic_llm.pipeline.options import TRAINED_TYPES_DEFAULT
+    from neurosymbolic_llm.symbolic.problems import load_problems_csv
 
     assert make_demo_data.main(["--out", str(tmp_path), "--n_train", "300", "--n_val", "20",
                                 "--n_test", "100", "--seed", "5"]) == 0

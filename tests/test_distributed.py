@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import torch
 
-from utils.pipeline.distributed import DistInfo, init_distributed, row_slice
+from neurosymbolic_llm.pipeline.distributed import DistInfo, init_distributed, row_slice
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = ROOT / "Programs"
@@ -34,8 +34,8 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
 
 def stage3(argv) -> int:
     """fine_tune_decoders.py's main in this process."""
-    from utils.pipeline.fine_tuning import FineTuneConfig, run
-    from utils.pipeline.options import parse_config
+    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, run
+    from neurosymbolic_llm.pipeline.options import parse_config
 
     return run(parse_config(FineTuneConfig, argv))
 
@@ -56,7 +56,7 @@ def torchrun(script: str, argv: list[str], nproc: int = 2) -> subprocess.Complet
 
 @pytest.fixture(scope="module")
 def mp2_ckpt(tiny_ckpt, tmp_path_factory):
-    from utils.llama.checkpoint import reshard
+    from neurosymbolic_llm.llama.checkpoint import reshard
 
     return reshard(tiny_ckpt, tmp_path_factory.mktemp("mp2") / "ckpt", 2)
 
@@ -71,14 +71,14 @@ def test_rank_layout_model_and_data_parallel(monkeypatch):
     assert slices[0] == slices[1] == slice(0, 4) and slices[2] == slices[3] == slice(4, 7)
     # a model-parallel size > 1 without torchrun is a clear error, not a hang
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    from utils.pipeline.errors import ConfigError
+    from neurosymbolic_llm.pipeline.errors import ConfigError
 
     with pytest.raises(ConfigError, match="torchrun --nproc_per_node 2"):
         init_distributed("cpu", 2)
 
 
 def test_default_model_parallel_size_is_the_shard_count(tiny_ckpt, mp2_ckpt, tmp_path):
-    from utils.pipeline.distributed import resolve_model_parallel_size
+    from neurosymbolic_llm.pipeline.distributed import resolve_model_parallel_size
 
     assert resolve_model_parallel_size(0, tiny_ckpt) == 1 and resolve_model_parallel_size(0, mp2_ckpt) == 2
     assert resolve_model_parallel_size(4, mp2_ckpt) == 4 and resolve_model_parallel_size(0, tmp_path / "no") == 1
@@ -93,7 +93,7 @@ def _gather_args(ckpt, root, rows=(10, 3, 5)):
 
 
 def _assert_same_store(a_root, b_root, exact_hidden: bool):
-    from utils.pipeline.hidden_store import HiddenStore
+    from neurosymbolic_llm.pipeline.hidden_store import HiddenStore
 
     a, b = HiddenStore(a_root), HiddenStore(b_root)
     assert a.read_manifest()["complete"] and a.read_manifest()["rows"] == b.read_manifest()["rows"]
@@ -111,9 +111,9 @@ def _assert_same_store(a_root, b_root, exact_hidden: bool):
 def test_model_parallel_gather_equals_one_process(tiny_ckpt, mp2_ckpt, tmp_path):
     """torchrun --nproc_per_node 2 on a 2-shard checkpoint: M=2 by default (one model over both
     processes), rank 0 writes; the store equals a single process's on the 1-shard checkpoint."""
-    from utils.pipeline.encoders_and_decoders import TrainEncodersConfig
-    from utils.pipeline.options import parse_config
-    from utils.pipeline.gathering import run_gather
+    from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig
+    from neurosymbolic_llm.pipeline.options import parse_config
+    from neurosymbolic_llm.pipeline.gathering import run_gather
 
     res = torchrun("gather_hidden_states.py", _gather_args(mp2_ckpt, tmp_path / "mp"))
     assert "initializing model parallel with size 2" in res.stdout + res.stderr
@@ -132,9 +132,9 @@ def test_model_parallel_gather_equals_one_process(tiny_ckpt, mp2_ckpt, tmp_path)
 # ----------------------------------------------------------------------------- stage 3
 def _write_maps(folder: Path, ckpt) -> tuple[Path, Path]:
     """The same random encoder/decoder weights, stamped with `ckpt`'s fingerprint."""
-    from utils.llama.checkpoint import checkpoint_fingerprint
-    from utils.pipeline.maps import model_info, save_maps
-    from utils.symbolic.engine import SymbolicEngine
+    from neurosymbolic_llm.llama.checkpoint import checkpoint_fingerprint
+    from neurosymbolic_llm.pipeline.maps import model_info, save_maps
+    from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 
     folder.mkdir(parents=True, exist_ok=True)
     engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
@@ -146,7 +146,7 @@ def _write_maps(folder: Path, ckpt) -> tuple[Path, Path]:
 
 
 def _write_csvs(folder: Path) -> dict:
-    from utils.symbolic.problems import generate_problems
+    from neurosymbolic_llm.symbolic.problems import generate_problems
 
     out = {}
     for split, n, seed in (("train", 8, 1), ("val", 3, 2), ("test", 3, 3)):
@@ -195,7 +195,7 @@ def test_fine_tune_entry_under_torchrun_equals_one_process(layout, tiny_ckpt, mp
     with n_samples=4 makes the same steps (gradients averaged over the 2 groups).
     model_parallel (2 shards: M=2, 1 group): the same n_samples; the two ranks hold the same rows, so
     their gradients must not be summed (the logged losses would double)."""
-    from utils.pipeline.maps import load_maps
+    from neurosymbolic_llm.pipeline.maps import load_maps
 
     csv = _write_csvs(tmp_path)
     ckpt, per_rank = (tiny_ckpt, "2") if layout == "data_parallel" else (mp2_ckpt, "4")
@@ -258,7 +258,7 @@ def test_reshard_entry_script_round_trip(tiny_ckpt, tmp_path):
 
 def test_model_parallel_needs_torchrun_and_no_lora(mp2_ckpt, tmp_path, capsys):
     """A 2-shard checkpoint in one process, or LoRA (peft) on fairscale's layers: one-line errors."""
-    from utils.pipeline.errors import run_entry_point
+    from neurosymbolic_llm.pipeline.errors import run_entry_point
 
     argv = ["--chpt_dir", str(mp2_ckpt), "--programs_dir", str(tmp_path), "--test_baseline", "2", "--device", "cpu"]
     assert run_entry_point(stage3, argv) == 2
@@ -269,8 +269,8 @@ def test_model_parallel_needs_torchrun_and_no_lora(mp2_ckpt, tmp_path, capsys):
 
 def test_stage2_under_torchrun_runs_on_rank_0_only(tmp_path, monkeypatch):
     """Stage 2 has no language model to split: ranks other than 0 return at once (no store needed)."""
-    from utils.pipeline.encoders_and_decoders import TrainEncodersConfig, run
-    from utils.pipeline.options import parse_config
+    from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig, run
+    from neurosymbolic_llm.pipeline.options import parse_config
 
     monkeypatch.setenv("RANK", "1")
     assert run(parse_config(TrainEncodersConfig, ["--generate_data", "0", "--run_name", "x",

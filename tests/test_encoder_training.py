@@ -4,15 +4,15 @@ import pandas as pd
 import pytest
 import torch
 
-from utils.pipeline.encoders_and_decoders import TrainEncodersConfig
-from utils.pipeline.options import parse_config, to_dict
-from utils.pipeline.encoder_training import run_training, train_maps
-from utils.pipeline.errors import DataError, EngineMismatchError
-from utils.pipeline.gathering import split_source
-from utils.pipeline.runtime import make_engine
-from utils.pipeline.hidden_store import HiddenStore
-from utils.pipeline.maps import load_maps
-from utils.symbolic.engine import SymbolicEngine
+from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig
+from neurosymbolic_llm.pipeline.options import parse_config, to_dict
+from neurosymbolic_llm.pipeline.encoder_training import run_training, train_maps
+from neurosymbolic_llm.pipeline.errors import DataError, EngineMismatchError
+from neurosymbolic_llm.pipeline.gathering import split_source
+from neurosymbolic_llm.pipeline.runtime import make_engine
+from neurosymbolic_llm.pipeline.hidden_store import HiddenStore
+from neurosymbolic_llm.pipeline.maps import load_maps
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 
 V, D, LAYERS = 384, 400, [0, 2, 5]
 ROWS = {"train": 600, "val": 60, "test": 120}
@@ -28,7 +28,7 @@ def make_cfg(root, *extra):
 
 def write_synthetic_store(cfg, train_types=("gcd", "modulo", "bitwise_or"), test_extra=("addition",)):
     """Hidden state of layer l = S @ A_l (A_l [V, D] random): a linear encoder can recover S exactly."""
-    from utils.symbolic.problems import generate_problems
+    from neurosymbolic_llm.symbolic.problems import generate_problems
 
     engine = make_engine(cfg)
     g = torch.Generator().manual_seed(0)
@@ -72,7 +72,7 @@ def test_synthetic_exact_decoding_and_files(tmp_path):
     assert (table.type_accuracy[seen] == 1.0).all() and (table.type_accuracy[~seen] < 0.5).all(), table
     assert (table.all_accuracy[seen] == 1.0).all() and (table.all_accuracy[~seen] < 0.5).all(), table
     # the encoder file carries the validation accuracy per layer, for stage 3's --symbolic_encoding_layer auto
-    from utils.pipeline.maps import load_maps
+    from neurosymbolic_llm.pipeline.maps import load_maps
     assert load_maps(out["encoders"], "encoder").extra["val_all_accuracy"] == {l: 1.0 for l in LAYERS}
     assert (tmp_path / "results" / "syn" / "encoding_accuracy.png").stat().st_size > 1000
     assert out["summary"]["encoder_val_rmse"] < [1e-3] * 3 and max(out["summary"]["encoder_val_rmse"]) < 1e-3
@@ -93,7 +93,7 @@ def test_synthetic_exact_decoding_and_files(tmp_path):
 def test_seen_types_come_from_the_training_split(tmp_path):
     """Maps trained on data holding addition (as the public 10,000-row CSV) label addition seen, in
     stage 2's table and in stage 3, whatever --problem_type says; the map file stores the types."""
-    from utils.pipeline.fine_tuning import FineTuneConfig, Maps, seen_types
+    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, Maps, seen_types
 
     cfg = make_cfg(str(tmp_path), "--complexity", "1", "--training_epochs", "0", "--decoding_epochs", "0")
     write_synthetic_store(cfg, train_types=("addition", "gcd"), test_extra=("division",))
@@ -134,7 +134,7 @@ def test_least_squares_recovers_a_map_under_a_large_constant_residual(device):
     """A residual like SmolLM2's (a constant vector of norm about 68 plus question-dependent parts
     of about 0.08 per dimension, Programs/real/README.md) with a small ridge: the solve must recover
     a planted map on held-out rows on every device (a float32 solve on CUDA returned noise here)."""
-    from utils.pipeline.encoder_training import apply_maps, least_squares
+    from neurosymbolic_llm.pipeline.encoder_training import apply_maps, least_squares
 
     g = torch.Generator().manual_seed(0)
     n, d, out = 3000, 96, 32
@@ -156,7 +156,7 @@ def test_least_squares_singular_layer_gets_the_pseudo_inverse(device):
     """A layer whose state is the same for every row (layer 0 when every prompt ends with the same
     token) has a singular Gram matrix without a ridge: the stage must not stop there; that layer
     gets the minimum-norm solution, which maps the common state to the mean target."""
-    from utils.pipeline.encoder_training import least_squares
+    from neurosymbolic_llm.pipeline.encoder_training import least_squares
 
     g = torch.Generator().manual_seed(1)
     n, d, out = 200, 16, 4
@@ -178,7 +178,7 @@ def test_least_squares_rank_deficient_layer_with_rounded_pivots(device):
     path for the one-direction case above), so only a numerical rank decision gives the bounded
     minimum-norm solution; it must equal the pseudo-inverse computed independently with numpy."""
     import numpy as np
-    from utils.pipeline.encoder_training import least_squares
+    from neurosymbolic_llm.pipeline.encoder_training import least_squares
 
     g = torch.Generator().manual_seed(3)
     n, d, rank, out = 300, 24, 6, 5

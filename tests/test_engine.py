@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.symbolic import vsa
-from utils.pipeline.errors import EngineMismatchError, UserError
-from utils.symbolic.engine import SymbolicEngine
-from utils.symbolic.solver import PROBLEM_TYPES
+from neurosymbolic_llm.symbolic import vsa
+from neurosymbolic_llm.pipeline.errors import EngineMismatchError, UserError
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine
+from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device")])]
@@ -141,7 +141,7 @@ def test_no_host_sync_on_cuda():
 
 
 _PRINT_FP = ("import sys; sys.path.insert(0, sys.argv[1]);"
-             "from utils.symbolic.engine import SymbolicEngine;"
+             "from neurosymbolic_llm.symbolic.engine import SymbolicEngine;"
              "e = SymbolicEngine(VSA_dim=512, max_digits=4, seed=int(sys.argv[2]));"
              "print(e.fingerprint(), float(e.codebook.sum()), float(e.codebook[5, 7]))")
 

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from utils.pipeline.errors import DataError, EngineMismatchError
-from utils.pipeline.fine_tuning import FineTuneConfig, run
-from utils.pipeline.options import parse_config
-from utils.pipeline.runtime import build_llama
-from utils.pipeline.maps import load_maps, model_info, save_maps
-from utils.symbolic.problems import generate_problems
-from utils.symbolic.engine import SymbolicEngine
+from neurosymbolic_llm.pipeline.errors import DataError, EngineMismatchError
+from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, run
+from neurosymbolic_llm.pipeline.options import parse_config
+from neurosymbolic_llm.pipeline.runtime import build_llama
+from neurosymbolic_llm.pipeline.maps import load_maps, model_info, save_maps
+from neurosymbolic_llm.symbolic.problems import generate_problems
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 
 VSA, LAYER = 64, 2
 
@@ -31,7 +31,7 @@ def llama(tiny_ckpt):
 
 
 def write_maps(folder, ckpt, *, seed=4, fingerprint=None, layers=(LAYER,), name="run"):
-    from utils.llama.checkpoint import checkpoint_fingerprint
+    from neurosymbolic_llm.llama.checkpoint import checkpoint_fingerprint
 
     engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=seed)
     info = model_info(fingerprint or checkpoint_fingerprint(ckpt), 64, 4)
@@ -56,8 +56,8 @@ def write_csvs(folder):
 
 
 def ns_method(llama, engine, threshold=-math.inf, **kw):
-    from utils.pipeline import methods
-    from utils.pipeline.intervention import InterventionOptions
+    from neurosymbolic_llm.pipeline import methods
+    from neurosymbolic_llm.pipeline.intervention import InterventionOptions
 
     g = torch.Generator().manual_seed(0)
     opts = InterventionOptions(symbolic_encoding_layer=LAYER, symbolic_decoding_layers=[LAYER],
@@ -68,7 +68,7 @@ def ns_method(llama, engine, threshold=-math.inf, **kw):
 
 
 def examples(llama, engine, n=8, seed=0):
-    from utils.pipeline.training import build_examples
+    from neurosymbolic_llm.pipeline.training import build_examples
 
     rows = generate_problems(n, ["gcd", "modulo", "bitwise_or"], complexity=2, seed=seed)
     return build_examples(rows, llama.formatter, "train", seed=0, complexity=2, limit_solution_digits=True,
@@ -76,7 +76,7 @@ def examples(llama, engine, n=8, seed=0):
 
 
 def mean_ce(llama, method, ex):
-    from utils.pipeline.training import answer_cross_entropy
+    from neurosymbolic_llm.pipeline.training import answer_cross_entropy
 
     with torch.no_grad(), method.attach():
         truth = ex.truth(range(len(ex)))
@@ -86,7 +86,7 @@ def mean_ce(llama, method, ex):
 
 
 def test_one_step_lowers_ce_and_trains_only_the_decoder(llama):
-    from utils.pipeline.training import FineTuneOptions, train
+    from neurosymbolic_llm.pipeline.training import FineTuneOptions, train
 
     engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
     method = ns_method(llama, engine, simulate_perfect_encoder=True)  # perfect encoder, gate open
@@ -103,7 +103,7 @@ def test_one_step_lowers_ce_and_trains_only_the_decoder(llama):
 
 
 def test_lr_schedule_fires(llama):
-    from utils.pipeline.training import FineTuneOptions, lr_factor, train
+    from neurosymbolic_llm.pipeline.training import FineTuneOptions, lr_factor, train
 
     assert lr_factor({2: 0.5, 4: 0.1}, 1) == 1 and lr_factor({2: 0.5, 4: 0.1}, 4) == pytest.approx(0.05)
     engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
@@ -163,7 +163,7 @@ def test_baseline_only_and_unrelated_questions(tiny_ckpt, tmp_path):
 
 
 def test_clear_errors(tiny_ckpt, tmp_path):
-    from utils.pipeline.errors import run_entry_point
+    from neurosymbolic_llm.pipeline.errors import run_entry_point
 
     csv = write_csvs(tmp_path)
     base = ["--chpt_dir", str(tiny_ckpt), "--programs_dir", str(tmp_path), "--testing_data_df_path", str(csv["test"]),
@@ -190,9 +190,9 @@ def _dp_worker(rank, world, port, ckpt, out_dir):
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     import torch.distributed as dist
-    from utils.pipeline.distributed import init_distributed
-    from utils.pipeline.evaluation import evaluate
-    from utils.pipeline.training import FineTuneOptions, train
+    from neurosymbolic_llm.pipeline.distributed import init_distributed
+    from neurosymbolic_llm.pipeline.evaluation import evaluate
+    from neurosymbolic_llm.pipeline.training import FineTuneOptions, train
 
     info = init_distributed("cpu")
     llama = build_llama(FineTuneConfig(chpt_dir=str(ckpt), max_seq_len=512), max_batch_size=8, device="cpu")
@@ -216,7 +216,7 @@ def test_data_parallel_evaluation_equals_one_process(llama, tiny_ckpt, tmp_path)
     import socket
 
     import torch.multiprocessing as mp
-    from utils.pipeline.evaluation import evaluate
+    from neurosymbolic_llm.pipeline.evaluation import evaluate
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -230,7 +230,7 @@ def test_data_parallel_evaluation_equals_one_process(llama, tiny_ckpt, tmp_path)
     assert dp["correct"].tolist() == one["correct"].tolist()
     assert np.allclose(dp["cross_entropy"], one["cross_entropy"], atol=1e-4)
     assert np.allclose(dp["gate_score"], one["gate_score"], atol=1e-4)
-    from utils.pipeline.training import FineTuneOptions, train
+    from neurosymbolic_llm.pipeline.training import FineTuneOptions, train
 
     method = ns_method(llama, engine, simulate_perfect_encoder=True)
     train(llama, method, examples(llama, engine), FineTuneOptions(n_samples=8), from_csv=True, seed=0)
@@ -242,8 +242,8 @@ def test_varied_phrasings_and_numbers_in_words(llama):
     """--modify_question_format asks each test row in a drawn phrasing (deterministic, naming x and y);
     --test_with_non_numerical_rep writes the question's numbers, the examples' answers and the
     expected answer in words."""
-    from utils.pipeline.training import build_examples
-    from utils.symbolic.problems import number_words
+    from neurosymbolic_llm.pipeline.training import build_examples
+    from neurosymbolic_llm.symbolic.problems import number_words
 
     rows = generate_problems(12, ["gcd", "multiplication"], seed=0)
     kw = dict(seed=0, complexity=2, limit_solution_digits=True, problem_list=SymbolicEngine(64, 4).possible_problems)

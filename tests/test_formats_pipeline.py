@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
-from utils.llama.formats import open_checkpoint
-from utils.pipeline.encoders_and_decoders import TrainEncodersConfig, run as run_stage12
-from utils.pipeline.evaluation import answer_token_budget
-from utils.pipeline.fine_tuning import FineTuneConfig, run as run_stage3
-from utils.pipeline.hidden_store import HiddenStore
-from utils.pipeline.maps import load_maps
-from utils.pipeline.options import parse_config
-from utils.pipeline.runtime import build_llama
+from neurosymbolic_llm.llama.formats import open_checkpoint
+from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig, run as run_stage12
+from neurosymbolic_llm.pipeline.evaluation import answer_token_budget
+from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, run as run_stage3
+from neurosymbolic_llm.pipeline.hidden_store import HiddenStore
+from neurosymbolic_llm.pipeline.maps import load_maps
+from neurosymbolic_llm.pipeline.options import parse_config
+from neurosymbolic_llm.pipeline.runtime import build_llama
 
 pytestmark = pytest.mark.slow
 TYPES = ["gcd", "modulo", "addition"]
@@ -60,9 +60,9 @@ def test_stages_1_to_3(fmt, tiny_ckpt, tiny_formats, tmp_path):
 
 def test_answers_of_one_token_per_digit(tiny_formats):
     """With SmolLM2-style digits every digit is a token: answer spans, the stop token and the budget."""
-    from utils.pipeline.training import build_examples, teacher_batch
-    from utils.symbolic.problems import generate_problems
-    from utils.symbolic.solver import PROBLEM_TYPES
+    from neurosymbolic_llm.pipeline.training import build_examples, teacher_batch
+    from neurosymbolic_llm.symbolic.problems import generate_problems
+    from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
 
     llama = build_llama(FineTuneConfig(chpt_dir=str(tiny_formats["tied"]["hf"]), max_seq_len=512),
                         max_batch_size=8, device="cpu")

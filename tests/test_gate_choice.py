@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from test_fine_tuning import write_csvs, write_maps
-from utils.pipeline.fine_tuning import FineTuneConfig
-from utils.pipeline.gate_choice import propose_maximum, run
-from utils.pipeline.options import parse_config
-from utils.pipeline.runtime import build_llama
+from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+from neurosymbolic_llm.pipeline.gate_choice import propose_maximum, run
+from neurosymbolic_llm.pipeline.options import parse_config
+from neurosymbolic_llm.pipeline.runtime import build_llama
 
 
 def frame(seen, other):
@@ -34,10 +34,10 @@ def test_no_cut_beats_none_when_non_math_scores_lower():
 
 
 def test_gate_statistics_scores_validation_prompts_as_a_direct_forward(tiny_ckpt, tmp_path, capsys):
-    from utils.pipeline.maps import load_maps
-    from utils.pipeline.training import build_examples
-    from utils.symbolic.engine import SymbolicEngine
-    from utils.symbolic.prompts import non_math_dialog, non_math_questions
+    from neurosymbolic_llm.pipeline.maps import load_maps
+    from neurosymbolic_llm.pipeline.training import build_examples
+    from neurosymbolic_llm.symbolic.engine import SymbolicEngine
+    from neurosymbolic_llm.symbolic.prompts import non_math_dialog, non_math_questions
 
     enc, dec, _ = write_maps(tmp_path, tiny_ckpt, layers=(1, 2))
     csv = write_csvs(tmp_path)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.pipeline.encoders_and_decoders import TrainEncodersConfig, run
-from utils.pipeline.options import parse_config
-from utils.pipeline.errors import CheckpointError, ConfigError, DataError, run_entry_point
-from utils.pipeline.gathering import LastTokenRecorder, plan_gather, prompt_tokens, run_gather
-from utils.pipeline.hidden_store import HiddenStore
+from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig, run
+from neurosymbolic_llm.pipeline.options import parse_config
+from neurosymbolic_llm.pipeline.errors import CheckpointError, ConfigError, DataError, run_entry_point
+from neurosymbolic_llm.pipeline.gathering import LastTokenRecorder, plan_gather, prompt_tokens, run_gather
+from neurosymbolic_llm.pipeline.hidden_store import HiddenStore
 
 PROGRAMS = Path(__file__).resolve().parents[1] / "Programs"
 SMALL = ["--VSA_dim", "128", "--max_digits", "4", "--device", "cpu"]
@@ -31,7 +31,7 @@ def cfg_of(*argv):
 
 
 def write_csv(path, n, seed=3):
-    from utils.symbolic.problems import generate_problems
+    from neurosymbolic_llm.symbolic.problems import generate_problems
 
     df = generate_problems(n, ["gcd", "bitwise_or", "addition", "lcm"], seed=seed)
     df.to_csv(path, index=False)
@@ -39,7 +39,7 @@ def write_csv(path, n, seed=3):
 
 
 def test_recorded_state_equals_lone_forward(tiny_ckpt, tmp_path):
-    from utils.llama.generation import Llama
+    from neurosymbolic_llm.llama.generation import Llama
 
     cfg = cfg_of(*args(tiny_ckpt, tmp_path, "--n_samples", "5", "--save_frequency", "7"))
     root = run_gather(cfg)
@@ -132,7 +132,7 @@ def test_kill_and_resume_gives_same_data(tiny_ckpt, tmp_path):
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Any attempt to load the model fails the test: errors must come before heavy work."""
-    from utils.llama import generation
+    from neurosymbolic_llm.llama import generation
 
     def boom(*a, **k):
         raise AssertionError("the model was loaded before the bad input was reported")
@@ -203,7 +203,7 @@ def test_params_json_rewritten_keeps_the_fingerprint(tiny_ckpt, tmp_path):
     import json
     import shutil
 
-    from utils.llama.checkpoint import checkpoint_fingerprint
+    from neurosymbolic_llm.llama.checkpoint import checkpoint_fingerprint
 
     ckpt = shutil.copytree(tiny_ckpt, tmp_path / "ckpt")
     before = checkpoint_fingerprint(ckpt)

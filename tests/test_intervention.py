@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from utils.pipeline.errors import ConfigError, DataError
-from utils.pipeline.intervention import InterventionOptions, SymbolicIntervention
-from utils.llama.model import ModelArgs, Transformer
-from utils.symbolic.engine import SymbolicEngine
+from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
+from neurosymbolic_llm.pipeline.intervention import InterventionOptions, SymbolicIntervention
+from neurosymbolic_llm.llama.model import ModelArgs, Transformer
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 
 VOCAB, DIM, VSA = 300, 64, 64
 
@@ -59,7 +59,7 @@ def test_mixed_batch_changes_only_open_samples(model, engine, bound):
     """A batch cut at its median score, by the threshold (score above opens) or by
     --problem_score_max (score below opens): closed samples keep their state bit for bit, open ones
     change at position P-1 only; the rule is the one the gate statistics use (gate_open)."""
-    from utils.pipeline.intervention import gate_open
+    from neurosymbolic_llm.pipeline.intervention import gate_open
 
     tok, pad = batch()
     base = model(tok, pad_lengths=pad)

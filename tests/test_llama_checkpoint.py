@@ -5,12 +5,12 @@ import shutil
 import pytest
 import torch
 
-from utils.llama.errors import CheckpointError, LlamaError
-from utils.llama.checkpoint import (checkpoint_fingerprint, file_fingerprint, load_model,
+from neurosymbolic_llm.llama.errors import CheckpointError, LlamaError
+from neurosymbolic_llm.llama.checkpoint import (checkpoint_fingerprint, file_fingerprint, load_model,
                                     load_params, reshard, save_checkpoint, shard_dim)
-from utils.llama.generation import Llama
-from utils.llama.model import ModelArgs, Transformer
-from utils.llama.tokenizer import default_tokenizer_path, resolve_tokenizer_path
+from neurosymbolic_llm.llama.generation import Llama
+from neurosymbolic_llm.llama.model import ModelArgs, Transformer
+from neurosymbolic_llm.llama.tokenizer import default_tokenizer_path, resolve_tokenizer_path
 
 SMALL = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512, multiple_of=16,
              norm_eps=1e-5, rope_theta=500000.0, use_scaled_rope=True)

@@ -21,9 +21,9 @@ pytest.importorskip("tokenizers")
 
 import tiny_formats as tf  # noqa: E402
 
-from utils.llama.errors import CheckpointError, LlamaError  # noqa: E402
-from utils.llama.formats import open_checkpoint  # noqa: E402
-from utils.llama.generation import Llama  # noqa: E402
+from neurosymbolic_llm.llama.errors import CheckpointError, LlamaError  # noqa: E402
+from neurosymbolic_llm.llama.formats import open_checkpoint  # noqa: E402
+from neurosymbolic_llm.llama.generation import Llama  # noqa: E402
 
 pytestmark = pytest.mark.slow
 VARIANT_STYLE, QTYPES = tf.VARIANT_STYLE, tf.QTYPES
@@ -102,7 +102,7 @@ def test_gguf_logits_equal_transformers(tiny, variant, qtype):
 @pytest.mark.parametrize("variant", list(VARIANT_STYLE))
 def test_hf_to_meta_round_trip(tiny, tmp_path, variant):
     """A Meta folder saved from the Hugging Face model gives the same logits (tied stays tied)."""
-    from utils.llama.checkpoint import save_checkpoint
+    from neurosymbolic_llm.llama.checkpoint import save_checkpoint
     t = tiny[variant]
     hf = Llama.build(t["hf"], device="cpu", max_seq_len=64, max_batch_size=2)
     params = {k: v for k, v in vars(hf.args).items() if k not in ("max_seq_len", "max_batch_size")}
@@ -240,9 +240,9 @@ def test_fingerprints_follow_the_weights_not_the_files(tiny, tmp_path):
 def pipeline_dialogs(n: int = 40) -> list[list[dict]]:
     """The pipeline's own prompts: few-shot dialogs of every problem type, chain of thought, non-math."""
     import numpy as np
-    from utils.symbolic.problems import generate_problems
-    from utils.symbolic.prompts import cot_dialog, few_shot_dialog, non_math_dialog, non_math_questions
-    from utils.symbolic.solver import PROBLEM_TYPES
+    from neurosymbolic_llm.symbolic.problems import generate_problems
+    from neurosymbolic_llm.symbolic.prompts import cot_dialog, few_shot_dialog, non_math_dialog, non_math_questions
+    from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
     rows = generate_problems(n, list(PROBLEM_TYPES), complexity=2, seed=11)
     out = [few_shot_dialog(r.problem_type, r.question, np.random.default_rng(i), complexity=2)
            for i, r in enumerate(rows.itertuples())]
@@ -305,7 +305,7 @@ def test_tokenizer_ids_equal_transformers(tmp_path, style):
 
 def open_checkpoint_tokenizer(folder):
     """(tokenizer, template) of a folder holding only tokenizer files."""
-    from utils.llama.hf_checkpoint import hf_tokenizer
+    from neurosymbolic_llm.llama.hf_checkpoint import hf_tokenizer
     return hf_tokenizer(folder)
 
 
@@ -335,7 +335,7 @@ def _dialogs():
 
 @pytest.mark.parametrize("style", ["smollm", "llama3", "gpt2"])
 def test_chat_prompt_equals_apply_chat_template(tmp_path, style):
-    from utils.llama.chat import chat_format_for
+    from neurosymbolic_llm.llama.chat import chat_format_for
     folder = tf.make_tokenizer(tmp_path / style, style)
     ours, template = open_checkpoint_tokenizer(folder)
     fmt = chat_format_for(ours, template, str(folder))
@@ -387,7 +387,7 @@ def test_smollm2_tokenizer_equals_its_real_split():
     GGUF tokenizer (a plain GPT-2 split) where the two agree (see comparable_with_gpt2_split)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import AutoTokenizer
-    from utils.llama.gguf_checkpoint import field
+    from neurosymbolic_llm.llama.gguf_checkpoint import field
     path = _smollm2_gguf()
     ckpt = open_checkpoint(path)
     ours, fmt = ckpt.load_tokenizer()

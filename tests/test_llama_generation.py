@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from utils.llama.errors import LlamaError
-from utils.llama.generation import Llama, left_pad, sample_top_p
+from neurosymbolic_llm.llama.errors import LlamaError
+from neurosymbolic_llm.llama.generation import Llama, left_pad, sample_top_p
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from utils.llama.model import (ModelArgs, Transformer, apply_rope_scaling, rope_frequencies)
+from neurosymbolic_llm.llama.model import (ModelArgs, Transformer, apply_rope_scaling, rope_frequencies)
 
 # A tiny config with GQA whose RoPE wavelengths (head_dim 16, theta 1e4: 6.3 ... 19869 tokens) fall in
 # all three Llama 3.1 bands for an original context of 512 (< 128 kept, 128..512 blended, > 512 / 8).
@@ -181,7 +181,7 @@ def test_read_hooks_see_manual_computation(small):
     h = small.tok_embeddings(tokens)
     torch.testing.assert_close(seen[0], h)
     mask = None
-    from utils.llama.model import rope_rotations
+    from neurosymbolic_llm.llama.model import rope_rotations
     rot = rope_rotations(rope_frequencies(small.args), torch.arange(9).expand(2, 9))
     for i, layer in enumerate(small.layers):
         h = layer(h, 0, rot, mask)

@@ -20,7 +20,7 @@ def _prompts():
 @torch.no_grad()
 def _run(ckpt, model_parallel_size):
     """Logits of a padded batch, incremental decoding with a hook, and greedy generation."""
-    from utils.llama.generation import Llama, left_pad
+    from neurosymbolic_llm.llama.generation import Llama, left_pad
     llama = Llama.build(ckpt, max_seq_len=64, max_batch_size=4, device="cpu",
                         model_parallel_size=model_parallel_size)
     model = llama.model
@@ -44,10 +44,10 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_process_model_parallel_equals_one_process(tiny_ckpt, tmp_path):
     pytest.importorskip("fairscale")
-    from utils.llama.checkpoint import reshard
+    from neurosymbolic_llm.llama.checkpoint import reshard
     mp2 = reshard(tiny_ckpt, tmp_path / "mp2", 2)
     out_file = tmp_path / "rank0.pt"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "Programs"))
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # PYTHONPATH: conftest puts src/ first
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            str(Path(__file__)), str(mp2), str(out_file)]
@@ -62,7 +62,6 @@ def test_two_process_model_parallel_equals_one_process(tiny_ckpt, tmp_path):
 
 if __name__ == "__main__":  # torchrun worker: python -m torch.distributed.run ... this_file ckpt out
     torch.set_num_threads(1)
-    sys.path.insert(0, str(ROOT / "Programs"))
     result = _run(sys.argv[1], 2)
     from fairscale.nn.model_parallel.initialize import get_model_parallel_rank
     if get_model_parallel_rank() == 0:

@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from utils.pipeline.errors import CheckpointError
-from utils.llama.tokenizer import ChatFormat, Tokenizer, default_tokenizer_path
+from neurosymbolic_llm.pipeline.errors import CheckpointError
+from neurosymbolic_llm.llama.tokenizer import ChatFormat, Tokenizer, default_tokenizer_path
 
 
 @pytest.fixture(scope="module")

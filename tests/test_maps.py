@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from utils.pipeline.errors import DataError, EngineMismatchError
-from utils.pipeline.maps import linear_maps, load_maps, model_info, save_maps
-from utils.symbolic.engine import SymbolicEngine
+from neurosymbolic_llm.pipeline.errors import DataError, EngineMismatchError
+from neurosymbolic_llm.pipeline.maps import linear_maps, load_maps, model_info, save_maps
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 
 
 @pytest.fixture

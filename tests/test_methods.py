@@ -4,17 +4,17 @@ import math
 import pytest
 import torch
 
-from utils.symbolic.problems import generate_problems
-from utils.symbolic.prompts import parse_cot_answer
-from utils.symbolic.engine import SymbolicEngine
-from utils.pipeline.training import FineTuneOptions, build_examples, train
+from neurosymbolic_llm.symbolic.problems import generate_problems
+from neurosymbolic_llm.symbolic.prompts import parse_cot_answer
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine
+from neurosymbolic_llm.pipeline.training import FineTuneOptions, build_examples, train
 
 VSA, LAYER = 64, 2
 
 
 def fresh_llama(tiny_ckpt):
-    from utils.pipeline.fine_tuning import FineTuneConfig
-    from utils.pipeline.runtime import build_llama
+    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+    from neurosymbolic_llm.pipeline.runtime import build_llama
 
     return build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=512), max_batch_size=8, device="cpu")
 
@@ -27,7 +27,7 @@ def examples(llama, n=4, prompt="few_shot"):
 
 @torch.no_grad()
 def logits(llama, ex, method):
-    from utils.llama.generation import left_pad
+    from neurosymbolic_llm.llama.generation import left_pad
 
     tokens, pad = left_pad(ex.prompts, llama.tokenizer.pad_id)
     with method.attach():
@@ -35,7 +35,7 @@ def logits(llama, ex, method):
 
 
 def test_peft_lora_trains_only_lora_and_changes_outputs(tiny_ckpt):
-    from utils.pipeline.methods import BaselineOptions, lora, lora_disabled, plain
+    from neurosymbolic_llm.pipeline.methods import BaselineOptions, lora, lora_disabled, plain
 
     llama = fresh_llama(tiny_ckpt)
     ex = examples(llama)
@@ -57,8 +57,8 @@ def test_peft_lora_trains_only_lora_and_changes_outputs(tiny_ckpt):
 
 @pytest.mark.parametrize("init", ["stage2", "fresh"])
 def test_adapter_trains_encoder_and_decoder(tiny_ckpt, init):
-    from utils.pipeline.methods import adapter, plain
-    from utils.pipeline.intervention import InterventionOptions
+    from neurosymbolic_llm.pipeline.methods import adapter, plain
+    from neurosymbolic_llm.pipeline.intervention import InterventionOptions
 
     llama = fresh_llama(tiny_ckpt)
     ex = examples(llama)
@@ -80,7 +80,7 @@ def test_adapter_trains_encoder_and_decoder(tiny_ckpt, init):
 
 
 def test_cot_parser_and_ce_span(tokenizer):
-    from utils.pipeline.evaluation import _cot_continuations
+    from neurosymbolic_llm.pipeline.evaluation import _cot_continuations
 
     assert parse_cot_answer("First 3*4 = 12.\nFinal Answer: 12") == 12
     assert parse_cot_answer("so the result is 12") is None  # no marker, prose
@@ -95,8 +95,8 @@ def test_cot_parser_and_ce_span(tokenizer):
 
 
 def test_cot_method_evaluates(tiny_ckpt):
-    from utils.pipeline.methods import plain
-    from utils.pipeline.evaluation import evaluate
+    from neurosymbolic_llm.pipeline.methods import plain
+    from neurosymbolic_llm.pipeline.evaluation import evaluate
 
     llama = fresh_llama(tiny_ckpt)
     ex = examples(llama, n=2, prompt="cot")

@@ -4,8 +4,8 @@ from typing import ClassVar
 
 import pytest
 
-from utils.pipeline.options import RunOptions, option, parse_config
-from utils.pipeline.errors import ConfigError
+from neurosymbolic_llm.pipeline.options import RunOptions, option, parse_config
+from neurosymbolic_llm.pipeline.errors import ConfigError
 
 
 @dataclass
@@ -60,8 +60,8 @@ def test_unknown_yaml_key_and_bad_values_are_named(tmp_path):
 def test_shipped_presets_parse_for_every_entry_point(preset):
     from pathlib import Path
 
-    from utils.pipeline.encoders_and_decoders import TrainEncodersConfig
-    from utils.pipeline.fine_tuning import FineTuneConfig
+    from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig
+    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
 
     programs = Path(__file__).resolve().parents[1] / "Programs"
     path = programs / ("demo" if preset == "demo.yaml" else "configs") / preset
@@ -72,9 +72,9 @@ def test_shipped_presets_parse_for_every_entry_point(preset):
 
 
 def test_help_has_a_section_per_group_and_each_default_once(capsys):
-    from utils.pipeline.encoders_and_decoders import GatherConfig, TrainEncodersConfig
-    from utils.pipeline.fine_tuning import FineTuneConfig
-    from utils.pipeline.options import build_parser
+    from neurosymbolic_llm.pipeline.encoders_and_decoders import GatherConfig, TrainEncodersConfig
+    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+    from neurosymbolic_llm.pipeline.options import build_parser
 
     text = build_parser(TrainEncodersConfig).format_help()
     titles = [line[:-1] for line in text.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
@@ -99,8 +99,8 @@ def test_help_has_a_section_per_group_and_each_default_once(capsys):
 def test_the_original_options_exist_and_are_documented():
     """--modify_question_format, --encode_counter and --test_with_non_numerical_rep were "unrecognized
     arguments"; they parse, --help explains them, and the counter requires multi-token writing."""
-    from utils.pipeline.fine_tuning import FineTuneConfig
-    from utils.pipeline.options import build_parser
+    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+    from neurosymbolic_llm.pipeline.options import build_parser
 
     cfg = parse_config(FineTuneConfig, ["--modify_question_format", "1", "--encode_counter", "1",
                                         "--multi_token_intervention", "1", "--test_with_non_numerical_rep", "1"])
@@ -117,8 +117,8 @@ def test_paper_preset_evaluates_every_test_row(tmp_path):
     """The paper evaluated the whole test CSV; paper.yaml capped it at 200 questions per type."""
     from pathlib import Path
 
-    from utils.pipeline.fine_tuning import FineTuneConfig, load_rows
-    from utils.symbolic.problems import generate_problems
+    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, load_rows
+    from neurosymbolic_llm.symbolic.problems import generate_problems
 
     test = generate_problems(500, ["gcd"], seed=1)  # more than 200 rows of one type
     test.to_csv(tmp_path / "test.csv", index=False)

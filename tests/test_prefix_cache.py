@@ -6,18 +6,18 @@ import math
 import pytest
 import torch
 
-from utils.pipeline.prefix_cache import PrefixCache
-from utils.pipeline.training import answer_cross_entropy, build_examples
-from utils.symbolic.engine import SymbolicEngine
-from utils.symbolic.problems import generate_problems
+from neurosymbolic_llm.pipeline.prefix_cache import PrefixCache
+from neurosymbolic_llm.pipeline.training import answer_cross_entropy, build_examples
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine
+from neurosymbolic_llm.symbolic.problems import generate_problems
 
 VSA, LAYER = 64, 2
 
 
 @pytest.fixture(scope="module")
 def llama(tiny_ckpt):
-    from utils.pipeline.fine_tuning import FineTuneConfig
-    from utils.pipeline.runtime import build_llama
+    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+    from neurosymbolic_llm.pipeline.runtime import build_llama
 
     return build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=512), max_batch_size=8, device="cpu")
 
@@ -32,8 +32,8 @@ def ex(llama):
 
 
 def _method(llama):
-    from utils.pipeline import methods
-    from utils.pipeline.intervention import InterventionOptions
+    from neurosymbolic_llm.pipeline import methods
+    from neurosymbolic_llm.pipeline.intervention import InterventionOptions
 
     g = torch.Generator().manual_seed(1)
     enc, dec = torch.randn(VSA, 64, generator=g) / 8, {LAYER: torch.randn(64, VSA, generator=g) / 8}

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from utils.symbolic import problems as P
-from utils.pipeline.errors import DataError
-from utils.symbolic.solver import solve_one
-from utils.symbolic.solver import PROBLEM_TYPES
+from neurosymbolic_llm.symbolic import problems as P
+from neurosymbolic_llm.pipeline.errors import DataError
+from neurosymbolic_llm.symbolic.solver import solve_one
+from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CSVS = ["symbolic_math_train_10000.csv", "symbolic_math_val_100.csv"]
@@ -137,7 +137,7 @@ def test_question_must_name_its_operands(tmp_path, row, needle):
 
 
 def test_number_words_and_question_variants():
-    from utils.symbolic.prompts import parse_number_words
+    from neurosymbolic_llm.symbolic.prompts import parse_number_words
 
     assert P.number_words(0) == "zero" and P.number_words(15) == "fifteen"
     assert P.number_words(515) == "five hundred fifteen" and P.number_words(40) == "forty"

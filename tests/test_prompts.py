@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from utils.symbolic import prompts
-from utils.symbolic.solver import solve_one
+from neurosymbolic_llm.symbolic import prompts
+from neurosymbolic_llm.symbolic.solver import solve_one
 
 
 def test_few_shot_dialog_and_row_rng():

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from utils.symbolic.problems import generate_problems
+from neurosymbolic_llm.symbolic.problems import generate_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = ROOT / "Programs"

@@ -20,14 +20,14 @@ import pandas as pd
 import pytest
 import torch
 
-from utils.pipeline.errors import ConfigError, OutputError, RunLockedError
-from utils.pipeline.fine_tuning import FineTuneConfig, run
-from utils.pipeline.locks import stage_lock
-from utils.pipeline.maps import load_maps, model_info, save_maps
-from utils.pipeline.options import parse_config
-from utils.pipeline.results import headline_ratios, read_results
-from utils.symbolic.engine import SymbolicEngine
-from utils.symbolic.problems import generate_problems
+from neurosymbolic_llm.pipeline.errors import ConfigError, OutputError, RunLockedError
+from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, run
+from neurosymbolic_llm.pipeline.locks import stage_lock
+from neurosymbolic_llm.pipeline.maps import load_maps, model_info, save_maps
+from neurosymbolic_llm.pipeline.options import parse_config
+from neurosymbolic_llm.pipeline.results import headline_ratios, read_results
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine
+from neurosymbolic_llm.symbolic.problems import generate_problems
 
 PROGRAMS = Path(__file__).resolve().parents[1] / "Programs"
 ENV = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
@@ -35,7 +35,7 @@ STEPS = 60
 
 
 def write_maps(folder: Path, ckpt: Path) -> tuple[Path, Path]:
-    from utils.llama.checkpoint import checkpoint_fingerprint
+    from neurosymbolic_llm.llama.checkpoint import checkpoint_fingerprint
 
     engine = SymbolicEngine(VSA_dim=64, max_digits=4, seed=4)
     info = model_info(checkpoint_fingerprint(ckpt), 64, 4)
@@ -181,7 +181,7 @@ def test_second_process_on_the_same_run_and_stage_is_refused(tiny_ckpt, tmp_path
 
 def test_lock_names_the_holder_and_dies_with_it(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, sys.argv[1]); from utils.pipeline.locks import stage_lock\n"
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from neurosymbolic_llm.pipeline.locks import stage_lock\n"
         "with stage_lock(sys.argv[2], 'stage_x', 'R'):\n    print('locked', flush=True); time.sleep(600)"),
         str(PROGRAMS), str(tmp_path)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
@@ -249,7 +249,7 @@ def test_full_output_folder_fails_before_training_and_a_full_write_keeps_the_old
     prog = tmp_path / "prog"
     prog.mkdir()
     if not NAMESPACES:  # simulated: the check sees 100 kB free
-        import utils.pipeline.files as files
+        import neurosymbolic_llm.pipeline.files as files
 
         usage = shutil.disk_usage(tmp_path)
         real = files.shutil.disk_usage
@@ -274,8 +274,8 @@ def test_full_output_folder_fails_before_training_and_a_full_write_keeps_the_old
     # a write that meets a full disk: one line naming the file, its previous version intact
     snippet = (
         "import sys, torch; sys.path.insert(0, sys.argv[1])\n"
-        "from utils.pipeline.files import atomic_torch_save\n"
-        "from utils.pipeline.errors import OutputError\n"
+        "from neurosymbolic_llm.pipeline.files import atomic_torch_save\n"
+        "from neurosymbolic_llm.pipeline.errors import OutputError\n"
         "atomic_torch_save({'step': 1, 'w': torch.zeros(1000)}, sys.argv[2] + '/state.pt', what='the state')\n"
         "try:\n"
         "    atomic_torch_save({'step': 2, 'w': torch.zeros(100000)}, sys.argv[2] + '/state.pt', what='the state')\n"
@@ -294,7 +294,7 @@ def test_full_output_folder_fails_before_training_and_a_full_write_keeps_the_old
 # ----------------------------------------------------------------------------- results that compare
 @pytest.mark.slow
 def test_compare_runs_refuses_other_test_rows_and_identical_methods_give_one(tiny_ckpt, tmp_path, monkeypatch):
-    from utils.llama.generation import Llama
+    from neurosymbolic_llm.llama.generation import Llama
 
     lengths = []
     real_generate = Llama.generate
@@ -337,8 +337,8 @@ def test_compare_runs_refuses_other_test_rows_and_identical_methods_give_one(tin
 
 # ----------------------------------------------------------------------------- one line for every OS error
 def test_os_errors_become_one_line_and_exit_code_2(tmp_path, capsys):
-    from utils.pipeline.errors import run_entry_point
-    from utils.pipeline.files import atomic_write_text
+    from neurosymbolic_llm.pipeline.errors import run_entry_point
+    from neurosymbolic_llm.pipeline.files import atomic_write_text
 
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

@@ -2,8 +2,8 @@
 import pandas as pd
 import pytest
 
-from utils.pipeline.evaluation import RESPONSE_COLUMNS, summarize
-from utils.pipeline.results import RESULT_COLUMNS, headline_ratios, markdown, write_results
+from neurosymbolic_llm.pipeline.evaluation import RESPONSE_COLUMNS, summarize
+from neurosymbolic_llm.pipeline.results import RESULT_COLUMNS, headline_ratios, markdown, write_results
 
 # The paper's table (docs/METHOD.md): accuracy (%) of NS, standard, CoT and the "LoRA" row on the seen types.
 PAPER = {
@@ -80,7 +80,7 @@ PRINTS = {"test_rows": "a1b2", "n_test_rows": 2000, "model": "m0", "codebook": "
 
 
 def test_compare_runs(tmp_path):
-    from utils.pipeline.results import compare_runs, write_fingerprints
+    from neurosymbolic_llm.pipeline.results import compare_runs, write_fingerprints
 
     df = paper_results()
     a, b = tmp_path / "results" / "R1", tmp_path / "results" / "R2"
@@ -99,16 +99,16 @@ def test_compare_runs(tmp_path):
 
 
 def test_runaway_digit_strings_parse_as_missing_not_a_crash():
-    from utils.pipeline.evaluation import parsed_column
-    from utils.symbolic.prompts import parse_answer
+    from neurosymbolic_llm.pipeline.evaluation import parsed_column
+    from neurosymbolic_llm.symbolic.prompts import parse_answer
 
     col = parsed_column([parse_answer("42"), parse_answer("9" * 40), parse_answer("no"), parse_answer("-7")])
     assert col.tolist() == [42, pd.NA, pd.NA, -7]
 
 
 def test_compare_runs_refuses_runs_made_on_other_rows(tmp_path):
-    from utils.pipeline.errors import DataError
-    from utils.pipeline.results import compare_runs, write_fingerprints
+    from neurosymbolic_llm.pipeline.errors import DataError
+    from neurosymbolic_llm.pipeline.results import compare_runs, write_fingerprints
 
     df = paper_results()
     a, b, c = (tmp_path / "results" / r for r in ("A", "B", "C"))

@@ -2,11 +2,11 @@
 import pandas as pd
 import pytest
 
-from utils.pipeline import rows
-from utils.pipeline.encoders_and_decoders import TrainEncodersConfig
-from utils.pipeline.errors import DataError
-from utils.pipeline.fine_tuning import FineTuneConfig, load_rows
-from utils.pipeline.gathering import load_split_problems
+from neurosymbolic_llm.pipeline import rows
+from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig
+from neurosymbolic_llm.pipeline.errors import DataError
+from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, load_rows
+from neurosymbolic_llm.pipeline.gathering import load_split_problems
 
 KEY = ["problem_type", "x", "y", "question", "solution"]
 

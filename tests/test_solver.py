@@ -5,9 +5,9 @@ import random
 import pytest
 import torch
 
-from utils.pipeline.errors import UserError
-from utils.symbolic.solver import OPERATIONS, solve, solve_one
-from utils.symbolic.solver import PROBLEM_TYPES
+from neurosymbolic_llm.pipeline.errors import UserError
+from neurosymbolic_llm.symbolic.solver import OPERATIONS, solve, solve_one
+from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device")])]

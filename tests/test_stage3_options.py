@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from test_fine_tuning import LAYER, stage3, write_csvs, write_maps
-from utils.pipeline.errors import ConfigError, DataError
-from utils.pipeline.maps import load_maps
+from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
+from neurosymbolic_llm.pipeline.maps import load_maps
 
 
 def _argv(tmp_path, ckpt, enc, dec, csv, *extra):

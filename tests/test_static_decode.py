@@ -5,9 +5,9 @@ equality here checks what the graphs replay. The gpu-marked tests compare the ca
 import pytest
 import torch
 
-from utils.llama.errors import LlamaError
-from utils.llama.generation import Llama, left_pad
-from utils.llama.static_decode import (StaticDecoder, capture_blockers, choose_mode, hook_capture_safe,
+from neurosymbolic_llm.llama.errors import LlamaError
+from neurosymbolic_llm.llama.generation import Llama, left_pad
+from neurosymbolic_llm.llama.static_decode import (StaticDecoder, capture_blockers, choose_mode, hook_capture_safe,
                                        static_cache_len)
 
 
@@ -107,9 +107,9 @@ INTERVENTIONS = {  # InterventionOptions of the hook cases; the prompt's gate is
 def _intervention(llama, case):
     import math
 
-    from utils.pipeline import methods
-    from utils.pipeline.intervention import InterventionOptions
-    from utils.symbolic.engine import SymbolicEngine
+    from neurosymbolic_llm.pipeline import methods
+    from neurosymbolic_llm.pipeline.intervention import InterventionOptions
+    from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 
     kw = dict(INTERVENTIONS[case])
     adapter = kw.pop("adapter", False)
@@ -139,7 +139,7 @@ def test_intervention_in_static_steps(llama, case):
 
 
 def test_intervention_reading_cpu_truth_per_step_is_not_capture_safe(llama):
-    from utils.pipeline.intervention import InterventionOptions, SymbolicIntervention
+    from neurosymbolic_llm.pipeline.intervention import InterventionOptions, SymbolicIntervention
 
     def iv(**kw):
         opts = InterventionOptions(symbolic_encoding_layer=2, symbolic_decoding_layers=[2], **kw)

@@ -1,4 +1,4 @@
-"""The run record (utils/pipeline/tracking.py): one config file per stage, metrics lines that name
+"""The run record (neurosymbolic_llm/pipeline/tracking.py): one config file per stage, metrics lines that name
 run, stage and attempt; and what the stages put into wandb, read back from wandb's own offline run
 file (not from our calls): group, job type, tables with their columns and rows, no string metric."""
 import json
@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from utils.pipeline.encoders_and_decoders import TrainEncodersConfig, run as stage12
-from utils.pipeline.fine_tuning import FineTuneConfig, run as stage3
-from utils.pipeline.options import parse_config
-from utils.pipeline.tracking import Tracker
+from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig, run as stage12
+from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, run as stage3
+from neurosymbolic_llm.pipeline.options import parse_config
+from neurosymbolic_llm.pipeline.tracking import Tracker
 
 
 def lines(run_dir: Path) -> list[dict]:
@@ -147,8 +147,8 @@ def assert_numbers_only(run: dict):
 @pytest.mark.slow
 def test_a_run_name_in_wandb(tiny_ckpt, tmp_path, monkeypatch):
     """Stages 1-3 and the comparison of run R on the tiny model, wandb offline."""
-    from utils.pipeline.encoder_training import CSV_COLUMNS
-    from utils.pipeline.results import RESULT_COLUMNS, compare_runs
+    from neurosymbolic_llm.pipeline.encoder_training import CSV_COLUMNS
+    from neurosymbolic_llm.pipeline.results import RESULT_COLUMNS, compare_runs
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_home"))

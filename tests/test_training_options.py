@@ -6,25 +6,25 @@ import math
 import pytest
 import torch
 
-from utils.pipeline.training import FineTuneOptions, build_examples, train
-from utils.symbolic.engine import SymbolicEngine
-from utils.symbolic.problems import generate_problems
+from neurosymbolic_llm.pipeline.training import FineTuneOptions, build_examples, train
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine
+from neurosymbolic_llm.symbolic.problems import generate_problems
 
 VSA, LAYER = 64, 2
 
 
 @pytest.fixture(scope="module")
 def llama(tiny_ckpt):
-    from utils.pipeline.fine_tuning import FineTuneConfig
-    from utils.pipeline.runtime import build_llama
+    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+    from neurosymbolic_llm.pipeline.runtime import build_llama
 
     return build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=512), max_batch_size=8, device="cpu")
 
 
 def _trained(llama, **opts):
     """Decoder weight after two optimizer steps of 8 samples, from a fixed start."""
-    from utils.pipeline import methods
-    from utils.pipeline.intervention import InterventionOptions
+    from neurosymbolic_llm.pipeline import methods
+    from neurosymbolic_llm.pipeline.intervention import InterventionOptions
 
     engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
     g = torch.Generator().manual_seed(1)
@@ -52,7 +52,7 @@ def test_micro_batches_and_prefix_split_train_the_same(llama):
 
 
 def test_prefix_split_option_reaches_the_forward(llama, monkeypatch):
-    from utils.pipeline import training
+    from neurosymbolic_llm.pipeline import training
 
     seen = []
     real = training.answer_cross_entropy

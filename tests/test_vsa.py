@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.symbolic import vsa
+from neurosymbolic_llm.symbolic import vsa
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device")])]

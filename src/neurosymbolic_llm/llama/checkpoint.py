@@ -1,0 +1,312 @@
+"""Meta-format checkpoints: load (strict, mmap, no second copy), save, fingerprint, reshard.
+
+A checkpoint folder holds ``params.json``, one ``consolidated.{rank:02d}.pth`` per model-parallel
+rank and usually ``tokenizer.model``. Shards split the weights along the dims of fairscale's layers:
+column-parallel (wq, wk, wv, w1, w3, output) and the vocab-parallel embedding along dim 0,
+row-parallel (wo, w2) along dim 1; norms are replicated.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from neurosymbolic_llm.llama.errors import CheckpointError, LlamaError
+from neurosymbolic_llm.llama.model import ModelArgs, Transformer
+
+_SHARD_RE = re.compile(r"consolidated\.(\d+)\.pth$")
+_IGNORED_KEYS = {"rope.freqs"}  # old Meta checkpoints store the RoPE table; we recompute it
+_RUNTIME_KEYS = {"max_seq_len", "max_batch_size", "model_parallel_size"}
+_MiB = 1 << 20
+
+
+# ----------------------------------------------------------------------------- shard layout
+
+def shard_dim(key: str) -> Optional[int]:
+    """Dim along which a tensor is split across model-parallel ranks (None = replicated)."""
+    if key.endswith(("attention.wo.weight", "feed_forward.w2.weight")):
+        return 1
+    if key.endswith(("attention.wq.weight", "attention.wk.weight", "attention.wv.weight",
+                     "feed_forward.w1.weight", "feed_forward.w3.weight")) \
+            or key in ("tok_embeddings.weight", "output.weight"):
+        return 0
+    return None
+
+
+def _check_dir(ckpt_dir) -> Path:
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        raise CheckpointError(f"checkpoint folder {ckpt_dir} does not exist: expected a folder with "
+                              f"params.json, consolidated.00.pth and tokenizer.model (Meta format)")
+    return ckpt_dir
+
+
+def shard_paths(ckpt_dir) -> list[Path]:
+    ckpt_dir = _check_dir(ckpt_dir)
+    return sorted(ckpt_dir.glob("*.pth"))
+
+
+def load_params(ckpt_dir) -> dict:
+    path = _check_dir(ckpt_dir) / "params.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: a Meta checkpoint folder needs params.json "
+                              f"(dim, n_layers, n_heads, n_kv_heads, vocab_size, ...)")
+    try:
+        params = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(params, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(params).__name__}")
+    missing = [k for k in ("dim", "n_layers", "n_heads", "vocab_size") if k not in params]
+    if missing:
+        raise CheckpointError(f"{path} lacks the field(s) {', '.join(missing)}")
+    return params
+
+
+def _mp_state() -> tuple[int, int]:
+    """(model-parallel size, rank) from fairscale when initialised, else (1, 0)."""
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return 1, 0
+    try:
+        from fairscale.nn.model_parallel import initialize as fs
+        if fs.model_parallel_is_initialized():
+            return fs.get_model_parallel_world_size(), fs.get_model_parallel_rank()
+    except ImportError:  # pragma: no cover
+        pass
+    return 1, 0
+
+
+def init_model_parallel(model_parallel_size: int, device: Optional[torch.device] = None) -> None:
+    """Start torch.distributed (gloo on CPU, nccl on CUDA) from torchrun's environment and fairscale's
+    model-parallel groups, unless already done."""
+    from fairscale.nn.model_parallel import initialize as fs
+    if not torch.distributed.is_initialized():
+        if "WORLD_SIZE" not in os.environ:
+            raise LlamaError(f"model_parallel_size {model_parallel_size} needs one process per shard: "
+                            f"launch with torchrun --nproc_per_node {model_parallel_size}")
+        on_cuda = device is not None and torch.device(device).type == "cuda"
+        torch.distributed.init_process_group("nccl" if on_cuda else "gloo")
+    if not fs.model_parallel_is_initialized():
+        fs.initialize_model_parallel(model_parallel_size)
+    got = fs.get_model_parallel_world_size()
+    if got != model_parallel_size:
+        raise LlamaError(f"model-parallel size is already {got}, cannot use {model_parallel_size}")
+
+
+def load_model(ckpt_dir, *, max_seq_len: int = 2048, max_batch_size: int = 32,
+               device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
+               model_parallel_size: Optional[int] = None) -> Transformer:
+    """Build the network from a Meta checkpoint folder.
+
+    The model is built on the meta device; the shard is memory-mapped (``weights_only``) and its
+    tensors are assigned to the model (CPU + same dtype: no copy at all; otherwise one tensor at a
+    time is converted), after a key/shape check that names the first mismatch."""
+    ckpt_dir = _check_dir(ckpt_dir)
+    device = torch.device(device)
+    params = load_params(ckpt_dir)
+    if model_parallel_size is None:
+        model_parallel_size = _mp_state()[0]
+    if model_parallel_size > 1:
+        init_model_parallel(model_parallel_size, device)
+    mp, rank = _mp_state() if model_parallel_size > 1 else (1, 0)
+    shards = shard_paths(ckpt_dir)
+    if len(shards) != mp:
+        names = ", ".join(p.name for p in shards) or "none"
+        raise CheckpointError(f"{ckpt_dir} holds {len(shards)} .pth shard(s) ({names}) but the "
+                              f"model-parallel size is {mp}: expected exactly {mp} "
+                              f"(consolidated.00.pth ...); reshard with checkpoint.reshard or run "
+                              f"with torchrun --nproc_per_node {len(shards) or 1}")
+    shard = shards[rank]
+    try:
+        args = ModelArgs.from_params(params, max_seq_len=max_seq_len, max_batch_size=max_batch_size,
+                                     model_parallel_size=mp)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{ckpt_dir / 'params.json'}: {e}") from e
+    with torch.device("meta"):
+        model = Transformer(args)
+    try:
+        state = torch.load(shard, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read {shard} as a torch state dict: {e}") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{shard} must hold a state dict, got {type(state).__name__}")
+    for k in _IGNORED_KEYS:
+        state.pop(k, None)
+    check_state_dict(model.state_dict(), state, where=f"{shard} (with {ckpt_dir / 'params.json'}, "
+                                                      f"model-parallel size {mp})")
+    for k in list(state):  # one tensor at a time: no second full copy
+        state[k] = state[k].to(device=device, dtype=dtype)
+    model.load_state_dict(state, strict=True, assign=True)
+    del state
+    model.tie_weights()  # assign replaced the shared Parameter by two (which share storage)
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def check_state_dict(expected: dict, got: dict, where: str) -> None:
+    """Raise CheckpointError naming the first missing/unexpected key or mismatching shape."""
+    for k, v in expected.items():
+        if k not in got:
+            raise CheckpointError(f"{where}: tensor {k!r} is missing (expected shape "
+                                  f"{tuple(v.shape)})")
+        if not isinstance(got[k], torch.Tensor):
+            raise CheckpointError(f"{where}: {k!r} is not a tensor")
+        if tuple(got[k].shape) != tuple(v.shape):
+            raise CheckpointError(f"{where}: tensor {k!r} has shape {tuple(got[k].shape)} but "
+                                  f"params.json implies {tuple(v.shape)}: params.json does not "
+                                  f"match the weights")
+    extra = [k for k in got if k not in expected]
+    if extra:
+        raise CheckpointError(f"{where}: unexpected tensor {extra[0]!r} (shape "
+                              f"{tuple(got[extra[0]].shape)}) not in the model defined by "
+                              f"params.json" + (f", and {len(extra) - 1} more" if len(extra) > 1 else ""))
+
+
+# ----------------------------------------------------------------------------- save
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    """A CPU tensor that owns its storage (torch.save would otherwise save whole base storages)."""
+    t = t.detach().cpu()
+    if t.untyped_storage().nbytes() != t.numel() * t.element_size() or not t.is_contiguous():
+        t = t.clone(memory_format=torch.contiguous_format)
+    return t
+
+
+def save_checkpoint(model_or_state_dict, params: dict, out_dir, tokenizer_path=None,
+                    shard_name: str = "consolidated.00.pth") -> Path:
+    """Write ``params.json``, the shard and a copy of ``tokenizer.model`` (default: the one of
+    llama_models) into ``out_dir`` (Meta layout; each file written atomically)."""
+    from neurosymbolic_llm.llama.tokenizer import default_tokenizer_path
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(model_or_state_dict, torch.nn.Module):
+        model_args = getattr(model_or_state_dict, "args", None)
+        if model_args is not None and getattr(model_args, "model_parallel_size", 1) > 1:
+            raise LlamaError("save_checkpoint saves a single-process model; use reshard for shards")
+        state = model_or_state_dict.state_dict()
+    else:
+        state = model_or_state_dict
+    state = {k: _own_storage(v) for k, v in state.items()}
+    params = {k: v for k, v in params.items() if k not in _RUNTIME_KEYS}
+    _atomic_write(out_dir / "params.json",
+                  lambda p: p.write_text(json.dumps(params, indent=2, sort_keys=True) + "\n"))
+    _atomic_write(out_dir / shard_name, lambda p: torch.save(state, p))
+    tok = Path(tokenizer_path) if tokenizer_path is not None else default_tokenizer_path()
+    if not tok.is_file():
+        raise CheckpointError(f"tokenizer file {tok} not found")
+    if tok.resolve() != (out_dir / "tokenizer.model").resolve():
+        _atomic_write(out_dir / "tokenizer.model", lambda p: shutil.copyfile(tok, p))
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- fingerprints
+
+def _hash_file_into(h, path: Path) -> None:
+    """Feed a file's size and its first and last MiB (the whole file if <= 2 MiB) into `h`."""
+    size = path.stat().st_size
+    h.update(f"{size}\n".encode())
+    with open(path, "rb") as f:
+        h.update(f.read(_MiB))
+        if size > _MiB:
+            f.seek(max(_MiB, size - _MiB))
+            h.update(f.read(_MiB))
+
+
+def file_fingerprint(path) -> str:
+    """sha256 of a file's size and its first and last MiB (cheap; the whole file if <= 2 MiB)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LlamaError(f"{path} not found")
+    h = hashlib.sha256()
+    _hash_file_into(h, path)
+    return h.hexdigest()
+
+
+def checkpoint_fingerprint(ckpt_dir) -> str:
+    """Fingerprint of a Meta folder's weights (neurosymbolic_llm/llama/fingerprint.py): params.json parsed into
+    ModelArgs, then per shard and tensor its name, dtype, shape and sampled bytes (memory-mapped)."""
+    from neurosymbolic_llm.llama.fingerprint import Fingerprint
+    ckpt_dir = _check_dir(ckpt_dir)
+    try:
+        args = ModelArgs.from_params(load_params(ckpt_dir))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{ckpt_dir / 'params.json'}: {e}") from e
+    fp = Fingerprint("meta", args)
+    for shard in shard_paths(ckpt_dir):
+        try:
+            state = torch.load(shard, map_location="cpu", mmap=True, weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"cannot read {shard} as a torch state dict: {e}") from e
+        for k, t in state.items():
+            if not isinstance(t, torch.Tensor):
+                raise CheckpointError(f"{shard}: {k!r} is not a tensor")
+            raw = t.reshape(-1).view(torch.uint8)  # [numel * element size] bytes
+            fp.tensor(f"{shard.name}/{k}", str(t.dtype), t.shape, raw.numel(),
+                      lambda start, n, raw=raw: raw[start:start + n].numpy().tobytes())
+        del state
+    return fp.hexdigest()
+
+
+# ----------------------------------------------------------------------------- reshard
+
+def reshard(src_dir, dst_dir, model_parallel_size: int) -> Path:
+    """Rewrite a checkpoint for another model-parallel size (merge the shards, split again)."""
+    src_dir, dst_dir = _check_dir(src_dir), Path(dst_dir)
+    mp = int(model_parallel_size)
+    params = load_params(src_dir)
+    args = ModelArgs.from_params(params)
+    checks = {"n_heads": args.n_heads, "n_kv_heads": args.n_kv_heads,
+              "vocab_size": args.vocab_size, "FFN hidden size": args.ffn_hidden_dim}
+    for what, n in checks.items():
+        if mp < 1 or n % mp:
+            raise LlamaError(f"cannot reshard {src_dir} to model-parallel size {mp}: it must divide "
+                            f"{what} = {n}")
+    srcs = shard_paths(src_dir)
+    for i, p in enumerate(srcs):
+        m = _SHARD_RE.search(p.name)
+        if m is None or int(m.group(1)) != i:
+            raise CheckpointError(f"{src_dir}: shard files must be consolidated.00.pth ... "
+                                  f"consolidated.{len(srcs) - 1:02d}.pth, found {p.name}")
+    if not srcs:
+        raise CheckpointError(f"{src_dir} holds no .pth shard")
+    states = [torch.load(p, map_location="cpu", mmap=True, weights_only=True) for p in srcs]
+    outs: list[dict] = [{} for _ in range(mp)]
+    for k in states[0]:
+        if k in _IGNORED_KEYS:
+            continue
+        d = shard_dim(k)
+        if d is None:
+            for o in outs:
+                o[k] = states[0][k]
+            continue
+        full = states[0][k] if len(states) == 1 else torch.cat([s[k] for s in states], dim=d)
+        for o, piece in zip(outs, full.chunk(mp, dim=d)):
+            o[k] = piece.clone()
+        del full
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    for old in shard_paths(dst_dir):
+        old.unlink()
+    _atomic_write(dst_dir / "params.json", lambda p: shutil.copyfile(src_dir / "params.json", p))
+    tok = src_dir / "tokenizer.model"
+    if tok.is_file():
+        _atomic_write(dst_dir / "tokenizer.model", lambda p: shutil.copyfile(tok, p))
+    for r, o in enumerate(outs):
+        _atomic_write(dst_dir / f"consolidated.{r:02d}.pth", lambda p: torch.save(o, p))
+        outs[r] = None
+    return dst_dir

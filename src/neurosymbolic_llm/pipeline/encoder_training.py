@@ -1,0 +1,405 @@
+"""Stage 2: linear encoders (hidden -> VSA) and decoders (VSA -> hidden) for every layer.
+
+All layers train together as one batched linear map `W [L, out, in]` (one `bmm` per step, not a
+loop of small models): the loss is the sum over layers of each layer's RMSE, so the layers do not
+interact and Adam treats each weight on its own, exactly as L separate trainings would.
+Encoder: RMSE(E_l(h_l), S) to the true problem vector S. Decoder, with the encoder frozen:
+RMSE(Dec_l(E_l(h_l)), h_l), back to the hidden state through the VSA bottleneck.
+
+Deliberate choices: float32 master weights (the original trained in bf16); the learning-rate
+schedule {epoch: multiplier} applies to every layer (the original decayed only the last layer);
+weights start from the ridge least-squares solution (the optimum of the training MSE up to the
+ridge term), and each layer keeps the weights of its best validation epoch, so training from there
+can only help on held-out data; a training stops early once no layer improved for `patience`
+epochs. With `--map_init random` the maps start at PyTorch's default init.
+
+Evaluation decodes every layer's encoder output on each split through the engine: exact match of x,
+y and the problem type, and per-digit accuracy over the operand digits, for seen and unseen types.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+import torch
+
+from neurosymbolic_llm.pipeline import paths
+from neurosymbolic_llm.pipeline.options import option
+from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, EngineMismatchError
+from neurosymbolic_llm.pipeline.files import MiB, atomic_savefig, atomic_write_csv, check_output_folders
+from neurosymbolic_llm.pipeline.gathering import split_source
+from neurosymbolic_llm.pipeline.hidden_store import HiddenStore, SplitData
+from neurosymbolic_llm.pipeline.locks import stage_lock
+from neurosymbolic_llm.pipeline.runtime import make_engine, progress, resolve_device
+
+STAGE = "train_encoders_and_decoders"  # the name of its lock (locks.py)
+# all_accuracy: x, y and the type all decoded right (what the symbolic route needs to answer)
+CSV_COLUMNS = ["layer", "split", "seen", "n", "x_accuracy", "y_accuracy", "type_accuracy", "all_accuracy",
+               "digit_accuracy"]
+
+
+@dataclass
+class EncoderTrainingOptions:
+    """stage 2: training encoders and decoders"""
+    training_epochs: int = option(1000, "encoder training epochs")
+    decoding_epochs: int = option(1000, "decoder training epochs")
+    learning_rate: float = option(1e-3, "Adam learning rate of the encoders")
+    decoder_learning_rate: float = option(0.0, "Adam learning rate of the decoders (default 0: --learning_rate)")
+    batch_size: int = option(512, "rows per optimiser step")
+    encoder_lr_schedule: dict[int, float] = option({50: 0.5, 100: 0.5, 250: 0.1, 500: 0.4},
+                                                   "{epoch: multiplier} applied to the encoder learning rate")
+    decoder_lr_schedule: dict[int, float] = option({10: 0.1, 25: 0.5, 100: 0.5, 250: 0.4},
+                                                   "{epoch: multiplier} applied to the decoder learning rate")
+    map_init: str = option("least_squares", "initial maps: ridge least squares or PyTorch's random init",
+                           choices=["least_squares", "random"])
+    ridge: float = option(1e-4, "ridge of the least-squares init, relative to the mean input energy")
+    patience: int = option(100, "stop a training early when no layer's validation RMSE improved by 0.1 percent for this many epochs (0: never; default 100)")
+    weight_dtype: str = option("float32", "dtype of the trained weights (master copy and Adam state)",
+                               choices=["float32", "float64"])
+
+
+# ----------------------------------------------------------------------------- batched linear maps
+def apply_maps(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """Per-layer linear maps: W [L, out, in], X [B, L, in] -> [B, L, out]."""
+    return torch.bmm(X.transpose(0, 1).to(W.dtype), W.transpose(1, 2)).transpose(0, 1)
+
+
+def layer_rmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """RMSE per layer: pred [B, L, out], target [B, L, out] or [B, out] -> [L]."""
+    if target.dim() == 2:
+        target = target[:, None, :]
+    return (pred - target.to(pred.dtype)).pow(2).mean(dim=(0, 2)).sqrt()
+
+
+@torch.no_grad()
+def numerical_rank_cutoff(A: torch.Tensor) -> torch.Tensor:
+    """Per layer, the eigenvalue (and Cholesky pivot) below which a direction of A [L, n, n] counts as
+    zero: 10 n float64-epsilons of A's largest diagonal entry, about the rounding error of factorising A."""
+    eps = torch.finfo(torch.float64).eps
+    return 10 * A.shape[-1] * eps * A.diagonal(dim1=1, dim2=2).amax(-1).clamp_min(1e-300)  # [L]
+
+
+def least_squares(X: torch.Tensor, Y: torch.Tensor, ridge: float, batch: int, dtype: torch.dtype,
+                  pre: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Ridge solution W [L, out, in] of min ||X W^T - Y||^2 per layer, accumulated over row batches.
+
+    X [N, L, in0] (mapped first through `pre` [L, in, in0] when given), Y [N, out] or [N, L, out].
+    Accumulated and solved in float64 on every device: a residual stream with a large constant part
+    (SmolLM2's, Programs/real/README.md) makes the uncentred Gram matrix so ill-conditioned that a
+    float32 solve returns noise. A layer whose matrix is numerically singular (every prompt's state
+    alike, as at layer 0 when prompts end with the same token) gets the pseudo-inverse solution. The
+    rank decision is numerical (`numerical_rank_cutoff`), never "did the factorisation hit an exact
+    zero pivot": rounding makes that depend on the CPU's LAPACK path.
+    """
+    acc = torch.float64
+    gram = cross = None
+    for b in range(0, X.shape[0], batch):
+        x = X[b:b + batch].to(acc)
+        if pre is not None:
+            x = apply_maps(pre.to(acc), x)
+        xt = x.transpose(0, 1)  # [L,B,in]
+        y = Y[b:b + batch].to(acc)
+        y = y[None].expand(xt.shape[0], -1, -1) if y.dim() == 2 else y.transpose(0, 1)  # [L,B,out]
+        g, c = xt.transpose(1, 2) @ xt, xt.transpose(1, 2) @ y  # [L,in,in], [L,in,out]
+        gram, cross = (g, c) if gram is None else (gram + g, cross + c)
+    scale = gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)  # [L]
+    eye = torch.eye(gram.shape[-1], dtype=acc, device=gram.device)
+    A = gram + ridge * scale[:, None, None] * eye
+    sol = torch.empty_like(cross)  # [L,in,out]
+    for layer, cutoff in enumerate(numerical_rank_cutoff(A).tolist()):
+        chol, info = torch.linalg.cholesky_ex(A[layer])
+        pivots = chol.diagonal() ** 2  # [in]; Schur-complement pivots of A
+        if info.item() == 0 and pivots.min().item() > cutoff:
+            sol[layer] = torch.cholesky_solve(cross[layer], chol)
+        else:  # numerically singular: minimum-norm solution over the directions above the cut-off
+            sol[layer] = torch.linalg.pinv(A[layer], hermitian=True, atol=cutoff, rtol=0.0) @ cross[layer]
+    return sol.transpose(1, 2).to(dtype).contiguous()
+
+
+def train_maps(name: str, X: torch.Tensor, Y: torch.Tensor, Xval: torch.Tensor, Yval: torch.Tensor, *,
+               out_dim: int, epochs: int, lr: float, schedule: dict[int, float], batch: int, init: str,
+               ridge: float, dtype: torch.dtype, seed: int, patience: int = 0, tracker=None,
+               pre: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+    """Train L linear maps together; returns (W [L, out, in] of each layer's best validation epoch, stats).
+
+    X [N, L, in0] is mapped through the frozen `pre` [L, in, in0] first when given (the decoder's input
+    is the frozen encoder's output); Y [N, out] (same target for every layer) or [N, L, out].
+    """
+    device = X.device
+    L = X.shape[1]
+    in_dim = pre.shape[1] if pre is not None else X.shape[2]
+    gen = torch.Generator().manual_seed(seed)
+    if init == "least_squares":
+        W0 = least_squares(X, Y, ridge, max(batch, 4096), dtype, pre)
+    else:
+        bound = 1 / math.sqrt(in_dim)  # nn.Linear's default (Kaiming-uniform with a = sqrt(5))
+        W0 = (torch.rand(L, out_dim, in_dim, generator=gen, dtype=dtype) * 2 - 1).mul_(bound).to(device)
+    W = torch.nn.Parameter(W0.clone())
+    opt = torch.optim.Adam([W], lr=lr)
+    inputs = (lambda x: apply_maps(pre, x)) if pre is not None else (lambda x: x)
+
+    @torch.no_grad()
+    def evaluate(Xe, Ye) -> torch.Tensor:  # [L]
+        sq = torch.zeros(L, dtype=torch.float64, device=device)
+        for b in range(0, Xe.shape[0], 4096):
+            sq += layer_rmse(apply_maps(W, inputs(Xe[b:b + 4096])), Ye[b:b + 4096]).double().pow(2) * Xe[b:b + 4096].shape[0]
+        return (sq / Xe.shape[0]).sqrt()
+
+    best_val = evaluate(Xval, Yval)  # [L]
+    best_W = W.detach().clone()
+    best_epoch = torch.zeros(L, dtype=torch.long)
+    progress_val, progress_epoch = best_val.clone(), 0  # for patience: improvements of >= 0.1 % only
+    history = []
+    bar = progress(range(1, epochs + 1), desc=f"train {name}s ({L} layers)", unit="epoch")
+    for epoch in bar:
+        if epoch in schedule:
+            for group in opt.param_groups:
+                group["lr"] *= schedule[epoch]
+        perm = torch.randperm(X.shape[0], generator=gen).to(device)
+        total = torch.zeros(L, dtype=torch.float64, device=device)
+        for b in range(0, X.shape[0], batch):
+            idx = perm[b:b + batch]
+            with torch.no_grad():
+                xb = inputs(X[idx])  # [B,L,in]
+            rmse = layer_rmse(apply_maps(W, xb), Y[idx])  # [L]
+            opt.zero_grad(set_to_none=True)
+            rmse.sum().backward()
+            opt.step()
+            total += rmse.detach().double().pow(2) * idx.shape[0]
+        train = (total / X.shape[0]).sqrt()
+        val = evaluate(Xval, Yval)
+        better = val < best_val  # [L]
+        with torch.no_grad():
+            best_W[better] = W.detach()[better]
+        best_val = torch.where(better, val, best_val)
+        best_epoch[better.cpu()] = epoch
+        rec = {f"{name}_epoch": epoch, f"{name}_train_rmse": train.mean().item(),
+               f"{name}_val_rmse": val.mean().item(), f"{name}_lr": opt.param_groups[0]["lr"]}
+        history.append(rec)
+        bar.set_postfix(train=f"{rec[f'{name}_train_rmse']:.4f}", val=f"{rec[f'{name}_val_rmse']:.4f}", refresh=False)
+        if tracker is not None:
+            tracker.log(rec, step=epoch)
+        if (val < progress_val * (1 - 1e-3)).any():
+            progress_val, progress_epoch = torch.minimum(progress_val, val), epoch
+        if patience and epoch - progress_epoch >= patience:
+            break  # no layer improved its validation RMSE by 0.1 % for `patience` epochs
+    bar.close()
+    stats = {"best_val_rmse": best_val.tolist(), "best_epoch": best_epoch.tolist(), "epochs_run": len(history),
+             "history": history}
+    return best_W, stats
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def encoding_accuracy(engine, W_enc: torch.Tensor, data: SplitData, layers: list[int], split: str,
+                      seen_types: list[str], n_digits: int, batch: int = 2048) -> list[dict]:
+    """Rows of the encoding-accuracy table for one split: per layer, seen and unseen types."""
+    L, N = W_enc.shape[0], len(data)
+    ok_x = torch.zeros(L, N, dtype=torch.bool)
+    ok_y, ok_t = ok_x.clone(), ok_x.clone()
+    digits_ok = torch.zeros(L, N)
+    for b in range(0, N, batch):
+        sl = slice(b, min(N, b + batch))
+        pred = apply_maps(W_enc, data.hidden[sl].to(W_enc.device))  # [B,L,V]
+        flat = pred.transpose(0, 1).reshape(-1, pred.shape[-1])  # [L*B,V]
+        B = sl.stop - sl.start
+        x, y, t = (v[sl].to(engine.device) for v in (data.x, data.y, data.type_id))
+        xh = engine.decode_number(flat, "n1").view(L, B)
+        yh = engine.decode_number(flat, "n2").view(L, B)
+        th, _ = engine.decode_problem_type_ids(flat)
+        dx = engine.decode_digits(flat, "n1").view(L, B, -1)[..., :n_digits]  # [L,B,n]
+        dy = engine.decode_digits(flat, "n2").view(L, B, -1)[..., :n_digits]
+        tx, ty = engine.digits(x)[:, :n_digits], engine.digits(y)[:, :n_digits]  # [B,n]
+        ok_x[:, sl] = (xh == x).cpu()
+        ok_y[:, sl] = (yh == y).cpu()
+        ok_t[:, sl] = (th.view(L, B) == t).cpu()
+        digits_ok[:, sl] = ((dx == tx).float().mean(-1) + (dy == ty).float().mean(-1)).cpu() / 2
+    seen_ids = torch.tensor([engine.possible_problems.index(p) for p in seen_types
+                             if p in engine.possible_problems], dtype=torch.long)
+    seen = torch.isin(data.type_id, seen_ids)
+    rows = []
+    for j, layer in enumerate(layers):
+        for label, mask in (("seen", seen), ("unseen", ~seen)):
+            n = int(mask.sum())
+            if n == 0:
+                continue
+            rows.append({"layer": layer, "split": split, "seen": label, "n": n,
+                         "x_accuracy": ok_x[j, mask].float().mean().item(),
+                         "y_accuracy": ok_y[j, mask].float().mean().item(),
+                         "type_accuracy": ok_t[j, mask].float().mean().item(),
+                         "all_accuracy": (ok_x[j, mask] & ok_y[j, mask] & ok_t[j, mask]).float().mean().item(),
+                         "digit_accuracy": digits_ok[j, mask].mean().item()})
+    return rows
+
+
+def best_layer(table: pd.DataFrame, val_rmse: dict[int, float]) -> int:
+    """The layer whose encoder reads the question best: highest mean of x, y and type accuracy on
+    the seen types of the test split (of any split when the test split has none); ties go to the
+    lower validation RMSE."""
+    sub = table[(table["split"] == "test") & (table["seen"] == "seen")]
+    sub = sub if len(sub) else table
+    score = sub.groupby("layer")[["x_accuracy", "y_accuracy", "type_accuracy"]].mean().mean(axis=1)
+    return int(min(score.index, key=lambda l: (-score[l], val_rmse.get(int(l), 0.0))))
+
+
+def log_accuracy(tracker, table: pd.DataFrame, csv: Path, png: Path, split: str = "test") -> None:
+    """The accuracy table (every split) and a line plot of x, y and type accuracy against the layer."""
+    tracker.table("encoding_accuracy", table, csv)
+    sub = table[table["split"] == split]
+    xs = sorted(set(sub["layer"]))
+    ys = {f"{col.replace('_accuracy', '')} ({seen} types)": part.set_index("layer")[col].reindex(xs).tolist()
+          for seen, part in sub.groupby("seen", sort=True) for col in ("x_accuracy", "y_accuracy", "type_accuracy")}
+    if xs:
+        tracker.line_plot("encoding_accuracy_vs_layer", xs, ys, xname="layer",
+                          title=f"Linear encoder decoding accuracy vs layer ({split} split)")
+    tracker.image("encoding_accuracy_plot", png)
+
+
+def plot_accuracy(table: pd.DataFrame, path: Path, split: str = "test") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sub = table[table["split"] == split]
+    for seen, style in (("seen", "-"), ("unseen", "--")):
+        part = sub[sub["seen"] == seen]
+        if part.empty:
+            continue
+        for col, color in (("x_accuracy", "C0"), ("y_accuracy", "C1"), ("type_accuracy", "C2"),
+                           ("all_accuracy", "k"), ("digit_accuracy", "C3")):
+            ax.plot(part["layer"], part[col], style, color=color, marker=".",
+                    label=f"{col.replace('_accuracy', '')} ({seen} types)")
+    ax.set_xlabel("layer (residual stream entering the block)")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"Linear encoder decoding accuracy vs layer ({split} split)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def best_encoding_layer(val_accuracy: dict[int, float], max_layer: int) -> int:
+    """The layer whose encoder decoded the most validation questions (x, y and type all right),
+    among layers <= max_layer (the first decoding layer: the answer must be known before it is
+    written); ties go to the earliest such layer. val_accuracy: {layer: fraction}, from the encoder
+    file's extra["val_all_accuracy"] (stage 2)."""
+    candidates = {int(l): float(a) for l, a in val_accuracy.items() if int(l) <= max_layer}
+    if not candidates:
+        raise DataError(f"no encoder layer with a validation accuracy at or before layer {max_layer} "
+                        f"(stage 2 measured layers {sorted(int(l) for l in val_accuracy)})")
+    return max(sorted(candidates), key=lambda l: candidates[l])  # max keeps the first of equals
+
+
+# ----------------------------------------------------------------------------- the stage
+def check_store_matches(cfg, manifest: dict, engine) -> None:
+    """Stage 2 must use the engine and the data sources the hidden states were gathered with."""
+    if engine.fingerprint() != manifest["engine_fingerprint"]:
+        raise EngineMismatchError(
+            f"the gathered data was made with another VSA engine (VSA_dim, max_digits, possible_problems or "
+            f"vsa_seed differ from stage 1: the manifest says {manifest['config'].get('VSA_dim')}, "
+            f"{manifest['config'].get('max_digits')}, {manifest['config'].get('possible_problems')}, "
+            f"{manifest['config'].get('vsa_seed')})")
+    for split, source in manifest["sources"].items():
+        now = split_source(cfg, split)
+        if now != source:
+            raise DataError(f"split {split!r}: stage 1 gathered {source}, the options now describe {now}; "
+                            f"give stage 2 the same data options as stage 1")
+
+
+def run_training(cfg) -> dict:
+    """Stage 2 end to end; returns {"encoders", "decoders", "table", "summary"}. Inputs and output
+    folders (write access, room for the map files) are checked before any work; one process per run
+    name (locks.py)."""
+    if cfg.batch_size < 1 or cfg.training_epochs < 0 or cfg.decoding_epochs < 0:
+        raise ConfigError("--batch_size must be >= 1 and the epoch counts >= 0")
+    device = resolve_device(cfg.device)
+    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.weight_dtype]
+    store = HiddenStore(paths.store_dir(cfg))
+    manifest = store.read_manifest()
+    engine = make_engine(cfg)
+    check_store_matches(cfg, manifest, engine)
+    if not manifest.get("complete"):
+        raise DataError(f"{store.root}: gathering is not finished ({manifest['rows']} of {manifest['totals']} rows); "
+                        f"rerun stage 1 (--generate_data 1) to complete it")
+    layers = sorted(set(cfg.layer_numbers)) if cfg.layer_numbers else list(manifest["layers"])
+    run = paths.run_name_or_today(cfg.run_name)
+    out_dir = paths.results_dir(run, cfg.programs_dir)
+    models = paths.models_dir(cfg.programs_dir)
+    map_bytes = 2 * len(layers) * engine.VSA_dim * manifest["dim"] * 4  # encoders + decoders, float32
+    with stage_lock(out_dir, STAGE, run):
+        check_output_folders({models: ("the encoder and decoder files", 2 * map_bytes + MiB),
+                              out_dir: ("the encoding-accuracy table and plot", MiB)})
+        return _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dtype)
+
+
+def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dtype) -> dict:
+    """Train the maps of every layer, measure them, write the files (run_training's work)."""
+    from neurosymbolic_llm.pipeline.maps import save_maps
+    from neurosymbolic_llm.pipeline.tracking import Tracker
+
+    tracker = Tracker(out_dir, stage="encoders", run_name=run, config=cfg, project=cfg.wandb_project,
+                      group=cfg.wandb_group, log_wandb=cfg.log_wandb)
+    t0 = time.perf_counter()
+    data = {s: store.load_split(s, layers, manifest) for s in ("train", "val", "test")}  # read once
+    t_load = time.perf_counter() - t0
+    engine.to(device)
+    Xtr, Xva = data["train"].hidden.to(device), data["val"].hidden.to(device)  # [N,L,D] storage dtype
+    common = dict(batch=cfg.batch_size, init=cfg.map_init, ridge=cfg.ridge, dtype=dtype, seed=cfg.seed,
+                  patience=cfg.patience, tracker=tracker)
+    t1 = time.perf_counter()
+    W_enc, enc_stats = train_maps("encoder", Xtr, data["train"].targets.to(device), Xva, data["val"].targets.to(device),
+                                  out_dim=engine.VSA_dim, epochs=cfg.training_epochs, lr=cfg.learning_rate,
+                                  schedule=cfg.encoder_lr_schedule, **common)
+    W_dec, dec_stats = train_maps("decoder", Xtr, Xtr, Xva, Xva, out_dim=manifest["dim"], epochs=cfg.decoding_epochs,
+                                  lr=cfg.decoder_learning_rate or cfg.learning_rate,
+                                  schedule=cfg.decoder_lr_schedule, pre=W_enc, **common)
+    t_train = time.perf_counter() - t1
+
+    n_digits = min(cfg.complexity + 1, engine.max_digits)
+    # "seen" = the types the maps are trained on: those of the training split, whatever --problem_type says
+    present = set(data["train"].type_id.unique().tolist())
+    trained_types = [p for i, p in enumerate(engine.possible_problems) if i in present]
+    rows = []
+    for split in ("train", "val", "test"):
+        rows += encoding_accuracy(engine, W_enc, data[split], layers, split, trained_types, n_digits)
+    table = pd.DataFrame(rows, columns=CSV_COLUMNS)
+    csv_path = atomic_write_csv(table, out_dir / "encoding_accuracy.csv", float_format="%.4f")
+    png = plot_accuracy(table, out_dir / "encoding_accuracy.png")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+    model = manifest["model"]
+    info = {"fingerprint": model["fingerprint"], "dim": model["dim"], "n_layers": model["n_layers"]}
+    extra = {"run_name": run, "layers": layers, "gathered_data": str(store.root), "trained_types": trained_types}
+    val_seen = table[(table["split"] == "val") & (table["seen"] == "seen")]
+    enc_extra = {**extra, "val_rmse": enc_stats["best_val_rmse"],  # stage 3's --symbolic_encoding_layer auto
+                 "val_all_accuracy": {int(r.layer): float(r.all_accuracy) for r in val_seen.itertuples()}}
+    enc_path = save_maps(models / f"encoders_{run}.pth", "encoder", {l: W_enc[j] for j, l in enumerate(layers)},
+                         engine.state_dict(), info, enc_extra)
+    dec_path = save_maps(models / f"decoders_{run}.pth", "decoder", {l: W_dec[j] for j, l in enumerate(layers)},
+                         engine.state_dict(), info, {**extra, "val_rmse": dec_stats["best_val_rmse"]})
+    summary = {"layers": layers, "encoder_val_rmse": enc_stats["best_val_rmse"],
+               "encoder_best_epoch": enc_stats["best_epoch"], "decoder_val_rmse": dec_stats["best_val_rmse"],
+               "decoder_best_epoch": dec_stats["best_epoch"], "encoder_epochs_run": enc_stats["epochs_run"],
+               "decoder_epochs_run": dec_stats["epochs_run"], "load_s": t_load, "train_s": t_train,
+               "encoders": str(enc_path), "decoders": str(dec_path)}
+    summary["best_layer"] = best_layer(table, dict(zip(layers, enc_stats["best_val_rmse"])))
+    tracker.summary(summary)
+    tracker.table("maps", pd.DataFrame({"layer": layers, "encoder_val_rmse": enc_stats["best_val_rmse"],
+                                        "encoder_best_epoch": enc_stats["best_epoch"],
+                                        "decoder_val_rmse": dec_stats["best_val_rmse"],
+                                        "decoder_best_epoch": dec_stats["best_epoch"]}))
+    log_accuracy(tracker, table, csv_path, png)
+    tracker.finish()
+    print(f"encoders: {enc_path}\ndecoders: {dec_path}\nresults: {csv_path}\n"
+          f"best layer (test split, seen types): {summary['best_layer']}")
+    return {"encoders": enc_path, "decoders": dec_path, "table": table, "summary": summary}

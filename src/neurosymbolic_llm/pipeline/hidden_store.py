@@ -1,0 +1,167 @@
+"""Sharded, resumable storage of gathered hidden states and their VSA targets (stage 1 -> stage 2).
+
+Layout of a store folder (`Programs/gathered_data_{run}/`):
+
+    manifest.json              what the data was made from, and how far each split got
+    {split}/shard_{k:05d}.pt   rows [k*F, min((k+1)*F, N)) of the split, F = rows_per_shard
+
+A shard is one `torch.save` of plain tensors (read with `weights_only=True`):
+    hidden  [n, L, D]  residual stream at the last prompt position of the manifest's layers (model dtype)
+    targets [n, V]     true problem vectors (float32)
+    row, type_id, x, y [n] long   the split row each sample came from, and its problem
+
+Why the grid is fixed by the row index and not by the order of work: a shard's content depends only
+on (split, k), so a shard either exists completely (written to a temporary name, then renamed) or not
+at all. Resuming after any interruption, kill -9 included, redoes exactly the missing shards; ranks of
+a data-parallel run take disjoint sets of shards, and reading the shards in k order gives the same
+rows in the same order whatever the number of ranks or the batch size was.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import torch
+
+from neurosymbolic_llm.pipeline.errors import DataError
+from neurosymbolic_llm.pipeline.files import atomic_torch_save, atomic_write_json
+
+FORMAT = "nsllm-hidden-store"
+VERSION = 1
+SPLITS = ("train", "val", "test")
+# Manifest keys that must be equal for a rerun to add to (or reuse) existing data.
+IDENTITY_KEYS = ("model_fingerprint", "tokenizer_fingerprint", "engine_fingerprint", "layers",
+                 "dtype", "dim", "rows_per_shard", "sources", "prompt")
+
+
+@dataclass
+class SplitData:
+    """One split read back: every shard concatenated in row order."""
+    hidden: torch.Tensor   # [N, L, D]
+    targets: torch.Tensor  # [N, V]
+    row: torch.Tensor      # [N] long
+    type_id: torch.Tensor  # [N] long
+    x: torch.Tensor        # [N] long
+    y: torch.Tensor        # [N] long
+
+    def __len__(self) -> int:
+        return self.row.shape[0]
+
+
+class HiddenStore:
+    """A store folder. `open_for_writing` checks or creates the manifest; `load_split` reads."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+        self.manifest_path = self.root / "manifest.json"
+
+    # ------------------------------------------------------------------ manifest
+    def read_manifest(self) -> dict:
+        if not self.manifest_path.is_file():
+            raise DataError(f"{self.root}: no gathered data here (manifest.json missing); "
+                            f"run stage 1 first (--generate_data 1) with the same --run_name")
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{self.manifest_path}: not valid JSON ({exc})") from None
+        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+            raise DataError(f"{self.manifest_path}: not a hidden-state store manifest of version {VERSION}")
+        return manifest
+
+    def open_for_writing(self, identity: dict, totals: dict[str, int], config: dict, *, create: bool = True) -> dict:
+        """Create the manifest, or check that an existing one describes the same data.
+
+        `identity` holds the IDENTITY_KEYS; a difference is an error naming the key, because mixing
+        states of two models (or two codebooks, or two CSVs) in one folder would be silent garbage.
+        """
+        if self.manifest_path.is_file():
+            manifest = self.read_manifest()
+            for key in IDENTITY_KEYS:
+                if manifest.get(key) != identity.get(key):
+                    raise DataError(
+                        f"{self.root} already holds data gathered with a different {key} "
+                        f"({_short(manifest.get(key))} there, {_short(identity.get(key))} now); "
+                        f"use another --run_name or --gathered_data_dir, or delete the folder")
+            if manifest.get("totals") != totals:
+                raise DataError(f"{self.root}: split sizes {manifest.get('totals')} there, {totals} now")
+            return manifest
+        manifest = {"format": FORMAT, "version": VERSION, **identity, "totals": dict(totals),
+                    "rows": {s: 0 for s in totals}, "complete": False, "config": config}
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.manifest_path, manifest)
+        return manifest
+
+    def update_progress(self, manifest: dict) -> dict:
+        """Recount the rows on disk per split and record them (and completeness) in the manifest."""
+        rpf = manifest["rows_per_shard"]
+        for split, total in manifest["totals"].items():
+            done = self.done_shards(split, total, rpf)
+            manifest["rows"][split] = sum(shard_range(k, total, rpf)[1] - shard_range(k, total, rpf)[0] for k in done)
+        manifest["complete"] = all(manifest["rows"][s] == t for s, t in manifest["totals"].items())
+        atomic_write_json(self.manifest_path, manifest)
+        return manifest
+
+    # ------------------------------------------------------------------ shards
+    def shard_path(self, split: str, k: int) -> Path:
+        return self.root / split / f"shard_{k:05d}.pt"
+
+    def done_shards(self, split: str, total: int, rows_per_shard: int) -> set[int]:
+        """Shards present on disk (complete by construction: they are renamed into place)."""
+        return {k for k in range(n_shards(total, rows_per_shard)) if self.shard_path(split, k).is_file()}
+
+    def write_shard(self, split: str, k: int, data: dict[str, torch.Tensor]) -> Path:
+        path = self.shard_path(split, k)
+        atomic_torch_save({n: t.detach().cpu().contiguous() for n, t in data.items()}, path)
+        return path
+
+    def clean_temporaries(self) -> None:
+        """Remove temporary files left by a killed writer (never read as data anyway)."""
+        for tmp in self.root.glob(".manifest.json.tmp*"):
+            tmp.unlink(missing_ok=True)
+        for split in SPLITS:
+            for tmp in (self.root / split).glob(".shard_*.tmp*") if (self.root / split).is_dir() else ():
+                tmp.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ reading
+    def load_split(self, split: str, layers: Optional[Iterable[int]] = None, manifest: Optional[dict] = None) -> SplitData:
+        """All rows of a split in row order, hidden states of `layers` only (default: all stored)."""
+        manifest = manifest or self.read_manifest()
+        total, rpf = manifest["totals"][split], manifest["rows_per_shard"]
+        stored = manifest["layers"]
+        want = list(stored if layers is None else layers)
+        missing = [l for l in want if l not in stored]
+        if missing:
+            raise DataError(f"{self.root}: layers {missing} were not gathered (stored: {stored})")
+        idx = torch.tensor([stored.index(l) for l in want], dtype=torch.long)
+        parts: dict[str, list[torch.Tensor]] = {}
+        for k in range(n_shards(total, rpf)):
+            path = self.shard_path(split, k)
+            if not path.is_file():
+                raise DataError(f"{path}: shard missing ({split} is incomplete: "
+                                f"{manifest['rows'].get(split)} of {total} rows); rerun stage 1 to finish it")
+            shard = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            lo, hi = shard_range(k, total, rpf)
+            if shard["row"].shape[0] != hi - lo or int(shard["row"][0]) != lo:
+                raise DataError(f"{path}: holds rows starting at {int(shard['row'][0])}, expected {lo}..{hi - 1}")
+            shard["hidden"] = shard["hidden"].index_select(1, idx) if want != stored else shard["hidden"]
+            for name, t in shard.items():
+                parts.setdefault(name, []).append(t)
+        if not parts:
+            raise DataError(f"{self.root}: split {split!r} has no rows")
+        return SplitData(**{n: torch.cat(parts[n]) for n in ("hidden", "targets", "row", "type_id", "x", "y")})
+
+
+def n_shards(total: int, rows_per_shard: int) -> int:
+    return -(-total // rows_per_shard)
+
+
+def shard_range(k: int, total: int, rows_per_shard: int) -> tuple[int, int]:
+    return k * rows_per_shard, min(total, (k + 1) * rows_per_shard)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 120 else text[:117] + "..."

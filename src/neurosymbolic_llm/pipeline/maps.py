@@ -1,0 +1,126 @@
+"""Encoder and decoder weight files: the linear maps of every layer, with what they depend on.
+
+An encoder maps the residual stream of one layer to a VSA vector (`W [V, D]`, no bias); a decoder
+maps a VSA vector back to the residual stream (`W [D, V]`, no bias). A file holds the maps of any
+set of layers together with the VSA engine they were trained against (codebook and settings) and
+the model they read from (checkpoint fingerprint and dims), because a map is meaningless with
+another codebook or another model. The file is one `torch.save` of plain tensors, strings and
+numbers (loaded with `weights_only=True`; no pickled modules) and is written atomically:
+
+    {"format": "nsllm-maps", "version": 1, "kind": "encoder"|"decoder",
+     "weights": {"17": W [out, in]}, "engine": engine.state_dict(),
+     "model": {"fingerprint", "dim", "n_layers"}, "extra": {...}}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from neurosymbolic_llm.pipeline.errors import DataError, EngineMismatchError
+from neurosymbolic_llm.pipeline.files import atomic_torch_save
+
+FORMAT = "nsllm-maps"
+VERSION = 1
+KINDS = ("encoder", "decoder")
+MODEL_KEYS = ("fingerprint", "dim", "n_layers")
+
+
+@dataclass
+class MapFile:
+    weights: dict[int, torch.Tensor]          # layer -> W [out, in] (float32, cpu)
+    engine_state: dict[str, Any]
+    model_info: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.weights)
+
+
+def model_info(fingerprint: str, dim: int, n_layers: int) -> dict[str, Any]:
+    """The model description stored in (and checked by) every map file."""
+    return {"fingerprint": str(fingerprint), "dim": int(dim), "n_layers": int(n_layers)}
+
+
+def save_maps(path: str | Path, kind: str, weights: dict[int, torch.Tensor], engine_state: dict[str, Any],
+              model_info: dict[str, Any], extra: Optional[dict[str, Any]] = None, what: str = "") -> Path:
+    """Write the maps of `weights` (layer -> W [out, in]) with their engine and model description."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    missing = [k for k in MODEL_KEYS if k not in model_info]
+    if missing:
+        raise ValueError(f"model_info lacks {missing}")
+    payload = {
+        "format": FORMAT, "version": VERSION, "kind": kind,
+        "weights": {str(int(layer)): w.detach().to("cpu", torch.float32).contiguous().clone()
+                    for layer, w in sorted(weights.items())},
+        "engine": engine_state,
+        "model": {k: model_info[k] for k in MODEL_KEYS},
+        "extra": dict(extra or {}),
+    }
+    atomic_torch_save(payload, Path(path), what=what or f"the {kind} maps")
+    return Path(path)
+
+
+def load_maps(path: str | Path, kind: str, *, engine=None,
+              model_info: Optional[dict[str, Any]] = None) -> MapFile:
+    """Read a map file and check it: its kind, and (when given) the engine and model it must match.
+
+    `engine` is a SymbolicEngine (its `check_compatible` names the first differing setting);
+    `model_info` is `{"fingerprint", "dim", "n_layers"}` of the model the maps will be used with.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"{path}: {kind} file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
+        raise DataError(f"{path}: not a readable {kind} file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise DataError(f"{path}: not an encoder/decoder file of this project (format {FORMAT!r} expected)")
+    if data.get("version") != VERSION:
+        raise DataError(f"{path}: file version {data.get('version')!r}, this code reads version {VERSION}")
+    if data.get("kind") != kind:
+        raise DataError(f"{path}: holds {data.get('kind')!r} maps, expected {kind!r} maps")
+    if engine is not None:
+        engine.check_compatible(data["engine"], what=str(path))
+    stored = data["model"]
+    if model_info is not None:
+        for key in MODEL_KEYS:
+            if key in model_info and model_info[key] != stored.get(key):
+                raise EngineMismatchError(
+                    f"{path}: {kind} maps were trained on a model with {key}={stored.get(key)!r}, "
+                    f"this model has {key}={model_info[key]!r}")
+    weights = {int(k): v for k, v in data["weights"].items()}
+    _check_shapes(path, kind, weights, data["engine"], stored)
+    return MapFile(weights=weights, engine_state=data["engine"], model_info=stored, extra=data.get("extra", {}))
+
+
+def _check_shapes(path: Path, kind: str, weights: dict[int, torch.Tensor], engine_state: dict, model: dict) -> None:
+    dim = model.get("dim")
+    vsa_dim = engine_state.get("VSA_dim") if isinstance(engine_state, dict) else None
+    for layer, w in weights.items():
+        if not 0 <= layer <= model.get("n_layers", layer):
+            raise DataError(f"{path}: layer {layer} outside 0..{model.get('n_layers')}")
+        if w.ndim != 2:
+            raise DataError(f"{path}: {kind} of layer {layer} is not a matrix (shape {tuple(w.shape)})")
+        want = (vsa_dim or w.shape[0], dim or w.shape[1]) if kind == "encoder" else (dim or w.shape[0], vsa_dim or w.shape[1])
+        if tuple(w.shape) != tuple(want):
+            raise DataError(f"{path}: {kind} of layer {layer} has shape {tuple(w.shape)}, expected {tuple(want)}")
+
+
+def linear_maps(weights: dict[int, torch.Tensor], *, trainable: bool = False,
+                dtype: Optional[torch.dtype] = None, device=None) -> nn.ModuleDict:
+    """`nn.Linear(bias=False)` modules keyed by layer (as str), initialised from `weights`."""
+    out = nn.ModuleDict()
+    for layer, w in sorted(weights.items()):
+        lin = nn.Linear(w.shape[1], w.shape[0], bias=False, device=device, dtype=dtype or w.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(w)
+        lin.weight.requires_grad_(trainable)
+        out[str(layer)] = lin
+    return out

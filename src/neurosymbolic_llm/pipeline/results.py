@@ -1,0 +1,319 @@
+"""Result files of stage 3 and of compare_runs: tables (CSV, Markdown), plots, headline ratios.
+
+results.csv has exactly RESULT_COLUMNS, one row per method and evaluated problem type; accuracy is
+a fraction in [0, 1], cross_entropy the mean teacher-forced token CE of the answer. Every file is
+written atomically (temporary file in the same folder, then rename).
+
+Headline ratios (docs/METHOD.md, "Metrics"), over the seen (trained) problem types:
+- "times more problems solved": per type acc_NS / acc_X, averaged over seen types, for X = CoT and
+  X = the paper's "LoRA" row (our adapter; peft LoRA stands in when no adapter ran); the reported
+  figure is the mean of those two averages. Division by zero: a type where X solved nothing counts
+  as if X had solved one question of that type (denominator max(acc_X, 1/n_X)), the measurement's
+  resolution; so the ratio stays finite and errs against the NS model. A type where both solved
+  nothing counts as one solved question for each (ratio (1/n_NS) / (1/n_X), 1 for equal counts),
+  so two identical methods give exactly 1.
+- "lower cross-entropy": per type 1 - CE_NS / CE_X, averaged the same way (in percent); a type with
+  CE_X == 0 is left out (NS cannot be lower than zero).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import pandas as pd
+
+from neurosymbolic_llm.pipeline.files import atomic_savefig, atomic_write_csv, atomic_write_json, atomic_write_text
+
+RESULT_COLUMNS = ["method", "problem_type", "seen", "n", "accuracy", "cross_entropy"]
+METHOD_ORDER = ["neurosymbolic", "baseline", "cot", "adapter", "lora"]
+PAPER_NAMES = {"neurosymbolic": "NS LLM", "baseline": "standard LLM", "cot": "CoT", "adapter": '"LoRA" (adapter)',
+               "lora": "LoRA (peft)"}
+
+
+# ----------------------------------------------------------------------------- tables
+def _ordered_methods(methods: Iterable[str]) -> list[str]:
+    methods = list(dict.fromkeys(methods))
+    return [m for m in METHOD_ORDER if m in methods] + [m for m in methods if m not in METHOD_ORDER]
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    from neurosymbolic_llm.pipeline.errors import DataError
+
+    df = pd.read_csv(path)
+    if list(df.columns) != RESULT_COLUMNS:
+        raise DataError(f"{path}: columns {list(df.columns)}, expected {RESULT_COLUMNS}")
+    df["seen"] = df["seen"].astype(str).str.lower().isin(["true", "1"])
+    return df
+
+
+def wide(results: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Rows: problem types (seen first, in order of appearance); columns: methods."""
+    types = list(dict.fromkeys(results.sort_values("seen", ascending=False, kind="stable")["problem_type"]))
+    table = results.pivot_table(index="problem_type", columns="method", values=value, aggfunc="first")
+    return table.reindex(index=types, columns=_ordered_methods(results["method"]))
+
+
+def seen_types(results: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(results.loc[results["seen"], "problem_type"]))
+
+
+def headline_ratios(results: pd.DataFrame) -> dict[str, float]:
+    """The paper's aggregate claims (see the module docstring), as far as the methods are present."""
+    seen = seen_types(results)
+    acc, ce, n = (wide(results, v).loc[seen] for v in ("accuracy", "cross_entropy", "n"))
+    out: dict[str, float] = {}
+    if "neurosymbolic" not in acc.columns or not seen:
+        return out
+    others = [m for m in acc.columns if m != "neurosymbolic"]
+    ns = acc["neurosymbolic"].values
+    for m in others:
+        denom = np.maximum(acc[m].values, 1.0 / n[m].values.clip(min=1))
+        num = np.where((ns == 0) & (acc[m].values == 0), 1.0 / n["neurosymbolic"].values.clip(min=1), ns)
+        out[f"times_more_solved_vs_{m}"] = float(np.nanmean(num / denom))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            red = np.where(ce[m].values > 0, 1 - ce["neurosymbolic"].values / ce[m].values, np.nan)
+        out[f"lower_ce_pct_vs_{m}"] = float(100 * np.nanmean(red)) if np.isfinite(red).any() else math.nan
+    lora_row = "adapter" if "adapter" in others else ("lora" if "lora" in others else None)
+    pair = [m for m in ("cot", lora_row) if m is not None]
+    if len(pair) == 2:
+        out["times_more_solved"] = float(np.mean([out[f"times_more_solved_vs_{m}"] for m in pair]))
+        out["lower_ce_pct"] = float(np.nanmean([out[f"lower_ce_pct_vs_{m}"] for m in pair]))
+        out["lora_row"] = lora_row
+    return out
+
+
+def headline_summary(results: pd.DataFrame) -> dict:
+    """The paper's headline figures of a run: mean accuracy and cross-entropy of each method over
+    the seen (and the unseen) types, and the headline ratios."""
+    out = {}
+    for seen, label in ((True, "seen"), (False, "unseen")):
+        part = results[results["seen"] == seen].groupby("method")
+        out |= {f"{label}_accuracy/{m}": float(v) for m, v in part["accuracy"].mean().items()}
+        out |= {f"{label}_cross_entropy/{m}": float(v) for m, v in part["cross_entropy"].mean().items()}
+    return out | headline_ratios(results)
+
+
+def _fmt(v, pct: bool) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{100 * v:.1f}" if pct else f"{v:.3f}"
+
+
+def markdown(results: pd.DataFrame, title: str = "Results") -> str:
+    """Accuracy (%) and cross-entropy tables in the layout of the paper's Table 1, plus seen means."""
+    lines = [f"# {title}", ""]
+    seen = set(seen_types(results))
+    for value, label, pct in (("accuracy", "Exact-match accuracy (%)", True),
+                              ("cross_entropy", "Answer cross-entropy (nats/token, teacher-forced)", False)):
+        table = wide(results, value)
+        n = wide(results, "n")
+        cols = list(table.columns)
+        lines += [f"## {label}", "", "| problem type | " + " | ".join(PAPER_NAMES.get(c, c) for c in cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        for t, row in table.iterrows():
+            name = t if t in seen else f"{t} (unseen)"
+            lines.append(f"| {name} | " + " | ".join(_fmt(row[c], pct) for c in cols) + " |")
+        if seen:
+            means = table.loc[[t for t in table.index if t in seen]].mean()
+            lines.append(f"| *mean, {len(seen)} seen types* | " + " | ".join(f"*{_fmt(means[c], pct)}*" for c in cols) + " |")
+        lines += ["", f"Questions per type: {int(np.nanmin(n.values))}-{int(np.nanmax(n.values))}.", ""]
+    ratios = headline_ratios(results)
+    if ratios:
+        lines += ["## Headline ratios (seen types)", ""]
+        lines += [f"- {k}: {v:.2f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in ratios.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_accuracy(results: pd.DataFrame, path: Path, title: str = "Accuracy per problem type") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = wide(results, "accuracy")
+    seen = set(seen_types(results))
+    types, methods = list(table.index), list(table.columns)
+    x = np.arange(len(types))
+    width = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(types)), 4))
+    for i, m in enumerate(methods):
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, 100 * table[m].fillna(0).values, width,
+               label=PAPER_NAMES.get(m, m))
+    ax.set_xticks(x, [t if t in seen else f"{t}\n(unseen)" for t in types], rotation=30, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    out = atomic_savefig(fig, path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def write_results(run_dir: Path, results: pd.DataFrame, title: str = "Results") -> dict[str, Path]:
+    results = results[RESULT_COLUMNS]
+    run_dir = Path(run_dir)
+    return {"csv": atomic_write_csv(results, run_dir / "results.csv"),
+            "md": atomic_write_text(run_dir / "results.md", markdown(results, title)),
+            "png": plot_accuracy(results, run_dir / "results.png", title)}
+
+
+# ----------------------------------------------------------------------------- gate figure
+def write_gate_scores(run_dir: Path, scores: pd.DataFrame, threshold: float, maximum: float = math.inf,
+                      name: str = "gate_scores") -> dict[str, Path]:
+    """scores: columns group (seen math | unseen math | non-math), problem_type, score -> <name>.csv/png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from neurosymbolic_llm.pipeline.intervention import gate_open
+
+    run_dir = Path(run_dir)
+    scores = scores.assign(gate_open=gate_open(scores["score"], threshold, maximum))
+    csv = atomic_write_csv(scores, run_dir / f"{name}.csv")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    finite = scores["score"][np.isfinite(scores["score"])]
+    lines = [threshold] + ([maximum] if math.isfinite(maximum) else [])
+    bins = np.linspace(min(finite.min(), *lines) - 0.05, max(finite.max(), *lines) + 0.05, 40) if len(finite) else 20
+    for group, part in scores.groupby("group", sort=False):
+        rate = part["gate_open"].mean()
+        ax.hist(part["score"], bins=bins, alpha=0.55, label=f"{group} (gate open {100 * rate:.0f}%)")
+    ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    if math.isfinite(maximum):
+        ax.axvline(maximum, color="k", ls=":", lw=1, label=f"maximum {maximum:g}")
+    ax.set_xlabel("max problem-type score")
+    ax.set_ylabel("questions")
+    ax.legend(fontsize=8)
+    png = atomic_savefig(fig, run_dir / f"{name}.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return {"csv": csv, "png": png}
+
+
+def gate_summary(scores: pd.DataFrame, threshold: float, maximum: float = math.inf) -> dict[str, float]:
+    from neurosymbolic_llm.pipeline.intervention import gate_open
+
+    return {f"gate_open_rate/{g}": float(gate_open(p["score"], threshold, maximum).mean())
+            for g, p in scores.groupby("group")}
+
+
+def combine(frames: list[pd.DataFrame], names: Optional[list[str]] = None) -> tuple[pd.DataFrame, list[str]]:
+    """Merge several runs' results; a (method, problem type) already present is kept from the
+    first run that has it (notes say which were dropped)."""
+    notes, parts, have = [], [], set()
+    for i, df in enumerate(frames):
+        keys = list(zip(df["method"], df["problem_type"]))
+        dup = [k in have for k in keys]
+        if any(dup):
+            notes.append(f"{names[i] if names else i}: kept the earlier run's {sorted({k[0] for k, d in zip(keys, dup) if d})}")
+        parts.append(df[[not d for d in dup]])
+        have.update(keys)
+    out = pd.concat(parts, ignore_index=True)[RESULT_COLUMNS] if parts else pd.DataFrame(columns=RESULT_COLUMNS)
+    return out, notes
+
+
+# ----------------------------------------------------------------------------- what a run was made on
+FINGERPRINTS = "fingerprints.json"
+# What must agree between runs whose results are merged into one table (compare_runs).
+MUST_MATCH = {"test_rows": "test rows", "test_questions": "test question format", "model": "model",
+              "codebook": "VSA codebook", "seen_types": "seen types"}
+
+
+def rows_fingerprint(rows: pd.DataFrame) -> str:
+    """sha256 (16 hex digits) of a split's rows: problem_type, x, y, question, solution, in order."""
+    import hashlib
+
+    cols = ["problem_type", "x", "y", "question", "solution"]
+    h = hashlib.sha256(rows[cols].astype(str).to_csv(index=False).encode())
+    return h.hexdigest()[:16]
+
+
+def write_fingerprints(run_dir: Path, info: dict) -> Path:
+    """`fingerprints.json` beside results.csv: {test_rows, n_test_rows, test_questions (how they were
+    asked), model, codebook (None when the run used no VSA engine), seen_types, seen_from}."""
+    return atomic_write_json(Path(run_dir) / FINGERPRINTS, info, what="the run's fingerprints")
+
+
+def read_fingerprints(results_csv: Path) -> Optional[dict]:
+    import json
+
+    path = Path(results_csv).parent / FINGERPRINTS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def mismatches(names: list[str], prints: list[Optional[dict]]) -> list[str]:
+    """What differs between the runs (one line per key of MUST_MATCH); [] when they agree. The
+    codebook is compared between the runs that used one (the plain model and CoT use none)."""
+    out = [f"{n}: no {FINGERPRINTS} (not made by this version of stage 3), so its test rows, model and "
+           f"codebook are unknown" for n, p in zip(names, prints) if p is None]
+    have = {n: p for n, p in zip(names, prints) if p is not None}
+    for key, label in MUST_MATCH.items():
+        vals = {n: p.get(key) for n, p in have.items() if not (key == "codebook" and p.get(key) is None)}
+        if len({json_key(v) for v in vals.values()}) > 1:
+            out.append(f"different {label} (" + ", ".join(f"{n}: {_show(key, v, have[n])}" for n, v in vals.items()) + ")")
+    return out
+
+
+def json_key(v) -> str:
+    import json
+
+    return json.dumps(v, sort_keys=True)
+
+
+def _show(key: str, value, prints: dict) -> str:
+    if key == "test_rows":
+        return f"{value} ({prints.get('n_test_rows')} rows)"
+    if key == "seen_types":
+        return "[" + ", ".join(value or []) + "]"
+    return str(value)[:16]
+
+
+def resolve_results(arg: str, programs_dir: str = "") -> Path:
+    """A run name (results/<run>/results.csv), a results.csv, or a folder holding one."""
+    from neurosymbolic_llm.pipeline.errors import DataError
+    from neurosymbolic_llm.pipeline.paths import results_dir
+
+    p = Path(arg).expanduser()
+    for cand in (p, p / "results.csv", results_dir(arg, programs_dir) / "results.csv"):
+        if cand.is_file():
+            return cand
+    raise DataError(f"{arg}: neither a results.csv, a folder holding one, nor a run with "
+                    f"{results_dir(arg, programs_dir) / 'results.csv'}")
+
+
+def compare_runs(runs: list[str], out: str = "", programs_dir: str = "", log_wandb: bool = False,
+                 wandb_project: str = "", wandb_group: str = "", *, allow_mismatch: bool = False
+                 ) -> tuple[dict[str, Path], list[str], list[str]]:
+    """Merge several runs' results into one table (compare_runs.py); -> (written files, notes, warnings).
+    The comparison is a run record of its own (stage "compare", named after its folder).
+
+    Runs made on different test rows, models, codebooks or seen types are refused (DataError naming
+    what differs) unless `allow_mismatch`; then the differences come back as warnings."""
+    from neurosymbolic_llm.pipeline.errors import DataError
+    from neurosymbolic_llm.pipeline.paths import results_dir
+    from neurosymbolic_llm.pipeline.tracking import Tracker
+
+    paths = [resolve_results(r, programs_dir) for r in runs]
+    names = [p.parent.name for p in paths]
+    prints = [read_fingerprints(p) for p in paths]
+    differ = mismatches(names, prints)
+    if differ and not allow_mismatch:
+        raise DataError(f"runs {', '.join(names)} do not compare: {'; '.join(differ)}; "
+                        f"rerun them on the same rows and maps, or pass --allow_mismatch to merge anyway")
+    merged, notes = combine([read_results(p) for p in paths], names)
+    folder = Path(out).expanduser() if out else results_dir("compare_" + "_".join(names), programs_dir)
+    written = write_results(folder, merged, title="Comparison of runs " + ", ".join(names))
+    if not differ:  # the merged table was made on what its runs share
+        codebooks = [p["codebook"] for p in prints if p.get("codebook")]
+        write_fingerprints(folder, {**prints[0], "codebook": codebooks[0] if codebooks else None})
+    warnings = [f"merged despite {d}" for d in differ]
+    tracker = Tracker(folder, stage="compare", run_name=folder.name, project=wandb_project, group=wandb_group,
+                      log_wandb=log_wandb,
+                      config={"runs": [str(p) for p in paths], "notes": notes, "warnings": warnings})
+    tracker.table("results", merged, written["csv"])
+    tracker.image("results_plot", written["png"])
+    tracker.summary(headline_summary(merged))
+    tracker.finish()
+    return written, notes, warnings

@@ -1,0 +1,71 @@
+"""What every stage sets up the same way: device, dtype, the frozen model, the VSA engine, progress bars."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from neurosymbolic_llm.llama.generation import Llama, default_device, default_dtype
+from neurosymbolic_llm.pipeline.distributed import resolve_model_parallel_size
+from neurosymbolic_llm.pipeline.errors import ConfigError
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+# A bar redraws at most twice a second: a log of a long run stays small and still shows progress.
+PROGRESS_INTERVAL_S = 0.5
+
+
+def resolve_device(name: str = "") -> torch.device:
+    """The --device option: '' means cuda when available, else cpu."""
+    if not name:
+        return default_device()
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: expected cpu, cuda or cuda:N") from None
+
+
+def resolve_dtype(name: str, device) -> torch.dtype:
+    """The --dtype option: '' means the device's default (bf16 on cuda, float32 on cpu)."""
+    if not name:
+        return default_dtype(device)
+    if name not in DTYPES:
+        raise ConfigError(f"--dtype {name!r}: expected one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def model_parallel_size(cfg) -> int:
+    """--model_parallel_size, or (0) the number of .pth shards of the checkpoint."""
+    return resolve_model_parallel_size(cfg.model_parallel_size, Path(cfg.chpt_dir).expanduser())
+
+
+def build_llama(cfg, *, max_batch_size: int, device=None) -> Llama:
+    """The stage's frozen model from the model options (--chpt_dir, --tokenizer_path, --max_seq_len,
+    --dtype, --model_parallel_size), in eval mode, no parameter trainable: only a method's own
+    parameters (decoder, adapter, LoRA) ever train."""
+    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    llama = Llama.build(Path(cfg.chpt_dir).expanduser(), tokenizer_path=cfg.tokenizer_path or None,
+                        max_seq_len=cfg.max_seq_len, max_batch_size=max_batch_size, device=device,
+                        dtype=resolve_dtype(cfg.dtype, device), model_parallel_size=model_parallel_size(cfg))
+    llama.model.eval()
+    for p in llama.model.parameters():
+        p.requires_grad_(False)
+    return llama
+
+
+def make_engine(cfg):
+    """The VSA engine of the symbolic options (stages 1 and 2; stage 3 reads it from the map files)."""
+    from neurosymbolic_llm.symbolic.engine import SymbolicEngine
+
+    return SymbolicEngine(cfg.VSA_dim, cfg.max_digits, cfg.possible_problems, cfg.vsa_seed)
+
+
+def progress(iterable=None, *, total=None, desc: str = "", unit: str = "it", enabled: bool = True) -> tqdm:
+    """A tqdm bar that redraws at most every PROGRESS_INTERVAL_S and shows the mean rate of the
+    whole run (smoothing 0), so its last line is the final rate. `enabled=False` (other ranks)
+    shows nothing."""
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled,
+                mininterval=PROGRESS_INTERVAL_S, smoothing=0, dynamic_ncols=True)
