@@ -4,7 +4,8 @@ as printed on a tiny model with the demo's config and small CSVs.
 The command lines are read from README.md itself, so the README cannot drift from what runs. What
 the test changes: `python Programs/X.py` runs X.py of this checkout with this interpreter; the
 placeholders `[csv options]`, `[same csv options]` and `[same options]` become the options they
-stand for; and every pipeline script gets `--config Programs/demo/demo.yaml`, the tiny checkpoint
+stand for; and every pipeline script gets `--config Programs/demo/demo.yaml` (after the README's
+`--config Programs/configs/paper.yaml`, so it replaces it), the tiny checkpoint
 and a Programs folder in a temporary directory (which is also the working directory, so the
 README's relative paths `train.csv` and `Programs/models/encoders_R.pth` point into it).
 """
@@ -46,8 +47,9 @@ def expand(argv: list[str], csv: list[str], same: list[str]) -> list[str]:
 def test_readme_stage_commands_run_on_a_tiny_model(tiny_ckpt, tmp_path):
     commands = readme_commands()
     scripts = [c[1] for c in commands]
-    assert scripts == ["Programs/train_encoders_and_decoders.py"] * 2 + ["Programs/fine_tune_decoders.py"] * 4 + [
-        "Programs/compare_runs.py", "Programs/gate_statistics.py"], scripts
+    assert scripts == ["Programs/train_encoders_and_decoders.py"] * 2 + ["Programs/gate_statistics.py"] + [
+        "Programs/fine_tune_decoders.py"] * 4 + ["Programs/compare_runs.py"], scripts
+    assert all("--config" in c for c in commands[:4]), "the 8B commands use the paper's settings"
     # a few rows of two seen types (and, in the test split, two of each of them and of one unseen type),
     # as the README's train/val/test.csv
     generate_problems(16, ["gcd", "modulo"], seed=1).to_csv(tmp_path / "train.csv", index=False)
@@ -55,8 +57,8 @@ def test_readme_stage_commands_run_on_a_tiny_model(tiny_ckpt, tmp_path):
     pd.concat([generate_problems(2, [t], seed=3) for t in ("gcd", "modulo", "addition")]).to_csv(
         tmp_path / "test.csv", index=False)
     csv = commands[0][commands[0].index("--training_data_df_path"):]
-    stage3 = commands[2]
-    same = expand(stage3[stage3.index("--encoder_path"):], csv, [])
+    stage3 = commands[3]
+    same = expand(stage3[stage3.index("--config"):], csv, [])
     programs = tmp_path / "Programs"
     small = ["--config", str(PROGRAMS / "demo" / "demo.yaml"), "--chpt_dir", str(tiny_ckpt),
              "--programs_dir", str(programs), "--problem_type", "gcd,modulo",
