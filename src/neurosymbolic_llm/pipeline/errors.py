@@ -36,6 +36,22 @@ class RunLockedError(UserError):
     """Another live process runs the same stage under the same run name."""
 
 
+class NonFiniteError(UserError):
+    """A tensor about to be used or saved holds NaN or infinity (a diverged training, a bad input file)."""
+
+
+# The longest piece of user input an error message repeats, and the longest message printed: a
+# 5,000-digit number or a YAML alias bomb must not become a megabyte-long error line.
+ECHO_LIMIT = 80
+LINE_LIMIT = 2000
+
+
+def echo(value, limit: int = ECHO_LIMIT) -> str:
+    """`repr(value)` (str(value) for a non-string) cut to `limit` characters, saying how long it was."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (exit 130) or SIGTERM (exit 143) ended a stage; `str()` says what was kept and where."""
 
@@ -57,6 +73,11 @@ def os_error_text(exc: OSError) -> str:
     return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
+def _one_line(text: str) -> str:
+    """The error line as printed: at most LINE_LIMIT characters."""
+    return text if len(text) <= LINE_LIMIT else f"{text[:LINE_LIMIT]}... ({len(text)} characters)"
+
+
 def _raise_terminated(signum, frame):
     raise Terminated()
 
@@ -71,10 +92,10 @@ def run_entry_point(main, argv=None) -> int:
     try:
         return main(argv) or 0
     except (UserError, LlamaError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"error: {os_error_text(exc)}", file=sys.stderr)
+        print(f"error: {_one_line(os_error_text(exc))}", file=sys.stderr)
         return 2
     except Interrupted as exc:
         print(f"\n{exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -34,7 +35,8 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
-from neurosymbolic_llm.pipeline.errors import ConfigError
+from neurosymbolic_llm.pipeline import paths
+from neurosymbolic_llm.pipeline.errors import ConfigError, echo
 from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
 
 # The paper trains on eight types and holds addition and division out, to see what the gate does
@@ -43,21 +45,30 @@ UNSEEN_TYPES_DEFAULT = ("addition", "division")
 TRAINED_TYPES_DEFAULT = [p for p in PROBLEM_TYPES if p not in UNSEEN_TYPES_DEFAULT]
 
 
-def option(default: Any, help: str, *, choices: Optional[Sequence[Any]] = None) -> Any:
+def option(default: Any, help: str, *, choices: Optional[Sequence[Any]] = None,
+           check: Optional[typing.Callable[[Any], None]] = None) -> Any:
     """Declare one option: its default and its help text (the type comes from the annotation).
 
-    `--help` appends "(default: ...)" unless the help text already says what the default means."""
-    meta = {"help": help, "choices": choices}
+    `check(value)` raises ConfigError for a value the type allows but the option does not (the run
+    name). `--help` appends "(default: ...)" unless the help text already says what the default means."""
+    meta = {"help": help, "choices": choices, "check": check}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def check_run_name(name: str) -> None:
+    """--run_name: empty (today's date) or a plain name (paths.check_run_name, the one rule)."""
+    if name:
+        paths.check_run_name(name, "option 'run_name'")
 
 
 # ----------------------------------------------------------------------------- shared groups
 @dataclass
 class RunOptions:
     """run: name, outputs, logging, seed and device"""
-    run_name: str = option("", "name of the run; output folders and files are named after it (default: today's date)")
+    run_name: str = option("", "name of the run; output folders and files are named after it: letters, digits "
+                               "and ._- only (default: today's date)", check=check_run_name)
     log_wandb: bool = option(False, "log to Weights & Biases (online when logged in, offline otherwise): 0|1|true|false")
     wandb_project: str = option("", "wandb project (default: 'Symbolic LLM', one project for every stage, so that "
                                     "the stages of one run name form one wandb group)")
@@ -119,8 +130,11 @@ def _unwrap_optional(tp: Any) -> Any:
     return tp
 
 
-def _coerce(name: str, tp: Any, value: Any, source: str) -> Any:
-    """Convert a YAML or CLI value to the schema type `tp`; errors name the option and the source."""
+def _coerce(name: str, tp: Any, value: Any, source: str, default: Any = None) -> Any:
+    """Convert a YAML or CLI value to the schema type `tp`; errors name the option and the source.
+
+    Floats must be finite (NaN or inf in a learning rate or a ridge only ends in NaN weights),
+    except that an option whose `default` is infinite (a limit that is off) takes inf too."""
     tp = _unwrap_optional(tp)
     if value is None:
         return None
@@ -129,10 +143,10 @@ def _coerce(name: str, tp: Any, value: Any, source: str) -> Any:
         alternatives = [a for a in typing.get_args(tp) if a is not type(None)]
         for alt in alternatives:
             try:
-                return _coerce(name, alt, value, source)
+                return _coerce(name, alt, value, source, default)
             except ConfigError:
                 continue
-        raise ConfigError(f"{source}: option {name!r}: cannot read {value!r} as {_type_name(tp)}")
+        raise ConfigError(f"{source}: option {name!r}: cannot read {echo(value)} as {_type_name(tp)}")
     try:
         if tp is bool:
             return value if isinstance(value, bool) else parse_bool(value)
@@ -141,24 +155,29 @@ def _coerce(name: str, tp: Any, value: Any, source: str) -> Any:
                 raise ValueError("not an integer")
             if tp is int and isinstance(value, bool):
                 raise ValueError("a boolean is not an integer")
-            return tp(value)
+            out = tp(value)
+            if tp is float and not math.isfinite(out) and not (math.isinf(out) and isinstance(default, float) and math.isinf(default)):
+                raise ValueError("not a finite number" + ("" if math.isnan(out) else
+                                                          "; only an option whose default is inf takes inf"))
+            return out
         if origin is list:
             (item,) = typing.get_args(tp)
             if isinstance(value, str):
                 text = value.strip()
-                value = yaml.safe_load(text) if text.startswith("[") else [v for v in text.replace(",", " ").split()]
+                value = load_yaml(text, source) if text.startswith("[") else [v for v in text.replace(",", " ").split()]
             if not isinstance(value, (list, tuple)):
                 value = [value]
             return [_coerce(name, item, v, source) for v in value]
         if origin is dict:
             key_t, val_t = typing.get_args(tp)
             if isinstance(value, str):
-                value = yaml.safe_load(value) or {}
+                value = load_yaml(value, source) or {}
             if not isinstance(value, dict):
                 raise ValueError("expected a mapping")
             return {_coerce(name, key_t, k, source): _coerce(name, val_t, v, source) for k, v in value.items()}
     except (ValueError, TypeError, argparse.ArgumentTypeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{source}: option {name!r}: cannot read {value!r} as {_type_name(tp)} ({exc})") from None
+        raise ConfigError(f"{source}: option {name!r}: cannot read {echo(value)} as {_type_name(tp)} "
+                          f"({echo(str(exc))[1:-1]})") from None
     raise ConfigError(f"option {name!r}: unsupported type {tp!r} in the schema")
 
 
@@ -177,30 +196,65 @@ def _fields(schema: type) -> dict[str, dataclasses.Field]:
     return out
 
 
+# A config holds tens of values; anchors and aliases may share a few, but a document whose values,
+# written out, would be millions of nodes ("billion laughs": a few hundred bytes of nested aliases)
+# is refused before anything prints or copies it.
+YAML_NODE_LIMIT = 100_000
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """yaml.safe_load, refusing a document whose aliases expand to more than YAML_NODE_LIMIT nodes."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({echo(' '.join(str(exc).split()), 300)[1:-1]})") from None
+    budget = [YAML_NODE_LIMIT]
+
+    def count(node: Any) -> None:  # counts every node as written out, shared ones each time they appear
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ConfigError(f"{source}: its aliases expand to more than {YAML_NODE_LIMIT} values "
+                              f"(a YAML alias bomb?); write the values out instead")
+        if isinstance(node, dict):
+            for k, v in node.items():
+                count(k)
+                count(v)
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                count(v)
+
+    count(data)
+    return data
+
+
 def read_yaml(path: str | Path, schema: type) -> dict[str, Any]:
     """Option values for `schema` from a YAML file: top-level options, then the schema's section."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          f"save the config file as UTF-8") from None
+    data = load_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values at the top level")
     fields, section = _fields(schema), schema.config_section
     values, unknown = {}, []
     for key, val in data.items():
-        if key in fields:
+        if not isinstance(key, str):
+            unknown.append(echo(str(key), 40)[1:-1])
+        elif key in fields:
             values[key] = val
         elif not isinstance(val, dict):  # a mapping that is no option is another entry's section
-            unknown.append(key)
+            unknown.append(echo(key, 40)[1:-1])
     section_values = data.get(section) or {}
     if not isinstance(section_values, dict):
         raise ConfigError(f"{path}: section {section!r} must be a mapping of option names to values")
-    unknown += [f"{section}.{k}" for k in section_values if k not in fields]
+    unknown += [f"{section}.{echo(str(k), 40)[1:-1]}" for k in section_values if k not in fields]
     if unknown:
-        raise ConfigError(f"{path}: unknown option(s) for {section}: {', '.join(unknown)}")
+        raise ConfigError(f"{path}: unknown option(s) for {section}: {echo(', '.join(unknown), 300)[1:-1]}")
     return {**values, **section_values}
 
 
@@ -223,12 +277,15 @@ def groups(schema: type) -> list[tuple[str, list[str]]]:
     return out
 
 
+def _default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
 def _help(f: dataclasses.Field) -> str:
     text = f.metadata.get("help", "")
     if "default" in text:  # the text says what the default means; "(default: '')" would only confuse
         return text
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    return f"{text} (default: {default!r})"
+    return f"{text} (default: {_default(f)!r})"
 
 
 def build_parser(schema: type, description: str = "") -> argparse.ArgumentParser:
@@ -256,18 +313,20 @@ def parse_config(schema: type, argv: Optional[Sequence[str]] = None, description
     values: dict[str, Any] = {}
     if config_path:
         for key, val in read_yaml(config_path, schema).items():
-            values[key] = _coerce(key, fields[key].type, val, str(config_path))
+            values[key] = _coerce(key, fields[key].type, val, str(config_path), _default(fields[key]))
     unused = [k for k in ns if k in getattr(schema, "unused_options", ())]
     if unused:
         print(f"note: {', '.join('--' + k for k in unused)} {'has' if len(unused) == 1 else 'have'} no effect "
               f"here: {schema.unused_reason}", file=sys.stderr)
     for key, val in ns.items():
-        values[key] = _coerce(key, fields[key].type, val, "command line")
+        values[key] = _coerce(key, fields[key].type, val, "command line", _default(fields[key]))
     cfg = schema(**values)
     for name, f in fields.items():
         choices = f.metadata.get("choices")
         if choices is not None and getattr(cfg, name) not in choices:
-            raise ConfigError(f"option {name!r}: {getattr(cfg, name)!r} is not one of {list(choices)}")
+            raise ConfigError(f"option {name!r}: {echo(getattr(cfg, name))} is not one of {list(choices)}")
+        if f.metadata.get("check") is not None:
+            f.metadata["check"](getattr(cfg, name))
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg
