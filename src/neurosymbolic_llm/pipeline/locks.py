@@ -5,13 +5,16 @@ writes its pid there. A second process asking for the same lock is refused at on
 one's pid (RunLockedError). The lock belongs to the open file, not to the file's existence: when
 the holder exits in any way (kill -9 included) the kernel drops it, so a dead process never leaves a
 run stuck, and the file itself is left in place (removing it could let two processes lock two
-different files of the same name).
+different files of the same name). The lock file is opened without following a symbolic link
+(O_NOFOLLOW) and must be a regular file: truncating it to write the pid must never empty a file
+the link points at.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -33,11 +36,16 @@ def stage_lock(folder: Path, stage: str, run_name: str, *, enabled: bool = True)
         return
     try:
         ensure_folder(path.parent)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if path.is_symlink():  # O_NOFOLLOW says only "too many levels of symbolic links"
+            raise OSError(0, "it is a symbolic link, not a lock file; remove it")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as exc:  # the first write of a stage: a read-only or blocked folder shows here
         raise OutputError(f"{path}: cannot write the lock file of run {run_name!r} ({exc.strerror or exc}); "
                           f"nothing was started") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device put there: never write into it
+            raise OutputError(f"{path}: the lock file of run {run_name!r} is not a regular file; remove it; "
+                              f"nothing was started")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
