@@ -265,6 +265,28 @@ def checkpoint_fingerprint(ckpt_dir) -> str:
 
 # ----------------------------------------------------------------------------- reshard
 
+# What reshard writes into its destination; a folder holding anything else is not one of its outputs.
+_RESHARD_OUTPUTS = ("params.json", "tokenizer.model")
+
+
+def _check_reshard_destination(dst_dir: Path) -> list[Path]:
+    """The old shards reshard may replace in `dst_dir`: it must be absent, empty, or hold only what
+    an earlier reshard wrote (params.json, tokenizer.model, consolidated.NN.pth). Anything else
+    (another run's maps, a user's files) refuses the folder before a byte is written or deleted."""
+    if not dst_dir.exists():
+        return []
+    if dst_dir.is_symlink() or not dst_dir.is_dir():
+        raise CheckpointError(f"{dst_dir}: the destination of reshard must be a folder")
+    others = sorted(p.name for p in dst_dir.iterdir()
+                    if not (p.is_file() and not p.is_symlink()
+                            and (p.name in _RESHARD_OUTPUTS or _SHARD_RE.fullmatch(p.name))))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise CheckpointError(f"{dst_dir}: the destination holds files reshard did not write ({shown}); "
+                              f"nothing was deleted or written; give an empty or new folder")
+    return [p for p in dst_dir.iterdir() if _SHARD_RE.fullmatch(p.name)]
+
+
 def reshard(src_dir, dst_dir, model_parallel_size: int) -> Path:
     """Rewrite a checkpoint for another model-parallel size (merge the shards, split again)."""
     src_dir, dst_dir = _check_dir(src_dir), Path(dst_dir)
@@ -285,6 +307,7 @@ def reshard(src_dir, dst_dir, model_parallel_size: int) -> Path:
                                   f"consolidated.{len(srcs) - 1:02d}.pth, found {p.name}")
     if not srcs:
         raise CheckpointError(f"{src_dir} holds no .pth shard")
+    old_shards = _check_reshard_destination(dst_dir)
     states = [torch.load(p, map_location="cpu", mmap=True, weights_only=True) for p in srcs]
     outs: list[dict] = [{} for _ in range(mp)]
     for k in states[0]:
@@ -300,7 +323,7 @@ def reshard(src_dir, dst_dir, model_parallel_size: int) -> Path:
             o[k] = piece.clone()
         del full
     dst_dir.mkdir(parents=True, exist_ok=True)
-    for old in shard_paths(dst_dir):
+    for old in old_shards:  # the shards of an earlier reshard there, and nothing else
         old.unlink()
     _atomic_write(dst_dir / "params.json", lambda p: shutil.copyfile(src_dir / "params.json", p))
     tok = src_dir / "tokenizer.model"
