@@ -7,13 +7,14 @@ exact answers come from ``neurosymbolic_llm.symbolic.solver.solve_one``.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from neurosymbolic_llm.pipeline.errors import DataError, UserError
+from neurosymbolic_llm.pipeline.errors import DataError, UserError, echo
 from neurosymbolic_llm.symbolic.solver import solution_modulus, solve_one
 from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
 
@@ -182,31 +183,46 @@ def load_problems_csv(path, *, max_digits: int, complexity: int = 2,
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); save the CSV "
+                        f"as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return _parse_problems_csv(path, reader, max_digits=max_digits, complexity=complexity,
+                                   limit_solution_digits=limit_solution_digits, problem_types=problem_types)
+    except csv.Error as exc:  # a field over csv's size limit, a NUL byte, an unclosed quote at the end
+        raise DataError(f"{path}: line {reader.line_num}: not a readable CSV row ({exc})") from None
+
+
+def _parse_problems_csv(path: Path, reader, *, max_digits: int, complexity: int, limit_solution_digits: bool,
+                        problem_types: Sequence[str] | None) -> pd.DataFrame:
+    """load_problems_csv's checks, over the rows of `reader` (a csv.reader of the decoded file)."""
+    header = next(reader, None)
+    while header is not None and not any(h.strip() for h in header):
         header = next(reader, None)
-        while header is not None and not any(h.strip() for h in header):
-            header = next(reader, None)
-        if header is None:
-            raise DataError(f"{path}: empty file (expected a header {','.join(COLUMNS)} and rows)")
-        header = [h.strip() for h in header]
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise DataError(f"{path}: line 1 (header): missing column '{missing[0]}' "
-                            f"(expected {','.join(COLUMNS)}; found {','.join(header)})")
-        extra = [c for c in header if c not in COLUMNS]
-        if extra or len(header) != len(COLUMNS):
-            what = f"unexpected column '{extra[0]}'" if extra else "a column appears twice"
-            raise DataError(f"{path}: line 1 (header): {what} (expected {','.join(COLUMNS)})")
-        rows, lines = [], []
-        for rec in reader:
-            if not rec or (len(rec) == 1 and not rec[0].strip()):
-                continue  # blank line
-            if len(rec) != len(header):
-                raise DataError(f"{_where(path, reader.line_num, len(rows) + 1, None)}: expected "
-                                f"{len(header)} fields, found {len(rec)}")
-            rows.append(rec)
-            lines.append(reader.line_num)
+    if header is None:
+        raise DataError(f"{path}: empty file (expected a header {','.join(COLUMNS)} and rows)")
+    header = [h.strip() for h in header]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise DataError(f"{path}: line 1 (header): missing column '{missing[0]}' "
+                        f"(expected {','.join(COLUMNS)}; found {echo(','.join(header))})")
+    extra = [c for c in header if c not in COLUMNS]
+    if extra or len(header) != len(COLUMNS):
+        what = f"unexpected column '{extra[0]}'" if extra else "a column appears twice"
+        raise DataError(f"{path}: line 1 (header): {what} (expected {','.join(COLUMNS)})")
+    rows, lines = [], []
+    for rec in reader:
+        if not rec or (len(rec) == 1 and not rec[0].strip()):
+            continue  # blank line
+        if len(rec) != len(header):
+            raise DataError(f"{_where(path, reader.line_num, len(rows) + 1, None)}: expected "
+                            f"{len(header)} fields, found {len(rec)}")
+        rows.append(rec)
+        lines.append(reader.line_num)
     if not rows:
         raise DataError(f"{path}: empty file (a header but no data rows)")
     raw = pd.DataFrame(rows, columns=header)[list(COLUMNS)]
@@ -217,9 +233,9 @@ def load_problems_csv(path, *, max_digits: int, complexity: int = 2,
     checks: list[tuple[str, np.ndarray, callable]] = []
     unknown = ~ptype.isin(PROBLEM_TYPES).to_numpy()
     checks.append(("problem_type", unknown,
-                   lambda i: f"unknown problem type {ptype[i]!r} (known: {', '.join(PROBLEM_TYPES)})"))
+                   lambda i: f"unknown problem type {echo(ptype[i])} (known: {', '.join(PROBLEM_TYPES)})"))
     checks.append(("problem_type", ~unknown & ~ptype.isin(allowed).to_numpy(),
-                   lambda i: f"problem type {ptype[i]!r} is not among the selected types "
+                   lambda i: f"problem type {echo(ptype[i])} is not among the selected types "
                              f"({', '.join(allowed)})"))
     values: dict[str, np.ndarray] = {}
     ok_all = ~unknown
@@ -236,10 +252,10 @@ def load_problems_csv(path, *, max_digits: int, complexity: int = 2,
         ok_all = ok_all & ok
         kind = "solution" if field == "solution" else "operand"
         checks.append((field, ~is_int, lambda i, s=s, kind=kind:
-                       f"{kind} {s[i]!r} is not an integer" if s[i] else f"{kind} is empty"))
-        checks.append((field, neg, lambda i, s=s, kind=kind: f"{kind} {s[i]} is negative"))
+                       f"{kind} {echo(s[i])} is not an integer" if s[i] else f"{kind} is empty"))
+        checks.append((field, neg, lambda i, s=s, kind=kind: f"{kind} {echo(s[i])[1:-1]} is negative"))
         checks.append((field, big, lambda i, s=s, kind=kind, nd=ndig:
-                       f"{kind} {s[i]} has {nd[i]} digits, more than max_digits = {max_digits}"))
+                       f"{kind} {echo(s[i])[1:-1]} has {nd[i]} digits, more than max_digits = {max_digits}"))
         if field == "y":
             q = raw["question"].str.strip()
             checks.append(("question", (q == "").to_numpy(), lambda i: "question is empty"))
@@ -256,12 +272,13 @@ def load_problems_csv(path, *, max_digits: int, complexity: int = 2,
                    f"is {expected[i]} at complexity {complexity}, "
                    f"limit_solution_digits={limit_solution_digits})"))
     q = raw["question"].to_numpy(object)
-    numbers = [set(map(int, found)) for found in raw["question"].str.findall("[0-9]+")]
+    # the numbers as digit strings without leading zeros: int() of a 5,000-digit number would fail
+    numbers = [{n.lstrip("0") or "0" for n in found} for found in raw["question"].str.findall("[0-9]+")]
     for field in ("x", "y"):  # the text must ask about the row's operands (whole numbers in digits)
-        v = values[field].tolist()
+        v = [str(n) for n in values[field].tolist()]
         absent = ok_all & np.fromiter((v[i] not in numbers[i] for i in range(N)), dtype=bool, count=N)
         checks.append(("question", absent, lambda i, field=field, v=v:
-                       f"question {q[i]!r} does not contain {field} = {v[i]}"))
+                       f"question {echo(q[i])} does not contain {field} = {v[i]}"))
 
     bad = np.zeros(N, bool)
     for _, mask, _ in checks:
