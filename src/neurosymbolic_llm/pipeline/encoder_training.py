@@ -31,6 +31,7 @@ from neurosymbolic_llm.pipeline import paths
 from neurosymbolic_llm.pipeline.options import option
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, EngineMismatchError
 from neurosymbolic_llm.pipeline.files import MiB, atomic_savefig, atomic_write_csv, check_output_folders
+from neurosymbolic_llm.pipeline.finite import DIVERGED, require_finite
 from neurosymbolic_llm.pipeline.gathering import split_source
 from neurosymbolic_llm.pipeline.hidden_store import HiddenStore, SplitData
 from neurosymbolic_llm.pipeline.locks import stage_lock
@@ -377,6 +378,10 @@ def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dty
     png = plot_accuracy(table, out_dir / "encoding_accuracy.png")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
+    for kind, W in (("encoder", W_enc), ("decoder", W_dec)):  # both or neither file is written
+        require_finite({f"the {kind} of layer {l}": W[j] for j, l in enumerate(layers)},
+                       f"stage 2 (run {run!r})", f"no map file was written; {DIVERGED} (--learning_rate, "
+                       f"--decoder_learning_rate, --ridge, the gathered data)")
     model = manifest["model"]
     info = {"fingerprint": model["fingerprint"], "dim": model["dim"], "n_layers": model["n_layers"]}
     extra = {"run_name": run, "layers": layers, "gathered_data": str(store.root), "trained_types": trained_types}

@@ -209,15 +209,36 @@ def fine_tuned(decoder_extra: dict) -> bool:
     return "fine_tuned_from" in decoder_extra
 
 
-def save_decoder(cfg: FineTuneConfig, run: str, method, engine, llama) -> Path:
+def map_fingerprints(cfg: FineTuneConfig) -> dict[str, Optional[str]]:
+    """{"encoder", "decoder"}: the content fingerprint of --encoder_path / --decoder_path (None: no file)."""
+    from neurosymbolic_llm.llama.checkpoint import file_fingerprint
+
+    return {k: file_fingerprint(Path(p).expanduser()) if p and Path(p).expanduser().is_file() else None
+            for k, p in (("encoder", cfg.encoder_path), ("decoder", cfg.decoder_path))}
+
+
+def check_maps_unchanged(cfg: FineTuneConfig, at_start: dict[str, Optional[str]]) -> None:
+    """Refuse to save a decoder trained on maps that were replaced since the run loaded them (stage 2
+    rerun under the same run name meanwhile): it would name a file that now holds other maps."""
+    now = map_fingerprints(cfg)
+    changed = [f"--{k}_path {getattr(cfg, f'{k}_path')}" for k in now if now[k] != at_start[k]]
+    if changed:
+        raise DataError(f"{' and '.join(changed)} changed while this run trained (rewritten by stage 2?): the "
+                        f"fine-tuned decoder belongs to the maps of the run's start and was not saved; rerun stage 3 "
+                        f"with --restart 1 to fine-tune on the new maps")
+
+
+def save_decoder(cfg: FineTuneConfig, run: str, method, engine, llama, maps_at_start: dict) -> Path:
     """The fine-tuned decoder beside the input one, as <stem>_post_fine_tuning_<run>.pth (checked
-    format, with the trained merge parameters)."""
+    format, with the trained merge parameters), if the input maps are still those of the start."""
+    check_maps_unchanged(cfg, maps_at_start)
     src = Path(cfg.decoder_path).expanduser()
     out = decoder_output_path(cfg, run)
     iv = method.intervention
     weights = {l: iv.decoders[str(l)].weight for l in iv.dec_layers}
-    extra = {"fine_tuned_from": str(src), "run_name": run, "merge": cfg.merge_mode(),
-             "merge_state": iv.merge_state(), "symbolic_encoding_layer": cfg.symbolic_encoding_layer}
+    extra = {"fine_tuned_from": str(src), "fine_tuned_from_fingerprint": maps_at_start["decoder"], "run_name": run,
+             "merge": cfg.merge_mode(), "merge_state": iv.merge_state(),
+             "symbolic_encoding_layer": cfg.symbolic_encoding_layer}
     return save_maps(out, "decoder", weights, engine.state_dict(),
                      model_info(llama.fingerprint, llama.args.dim, llama.args.n_layers), extra,
                      what="the fine-tuned decoder")
@@ -234,12 +255,9 @@ NOT_TRAINING = {"run_name", "log_wandb", "wandb_project", "wandb_group", "progra
                 *(f.name for f in dataclasses.fields(EvaluationOptions))}
 
 
-def training_identity(cfg: FineTuneConfig, method_name: str, llama, train_rows: pd.DataFrame, dp_size: int) -> dict:
-    """What a saved training state is valid for (train_state.py)."""
-    from neurosymbolic_llm.llama.checkpoint import file_fingerprint
-
-    maps = {k: file_fingerprint(Path(p).expanduser()) if p and Path(p).expanduser().is_file() else None
-            for k, p in (("encoder", cfg.encoder_path), ("decoder", cfg.decoder_path))}
+def training_identity(cfg: FineTuneConfig, method_name: str, llama, train_rows: pd.DataFrame, dp_size: int,
+                      maps: dict[str, Optional[str]]) -> dict:
+    """What a saved training state is valid for (train_state.py); `maps`: map_fingerprints at the start."""
     options = {k: v for k, v in to_dict(cfg).items() if k not in NOT_TRAINING}
     return {"method": method_name, "model": llama.fingerprint, **maps, "train_rows": rows_fingerprint(train_rows),
             "n_train_rows": len(train_rows), "data_parallel_groups": dp_size, "options": options}
@@ -296,6 +314,7 @@ def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: D
     llama = build_llama(cfg, max_batch_size=max(cfg.eval_batch_size, cfg.n_samples), device=device)
     names = cfg.methods()
     auto_layer = cfg.symbolic_encoding_layer == "auto"
+    maps_at_start = map_fingerprints(cfg)  # the maps this run loads; checked again before its decoder is saved
     if cfg.needs_maps() or "adapter" in names:  # the methods that read and write residual layers
         resolve_encoding_layer(cfg, llama)
         cfg.validate_layers(llama.args.n_layers)
@@ -321,7 +340,8 @@ def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: D
     state = None
     if trained:  # a saved state of other settings is refused before this attempt records anything
         trained_name = next(m for m in names if m in ("neurosymbolic", "lora", "adapter"))
-        state = TrainingState(out_dir / STATE_FILE, training_identity(cfg, trained_name, llama, train_rows, info.dp_size),
+        identity = training_identity(cfg, trained_name, llama, train_rows, info.dp_size, maps_at_start)
+        state = TrainingState(out_dir / STATE_FILE, identity,
                               every=cfg.checkpoint_every, restart=cfg.restart, enabled=info.is_main)
         state.load()
     tracker = Tracker(out_dir, stage="fine_tune", run_name=run_name, config=cfg, project=cfg.wandb_project,
@@ -360,7 +380,7 @@ def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: D
                 train(llama, method, train_ex, cfg, from_csv=from_csv, seed=cfg.seed, tracker=tracker, info=info,
                       validate=validate, state=state)
                 if name == "neurosymbolic" and info.is_main:
-                    path = save_decoder(cfg, run_name, method, engine, llama)
+                    path = save_decoder(cfg, run_name, method, engine, llama, maps_at_start)
                     print(f"fine-tuned decoder: {path}")
             evaluating = True
             test_ex = build_examples(test_rows, llama.formatter, "test", prompt=method.prompt, **test_kw, **ex_kw)

@@ -215,7 +215,7 @@ def _gather(cfg, plan: GatherPlan, info, run: str) -> Path:
     from neurosymbolic_llm.pipeline.tracking import Tracker
 
     store = plan.store
-    if not store.manifest_path.is_file() and any(store.root.glob("*/shard_*.pt")):
+    if not store.manifest_path.is_file() and store.any_shards():
         raise DataError(f"{store.root} holds shards but no manifest.json, so what they were made from is unknown; "
                         f"delete the folder or use another --run_name / --gathered_data_dir")
     todo = {}  # the shards of this rank's data-parallel group (the same for its model-parallel ranks)

@@ -25,8 +25,9 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from neurosymbolic_llm.pipeline.errors import DataError
+from neurosymbolic_llm.pipeline.errors import DataError, echo
 from neurosymbolic_llm.pipeline.files import atomic_torch_save, atomic_write_json
+from neurosymbolic_llm.pipeline.finite import require_finite
 
 FORMAT = "nsllm-hidden-store"
 VERSION = 1
@@ -63,11 +64,13 @@ class HiddenStore:
             raise DataError(f"{self.root}: no gathered data here (manifest.json missing); "
                             f"run stage 1 first (--generate_data 1) with the same --run_name")
         try:
-            manifest = json.loads(self.manifest_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{self.manifest_path}: not valid JSON ({exc})") from None
-        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-            raise DataError(f"{self.manifest_path}: not a hidden-state store manifest of version {VERSION}")
+            manifest = json.loads(self.manifest_path.read_bytes().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise DataError(f"{self.manifest_path}: not valid JSON ({echo(str(exc), 120)[1:-1]}); "
+                            f"{REGATHER}") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+            raise DataError(f"{self.manifest_path}: not a hidden-state store manifest of version {VERSION}; {REGATHER}")
+        check_manifest(self.manifest_path, manifest)
         return manifest
 
     def open_for_writing(self, identity: dict, totals: dict[str, int], config: dict, *, create: bool = True) -> dict:
@@ -76,7 +79,11 @@ class HiddenStore:
         `identity` holds the IDENTITY_KEYS; a difference is an error naming the key, because mixing
         states of two models (or two codebooks, or two CSVs) in one folder would be silent garbage.
         """
-        if self.manifest_path.is_file():
+        if self.manifest_path.is_file() and not self.any_shards():
+            # a manifest without a single shard is what a failed first attempt leaves (it crashed or
+            # was killed before its first shard): it describes no data, so the corrected rerun replaces it
+            pass
+        elif self.manifest_path.is_file():
             manifest = self.read_manifest()
             for key in IDENTITY_KEYS:
                 if manifest.get(key) != identity.get(key):
@@ -108,12 +115,20 @@ class HiddenStore:
     def shard_path(self, split: str, k: int) -> Path:
         return self.root / split / f"shard_{k:05d}.pt"
 
+    def any_shards(self) -> bool:
+        return any(self.root.glob("*/shard_*.pt"))
+
     def done_shards(self, split: str, total: int, rows_per_shard: int) -> set[int]:
         """Shards present on disk (complete by construction: they are renamed into place)."""
         return {k for k in range(n_shards(total, rows_per_shard)) if self.shard_path(split, k).is_file()}
 
     def write_shard(self, split: str, k: int, data: dict[str, torch.Tensor]) -> Path:
         path = self.shard_path(split, k)
+        lo = int(data["row"][0])
+        require_finite({f"the hidden states of rows {lo}..{lo + len(data['row']) - 1}": data["hidden"],
+                        "the target vectors": data["targets"]}, f"stage 1, {split} shard {k}",
+                       "the model's forward pass overflowed: run it in float32 (--dtype float32) or check the "
+                       "checkpoint's weights; the shard was not written")
         atomic_torch_save({n: t.detach().cpu().contiguous() for n, t in data.items()}, path)
         return path
 
@@ -142,16 +157,59 @@ class HiddenStore:
             if not path.is_file():
                 raise DataError(f"{path}: shard missing ({split} is incomplete: "
                                 f"{manifest['rows'].get(split)} of {total} rows); rerun stage 1 to finish it")
-            shard = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             lo, hi = shard_range(k, total, rpf)
-            if shard["row"].shape[0] != hi - lo or int(shard["row"][0]) != lo:
-                raise DataError(f"{path}: holds rows starting at {int(shard['row'][0])}, expected {lo}..{hi - 1}")
+            shard = read_shard(path, hi - lo, len(stored), manifest["dim"])
+            if int(shard["row"][0]) != lo:
+                raise DataError(f"{path}: holds rows starting at {int(shard['row'][0])}, expected {lo}..{hi - 1}; "
+                                f"{REGATHER_SHARD}")
             shard["hidden"] = shard["hidden"].index_select(1, idx) if want != stored else shard["hidden"]
             for name, t in shard.items():
                 parts.setdefault(name, []).append(t)
         if not parts:
             raise DataError(f"{self.root}: split {split!r} has no rows")
         return SplitData(**{n: torch.cat(parts[n]) for n in ("hidden", "targets", "row", "type_id", "x", "y")})
+
+
+REGATHER = "delete the folder and rerun stage 1"
+REGATHER_SHARD = "delete this shard and rerun stage 1 to gather it again"
+SHARD_KEYS = ("hidden", "targets", "row", "type_id", "x", "y")
+# Manifest keys stage 2 reads, and their types.
+MANIFEST_TYPES = {"layers": list, "dim": int, "rows_per_shard": int, "totals": dict, "rows": dict,
+                  "sources": dict, "engine_fingerprint": str, "model": dict, "config": dict}
+
+
+def check_manifest(path: Path, manifest: dict) -> None:
+    """The keys a manifest must hold, with their types: a hand-edited file is one DataError."""
+    for key, tp in MANIFEST_TYPES.items():
+        if not isinstance(manifest.get(key), tp) or isinstance(manifest.get(key), bool):
+            raise DataError(f"{path}: key {key!r} is missing or not a{'n' if tp is int else ''} {tp.__name__}; {REGATHER}")
+    sizes = [manifest["rows_per_shard"], *manifest["totals"].values()]
+    if manifest["rows_per_shard"] < 1 or not all(isinstance(n, int) and n >= 0 for n in sizes) or \
+            set(manifest["totals"]) != set(SPLITS) or not all(isinstance(l, int) for l in manifest["layers"]):
+        raise DataError(f"{path}: 'totals', 'rows_per_shard' or 'layers' hold impossible values; {REGATHER}")
+    if not all(k in manifest["model"] for k in ("fingerprint", "dim", "n_layers")):
+        raise DataError(f"{path}: 'model' lacks fingerprint, dim or n_layers; {REGATHER}")
+
+
+def read_shard(path: Path, n_rows: int, n_layers: int, dim: int) -> dict[str, torch.Tensor]:
+    """One shard, checked: readable, every tensor there with the expected rows and shapes, finite."""
+    try:
+        shard = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - truncated, not a tensor file, foreign pickles
+        raise DataError(f"{path}: not a readable shard ({type(exc).__name__}: "
+                        f"{echo(str(exc).split('. ')[0], 120)[1:-1]}); {REGATHER_SHARD}") from None
+    if not isinstance(shard, dict) or not all(torch.is_tensor(shard.get(k)) for k in SHARD_KEYS):
+        raise DataError(f"{path}: not a shard of gathered data (tensors {', '.join(SHARD_KEYS)} expected); "
+                        f"{REGATHER_SHARD}")
+    want = {"hidden": (n_rows, n_layers, dim), "row": (n_rows,), "type_id": (n_rows,), "x": (n_rows,), "y": (n_rows,)}
+    for key, shape in want.items():
+        if tuple(shard[key].shape) != shape:
+            raise DataError(f"{path}: {key} has shape {tuple(shard[key].shape)}, expected {shape}; {REGATHER_SHARD}")
+    if shard["targets"].ndim != 2 or shard["targets"].shape[0] != n_rows:
+        raise DataError(f"{path}: targets has shape {tuple(shard['targets'].shape)}, expected ({n_rows}, VSA_dim); "
+                        f"{REGATHER_SHARD}")
+    require_finite({"hidden": shard["hidden"], "targets": shard["targets"]}, f"stage 2 input {path}", REGATHER_SHARD)
+    return {k: shard[k] for k in SHARD_KEYS}
 
 
 def n_shards(total: int, rows_per_shard: int) -> int:

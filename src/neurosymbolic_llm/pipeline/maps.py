@@ -20,8 +20,9 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from neurosymbolic_llm.pipeline.errors import DataError, EngineMismatchError
+from neurosymbolic_llm.pipeline.errors import DataError, EngineMismatchError, echo
 from neurosymbolic_llm.pipeline.files import atomic_torch_save
+from neurosymbolic_llm.pipeline.finite import DIVERGED, require_finite
 
 FORMAT = "nsllm-maps"
 VERSION = 1
@@ -54,6 +55,8 @@ def save_maps(path: str | Path, kind: str, weights: dict[int, torch.Tensor], eng
     missing = [k for k in MODEL_KEYS if k not in model_info]
     if missing:
         raise ValueError(f"model_info lacks {missing}")
+    require_finite({f"the {kind} of layer {l}": w.detach() for l, w in sorted(weights.items())},
+                   f"{what or f'the {kind} maps'} {path}", f"nothing was saved; {DIVERGED}")
     payload = {
         "format": FORMAT, "version": VERSION, "kind": kind,
         "weights": {str(int(layer)): w.detach().to("cpu", torch.float32).contiguous().clone()
@@ -83,9 +86,10 @@ def load_maps(path: str | Path, kind: str, *, engine=None,
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DataError(f"{path}: not an encoder/decoder file of this project (format {FORMAT!r} expected)")
     if data.get("version") != VERSION:
-        raise DataError(f"{path}: file version {data.get('version')!r}, this code reads version {VERSION}")
+        raise DataError(f"{path}: file version {echo(data.get('version'))}, this code reads version {VERSION}")
     if data.get("kind") != kind:
-        raise DataError(f"{path}: holds {data.get('kind')!r} maps, expected {kind!r} maps")
+        raise DataError(f"{path}: holds {echo(data.get('kind'))} maps, expected {kind!r} maps")
+    _check_keys(path, data)
     if engine is not None:
         engine.check_compatible(data["engine"], what=str(path))
     stored = data["model"]
@@ -97,7 +101,43 @@ def load_maps(path: str | Path, kind: str, *, engine=None,
                     f"this model has {key}={model_info[key]!r}")
     weights = {int(k): v for k, v in data["weights"].items()}
     _check_shapes(path, kind, weights, data["engine"], stored)
+    require_finite({f"the {kind} of layer {l}": w for l, w in sorted(weights.items())}, str(path),
+                   "the file is unusable: rerun the stage that wrote it")
     return MapFile(weights=weights, engine_state=data["engine"], model_info=stored, extra=data.get("extra", {}))
+
+
+# The engine state's settings and their types (the codebook is checked by the engine itself).
+ENGINE_KEYS = {"VSA_dim": int, "max_digits": int, "possible_problems": list, "seed": int}
+
+
+def _check_keys(path: Path, data: dict) -> None:
+    """Every key a map file must have, with the type it must have: a hand-edited or foreign file is
+    one DataError naming the key, never a KeyError later."""
+    def bad(what: str) -> DataError:
+        return DataError(f"{path}: {what}; not a usable encoder/decoder file")
+
+    weights, engine, model = data.get("weights"), data.get("engine"), data.get("model")
+    if not isinstance(weights, dict) or not weights:
+        raise bad("'weights' is missing or holds no layer")
+    for k, w in weights.items():
+        if not (isinstance(k, str) and k.isdigit()):
+            raise bad(f"weights key {echo(k)} is not a layer number")
+        if not torch.is_tensor(w) or not w.is_floating_point():
+            raise bad(f"the weights of layer {k} are not a floating-point tensor")
+    if not isinstance(engine, dict):
+        raise bad("'engine' (the VSA engine state) is missing")
+    for key, tp in ENGINE_KEYS.items():
+        if not isinstance(engine.get(key), tp) or isinstance(engine.get(key), bool):
+            raise bad(f"engine key {key!r} is missing or not a{'n' if tp is int else ''} {tp.__name__}")
+    if not all(isinstance(p, str) for p in engine["possible_problems"]):
+        raise bad("engine key 'possible_problems' is not a list of names")
+    if not torch.is_tensor(engine.get("codebook")) or engine["codebook"].ndim != 2:
+        raise bad("engine key 'codebook' is missing or not a matrix")
+    if not isinstance(model, dict) or not isinstance(model.get("fingerprint"), str) or \
+            not all(isinstance(model.get(k), int) and not isinstance(model.get(k), bool) for k in ("dim", "n_layers")):
+        raise bad("'model' must hold fingerprint (text), dim and n_layers (integers)")
+    if not isinstance(data.get("extra", {}), dict):
+        raise bad("'extra' is not a mapping")
 
 
 def _check_shapes(path: Path, kind: str, weights: dict[int, torch.Tensor], engine_state: dict, model: dict) -> None:

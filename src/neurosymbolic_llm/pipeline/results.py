@@ -39,13 +39,40 @@ def _ordered_methods(methods: Iterable[str]) -> list[str]:
 
 
 def read_results(path: Path) -> pd.DataFrame:
-    from neurosymbolic_llm.pipeline.errors import DataError
+    """A results.csv, checked: one DataError line naming the file, row and column of the first bad
+    value (a hand-edited, truncated or foreign file), so that nothing is written from it."""
+    from neurosymbolic_llm.pipeline.errors import DataError, echo
 
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path}: not a readable results table ({echo(' '.join(str(exc).split()), 120)[1:-1]})") from None
     if list(df.columns) != RESULT_COLUMNS:
-        raise DataError(f"{path}: columns {list(df.columns)}, expected {RESULT_COLUMNS}")
-    df["seen"] = df["seen"].astype(str).str.lower().isin(["true", "1"])
+        raise DataError(f"{path}: columns {echo(list(df.columns))}, expected {RESULT_COLUMNS}")
+    if df.empty:
+        raise DataError(f"{path}: a header but no results")
+    numbers = {c: pd.to_numeric(df[c].str.strip().replace("", "nan"), errors="coerce")
+               for c in ("n", "accuracy", "cross_entropy")}
+    bad = {"method": df["method"].str.strip() == "", "problem_type": df["problem_type"].str.strip() == "",
+           "seen": ~df["seen"].str.strip().str.lower().isin(["true", "false", "1", "0"]),
+           "n": ~((numbers["n"] >= 0) & (numbers["n"] % 1 == 0)),
+           "accuracy": ~(numbers["accuracy"].between(0, 1) | numbers["accuracy"].isna()),
+           "cross_entropy": ~((numbers["cross_entropy"] >= 0) | numbers["cross_entropy"].isna())}
+    for col, mask in bad.items():
+        if mask.any():
+            i = int(mask.to_numpy().nonzero()[0][0])
+            raise DataError(f"{path}: data row {i + 1}, column {col!r}: {echo(df[col].iloc[i])} is not "
+                            f"{RESULT_VALUES[col]}")
+    df["seen"] = df["seen"].str.strip().str.lower().isin(["true", "1"])
+    df["n"] = numbers["n"].astype(int)
+    df["accuracy"], df["cross_entropy"] = numbers["accuracy"], numbers["cross_entropy"]
     return df
+
+
+# What each column of results.csv holds (read_results' messages).
+RESULT_VALUES = {"method": "a method name", "problem_type": "a problem type", "seen": "true or false",
+                 "n": "a count of questions", "accuracy": "a fraction in [0, 1] (or empty)",
+                 "cross_entropy": "a cross-entropy >= 0 (or empty)"}
 
 
 def wide(results: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -155,8 +182,9 @@ def plot_accuracy(results: pd.DataFrame, path: Path, title: str = "Accuracy per 
 def write_results(run_dir: Path, results: pd.DataFrame, title: str = "Results") -> dict[str, Path]:
     results = results[RESULT_COLUMNS]
     run_dir = Path(run_dir)
+    md = markdown(results, title)  # before any file: an error in the table leaves no half-written folder
     return {"csv": atomic_write_csv(results, run_dir / "results.csv"),
-            "md": atomic_write_text(run_dir / "results.md", markdown(results, title)),
+            "md": atomic_write_text(run_dir / "results.md", md),
             "png": plot_accuracy(results, run_dir / "results.png", title)}
 
 
@@ -237,10 +265,22 @@ def write_fingerprints(run_dir: Path, info: dict) -> Path:
 
 
 def read_fingerprints(results_csv: Path) -> Optional[dict]:
+    """The fingerprints.json beside a results.csv (None without one); a broken one is a DataError."""
     import json
 
+    from neurosymbolic_llm.pipeline.errors import DataError, echo
+
     path = Path(results_csv).parent / FINGERPRINTS
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        prints = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DataError(f"{path}: not valid JSON ({echo(str(exc), 120)[1:-1]}); rerun stage 3 for this run") from None
+    if not isinstance(prints, dict) or not all(k in prints for k in MUST_MATCH):
+        raise DataError(f"{path}: not the fingerprints of a run (keys {', '.join(MUST_MATCH)} expected); "
+                        f"rerun stage 3 for this run")
+    return prints
 
 
 def mismatches(names: list[str], prints: list[Optional[dict]]) -> list[str]:
@@ -275,10 +315,15 @@ def resolve_results(arg: str, programs_dir: str = "") -> Path:
     from neurosymbolic_llm.pipeline.errors import DataError
     from neurosymbolic_llm.pipeline.paths import results_dir
 
+    from neurosymbolic_llm.pipeline.paths import check_run_name
+
     p = Path(arg).expanduser()
-    for cand in (p, p / "results.csv", results_dir(arg, programs_dir) / "results.csv"):
+    for cand in (p, p / "results.csv"):
         if cand.is_file():
             return cand
+    check_run_name(arg, "compare_runs: run")  # not a path: then a run name, and only a plain one
+    if (results_dir(arg, programs_dir) / "results.csv").is_file():
+        return results_dir(arg, programs_dir) / "results.csv"
     raise DataError(f"{arg}: neither a results.csv, a folder holding one, nor a run with "
                     f"{results_dir(arg, programs_dir) / 'results.csv'}")
 
@@ -292,7 +337,7 @@ def compare_runs(runs: list[str], out: str = "", programs_dir: str = "", log_wan
     Runs made on different test rows, models, codebooks or seen types are refused (DataError naming
     what differs) unless `allow_mismatch`; then the differences come back as warnings."""
     from neurosymbolic_llm.pipeline.errors import DataError
-    from neurosymbolic_llm.pipeline.paths import results_dir
+    from neurosymbolic_llm.pipeline.paths import check_run_name, results_dir
     from neurosymbolic_llm.pipeline.tracking import Tracker
 
     paths = [resolve_results(r, programs_dir) for r in runs]
@@ -303,6 +348,8 @@ def compare_runs(runs: list[str], out: str = "", programs_dir: str = "", log_wan
         raise DataError(f"runs {', '.join(names)} do not compare: {'; '.join(differ)}; "
                         f"rerun them on the same rows and maps, or pass --allow_mismatch to merge anyway")
     merged, notes = combine([read_results(p) for p in paths], names)
+    if not out:  # run folders of any name may be compared; the default output is a run name of its own
+        check_run_name("compare_" + "_".join(names), "compare_runs: the default output folder (give --out)")
     folder = Path(out).expanduser() if out else results_dir("compare_" + "_".join(names), programs_dir)
     written = write_results(folder, merged, title="Comparison of runs " + ", ".join(names))
     if not differ:  # the merged table was made on what its runs share

@@ -34,6 +34,7 @@ import torch
 
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, Terminated
 from neurosymbolic_llm.pipeline.files import atomic_torch_save
+from neurosymbolic_llm.pipeline.finite import DIVERGED, require_finite
 
 FORMAT = "nsllm-training-state"
 VERSION = 1
@@ -100,9 +101,12 @@ class TrainingState:
             first = str(exc).split(". ")[0]  # torch's own advice that follows is about its checkpoints
             raise DataError(f"{self.path}: not a readable training state ({type(exc).__name__}: {first}); "
                             f"rerun with --restart 1 to start over") from None
-        if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
+        if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION \
+                or not isinstance(state.get("identity"), dict) or not isinstance(state.get("params"), list) \
+                or not all(torch.is_tensor(p) for p in state["params"]):
             raise DataError(f"{self.path}: not a training state of version {VERSION}; "
                             f"rerun with --restart 1 to start over")
+        require_finite(self.named_params(state), f"{self.path}", "rerun with --restart 1 to start over")
         diff = _differences(state["identity"], self.identity)
         if diff:
             raise ConfigError(f"{self.path}: the saved training state of this run was made with other "
@@ -113,7 +117,16 @@ class TrainingState:
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
 
+    @staticmethod
+    def named_params(state: dict) -> dict[str, torch.Tensor]:
+        return {f"trained parameter {i} ({state.get('method')})": p for i, p in enumerate(state["params"])}
+
     def save(self, state: dict) -> Path:
+        """Write `state` (atomic; rank 0). Parameters that are not all finite are never written: the
+        previous state stays, and the error says so."""
+        kept = f"the last good state in {self.path} is kept" if self.path.is_file() else "no state was saved"
+        require_finite(self.named_params(state), f"stage 3 after step {state.get('step')}",
+                       f"{kept}; {DIVERGED} (--learning_rate), and rerun with --restart 1")
         if self.enabled:
             atomic_torch_save({"format": FORMAT, "version": VERSION, "identity": self.identity, **state},
                               self.path, what="the stage-3 training state")
