@@ -51,13 +51,17 @@ def read_results(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: columns {echo(list(df.columns))}, expected {RESULT_COLUMNS}")
     if df.empty:
         raise DataError(f"{path}: a header but no results")
-    numbers = {c: pd.to_numeric(df[c].str.strip().replace("", "nan"), errors="coerce")
-               for c in ("n", "accuracy", "cross_entropy")}
+    numbers, empty = {}, {}
+    for c in ("n", "accuracy", "cross_entropy"):
+        text = df[c].str.strip()
+        empty[c] = text.str.lower().isin(["", "nan"])  # how pandas writes a missing value
+        numbers[c] = pd.to_numeric(text.where(~empty[c], "nan"), errors="coerce")
     bad = {"method": df["method"].str.strip() == "", "problem_type": df["problem_type"].str.strip() == "",
            "seen": ~df["seen"].str.strip().str.lower().isin(["true", "false", "1", "0"]),
            "n": ~((numbers["n"] >= 0) & (numbers["n"] % 1 == 0)),
-           "accuracy": ~(numbers["accuracy"].between(0, 1) | numbers["accuracy"].isna()),
-           "cross_entropy": ~((numbers["cross_entropy"] >= 0) | numbers["cross_entropy"].isna())}
+           "accuracy": ~(numbers["accuracy"].between(0, 1) | empty["accuracy"]),
+           "cross_entropy": ~(numbers["cross_entropy"].between(0, float("inf"), inclusive="left")
+                              | empty["cross_entropy"])}
     for col, mask in bad.items():
         if mask.any():
             i = int(mask.to_numpy().nonzero()[0][0])
