@@ -200,10 +200,13 @@ def test_csv_files_that_break_the_reader_are_one_line(tmp_path, question, encodi
     assert len(str(err.value)) < 400
 
 
-def test_a_yaml_config_that_is_not_utf8_is_one_line(tmp_path):
+def test_a_yaml_config_that_is_not_utf8_or_holds_a_huge_number_is_one_line(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_bytes("run_name: caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"c.yaml: not UTF-8 text \(byte 0xe9 at offset 13\)"):
+        parse_config(FineTuneConfig, ["--config", str(cfg)])
+    cfg.write_text("seed: " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: not valid YAML \(Exceeds the limit \(4300 digits\)"):
         parse_config(FineTuneConfig, ["--config", str(cfg)])
 
 
@@ -228,7 +231,6 @@ def test_map_files_with_a_missing_or_odd_key_are_one_line(tmp_path, edit, match)
 
 @pytest.mark.parametrize("text, match", [
     ("[1, 2]", "not a hidden-state store manifest"),
-    ("{\"format\": ", "not valid JSON"),
     (None, "key 'layers' is missing or not a list"),
     (b"\xff\xfe{}", "not valid JSON"),
 ])

@@ -206,7 +206,7 @@ def load_yaml(text: str, source: str) -> Any:
     """yaml.safe_load, refusing a document whose aliases expand to more than YAML_NODE_LIMIT nodes."""
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: an integer of > 4300 digits
         raise ConfigError(f"{source}: not valid YAML ({echo(' '.join(str(exc).split()), 300)[1:-1]})") from None
     budget = [YAML_NODE_LIMIT]
 
