@@ -1,12 +1,14 @@
 """Fault injection: every fault and bad input of issue 13 tried on the entry scripts, with what the user
-sees and what is kept. Prints a Markdown table (benchmarks/RESULTS.md keeps the last one).
+sees and what is kept, then the hostile inputs of issue 19 by class (benchmarks/hostile_inputs.py:
+tried / one line / traceback / data loss). Prints Markdown tables (benchmarks/RESULTS.md keeps the
+last ones).
 
     python benchmarks/faults.py [--keep DIR]
 
 A tiny random Llama (Meta layout, real tokenizer) and random stage-2 maps are built in a temporary
 folder; every scenario runs the real entry scripts as processes. Full and read-only folders are small
 tmpfs mounts in a private mount namespace (`unshare --user --map-root-user --mount`); without
-that, those rows say so. About 5 minutes on 2 busy CPU cores.
+that, those rows say so. About 8 minutes on 2 busy CPU cores.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = ROOT / "Programs"
-ENV = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
+# The scripts run this checkout's package (as the tests do), whichever copy is installed.
+ENV = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled", PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT / "src"))
 TINY = {"dim": 64, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 128256, "multiple_of": 32,
         "ffn_dim_multiplier": None, "norm_eps": 1e-5, "rope_theta": 500000.0, "use_scaled_rope": True}
 ROWS: list[tuple[str, str, str]] = []
@@ -119,12 +122,18 @@ def files_after(r: subprocess.CompletedProcess, work: Path) -> list[str]:
     return [short(p, work) for p in r.stdout.split("rc=")[1].split()[1:]]
 
 
+def work_folder(keep: str, prefix: str) -> Path:
+    """--keep's folder, else a new temporary one (removed at the end unless kept)."""
+    work = Path(keep or tempfile.mkdtemp(prefix=prefix)).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keep", default="", help="work in this folder and keep it (default: a temporary one)")
     a = ap.parse_args(argv)
-    work = Path(a.keep or tempfile.mkdtemp(prefix="nsllm_faults_")).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(a.keep, "nsllm_faults_")
     ckpt, maps = setup(work)
     ns = namespaces()
     w = lambda text: short(text, work)  # noqa: E731
@@ -284,6 +293,10 @@ def main(argv=None) -> int:
     for i, (fault, seen, kept) in enumerate(ROWS, 1):
         print(f"| {i} | {fault} | {seen} | {kept} |")
     print(f"\n{len(ROWS)} faults and bad inputs tried; work folder {work}")
+    import hostile_inputs  # beside this file; imports this module's helpers
+
+    hostile = hostile_inputs.run_all(work / "hostile", ckpt, maps)
+    print(f"\nhostile inputs (issue 19), {len(hostile_inputs.OUTCOMES)} cases:\n\n{hostile}")
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -91,7 +91,7 @@ def question_text(problem_type: str, x: int, y: int, *, complexity: int = 2,
     try:
         pool = QUESTION_VARIANTS[problem_type]
     except KeyError:
-        raise UserError(f"unknown problem type {problem_type!r} "
+        raise UserError(f"unknown problem type {echo(problem_type)} "
                         f"(known: {', '.join(PROBLEM_TYPES)})") from None
     num = number_words if words else str
     m = solution_modulus(complexity, limit_solution_digits)
@@ -118,7 +118,7 @@ def generate_problems(n: int, problem_types: Sequence[str] = PROBLEM_TYPES, *, c
     types = list(problem_types)
     for t in types:
         if t not in PROBLEM_TYPES:
-            raise UserError(f"unknown problem type {t!r} (known: {', '.join(PROBLEM_TYPES)})")
+            raise UserError(f"unknown problem type {echo(t)} (known: {', '.join(PROBLEM_TYPES)})")
     hi = 10 ** (int(complexity) + 1) - 1
     cap = distinct_problems(len(types), complexity, x_gt_y)
     if n > cap:
