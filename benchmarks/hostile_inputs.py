@@ -11,8 +11,8 @@ sees and what is left on disk:
 - traceback: a Python traceback on stderr;
 - data loss: a file the command must not touch was emptied, changed or deleted (a lock's link
   target, another run's maps, another model's shard), a file was written outside --programs_dir,
-  a file holding NaN/inf was written, a half-written output folder was left, or a decoder was saved
-  that names maps it was not trained on.
+  a file holding NaN/inf was written, an output folder was written (whole or in part) from an input
+  that is not what it claims, or a decoder was saved that names maps it was not trained on.
 `--src` of an older checkout gives the "before" counts of benchmarks/RESULTS.md.
 """
 from __future__ import annotations
@@ -297,10 +297,10 @@ def bad_files(work: Path, ckpt: Path, maps: Path, store: Path) -> None:
 
 
 def echoes(work: Path, ckpt: Path, maps: Path) -> None:
-    bomb = work / "bomb.yaml"
-    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
-    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
-    bomb.write_text("\n".join(lines + ["problem_type: *a8"]) + "\n")
+    bomb = work / "bomb.yaml"  # a million strings in one option's value once its aliases are expanded
+    nested = ["&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    nested += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 6)]
+    bomb.write_text(f"problem_type: [{', '.join(nested)}]\n")
     r = run(stage3(ckpt, maps, work / "bomb_prog", "B", "--config", str(bomb)))
     judge(7, f"stage 3: a {bomb.stat().st_size}-byte 'billion laughs' YAML config", r)
     r = run(stage3(ckpt, maps, work / "bomb_prog", "B", "--testing_problems", "gcd" * 30_000))
