@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from neurosymbolic_llm.pipeline.encoders_and_decoders import GatherConfig, TrainEncodersConfig
-from neurosymbolic_llm.pipeline.errors import CheckpointError, ConfigError, DataError, OutputError, UserError, run_entry_point
+from neurosymbolic_llm.pipeline.errors import (CheckpointError, ConfigError, DataError, OutputError, UserError,
+                                               run_entry_point)
 from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
 from neurosymbolic_llm.pipeline.hidden_store import HiddenStore
 from neurosymbolic_llm.pipeline.maps import load_maps, model_info, save_maps

@@ -22,8 +22,8 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src", help="checkpoint folder to read (params.json, consolidated.*.pth)")
-    ap.add_argument("dst", help="folder to write: new, empty, or an earlier reshard's output (its consolidated.*.pth shards are "
-                         "replaced); a folder holding other files is refused")
+    ap.add_argument("dst", help="folder to write: new, empty, or an earlier reshard's output (its "
+                                "consolidated.*.pth shards are replaced); a folder holding other files is refused")
     ap.add_argument("--model_parallel_size", "-m", type=int, required=True,
                     help="number of shards to write (= processes per model under torchrun)")
     a = ap.parse_args(argv)

@@ -46,9 +46,10 @@ ECHO_LIMIT = 80
 LINE_LIMIT = 2000
 
 
-def echo(value, limit: int = ECHO_LIMIT) -> str:
-    """`repr(value)` (str(value) for a non-string) cut to `limit` characters, saying how long it was."""
-    text = repr(value) if isinstance(value, str) else str(value)
+def echo(value, limit: int = ECHO_LIMIT, *, quote: bool = True) -> str:
+    """`repr(value)` (str(value) for a non-string, or with quote=False) cut to `limit` characters,
+    saying how long it was."""
+    text = repr(value) if quote and isinstance(value, str) else str(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 

@@ -66,7 +66,7 @@ class HiddenStore:
         try:
             manifest = json.loads(self.manifest_path.read_bytes().decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise DataError(f"{self.manifest_path}: not valid JSON ({echo(str(exc), 120)[1:-1]}); "
+            raise DataError(f"{self.manifest_path}: not valid JSON ({echo(str(exc), 120, quote=False)}); "
                             f"{REGATHER}") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
             raise DataError(f"{self.manifest_path}: not a hidden-state store manifest of version {VERSION}; {REGATHER}")
@@ -182,7 +182,8 @@ def check_manifest(path: Path, manifest: dict) -> None:
     """The keys a manifest must hold, with their types: a hand-edited file is one DataError."""
     for key, tp in MANIFEST_TYPES.items():
         if not isinstance(manifest.get(key), tp) or isinstance(manifest.get(key), bool):
-            raise DataError(f"{path}: key {key!r} is missing or not a{'n' if tp is int else ''} {tp.__name__}; {REGATHER}")
+            raise DataError(f"{path}: key {key!r} is missing or not a{'n' if tp is int else ''} {tp.__name__}; "
+                            f"{REGATHER}")
     sizes = [manifest["rows_per_shard"], *manifest["totals"].values()]
     if manifest["rows_per_shard"] < 1 or not all(isinstance(n, int) and n >= 0 for n in sizes) or \
             set(manifest["totals"]) != set(SPLITS) or not all(isinstance(l, int) for l in manifest["layers"]):
@@ -197,7 +198,7 @@ def read_shard(path: Path, n_rows: int, n_layers: int, dim: int) -> dict[str, to
         shard = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001 - truncated, not a tensor file, foreign pickles
         raise DataError(f"{path}: not a readable shard ({type(exc).__name__}: "
-                        f"{echo(str(exc).split('. ')[0], 120)[1:-1]}); {REGATHER_SHARD}") from None
+                        f"{echo(str(exc).split('. ')[0], 120, quote=False)}); {REGATHER_SHARD}") from None
     if not isinstance(shard, dict) or not all(torch.is_tensor(shard.get(k)) for k in SHARD_KEYS):
         raise DataError(f"{path}: not a shard of gathered data (tensors {', '.join(SHARD_KEYS)} expected); "
                         f"{REGATHER_SHARD}")

@@ -156,7 +156,8 @@ def _coerce(name: str, tp: Any, value: Any, source: str, default: Any = None) ->
             if tp is int and isinstance(value, bool):
                 raise ValueError("a boolean is not an integer")
             out = tp(value)
-            if tp is float and not math.isfinite(out) and not (math.isinf(out) and isinstance(default, float) and math.isinf(default)):
+            no_limit = isinstance(default, float) and math.isinf(default)  # inf means "off" here
+            if tp is float and not math.isfinite(out) and not (math.isinf(out) and no_limit):
                 raise ValueError("not a finite number" + ("" if math.isnan(out) else
                                                           "; only an option whose default is inf takes inf"))
             return out
@@ -177,7 +178,7 @@ def _coerce(name: str, tp: Any, value: Any, source: str, default: Any = None) ->
             return {_coerce(name, key_t, k, source): _coerce(name, val_t, v, source) for k, v in value.items()}
     except (ValueError, TypeError, argparse.ArgumentTypeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{source}: option {name!r}: cannot read {echo(value)} as {_type_name(tp)} "
-                          f"({echo(str(exc))[1:-1]})") from None
+                          f"({echo(str(exc), quote=False)})") from None
     raise ConfigError(f"option {name!r}: unsupported type {tp!r} in the schema")
 
 
@@ -207,7 +208,7 @@ def load_yaml(text: str, source: str) -> Any:
     try:
         data = yaml.safe_load(text)
     except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: an integer of > 4300 digits
-        raise ConfigError(f"{source}: not valid YAML ({echo(' '.join(str(exc).split()), 300)[1:-1]})") from None
+        raise ConfigError(f"{source}: not valid YAML ({echo(' '.join(str(exc).split()), 300, quote=False)})") from None
     budget = [YAML_NODE_LIMIT]
 
     def count(node: Any) -> None:  # counts every node as written out, shared ones each time they appear
@@ -244,17 +245,17 @@ def read_yaml(path: str | Path, schema: type) -> dict[str, Any]:
     values, unknown = {}, []
     for key, val in data.items():
         if not isinstance(key, str):
-            unknown.append(echo(str(key), 40)[1:-1])
+            unknown.append(echo(str(key), 40, quote=False))
         elif key in fields:
             values[key] = val
         elif not isinstance(val, dict):  # a mapping that is no option is another entry's section
-            unknown.append(echo(key, 40)[1:-1])
+            unknown.append(echo(key, 40, quote=False))
     section_values = data.get(section) or {}
     if not isinstance(section_values, dict):
         raise ConfigError(f"{path}: section {section!r} must be a mapping of option names to values")
-    unknown += [f"{section}.{echo(str(k), 40)[1:-1]}" for k in section_values if k not in fields]
+    unknown += [f"{section}.{echo(str(k), 40, quote=False)}" for k in section_values if k not in fields]
     if unknown:
-        raise ConfigError(f"{path}: unknown option(s) for {section}: {echo(', '.join(unknown), 300)[1:-1]}")
+        raise ConfigError(f"{path}: unknown option(s) for {section}: {echo(', '.join(unknown), 300, quote=False)}")
     return {**values, **section_values}
 
 

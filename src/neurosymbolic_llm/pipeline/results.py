@@ -46,7 +46,8 @@ def read_results(path: Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: not a readable results table ({echo(' '.join(str(exc).split()), 120)[1:-1]})") from None
+        reason = echo(" ".join(str(exc).split()), 120, quote=False)
+        raise DataError(f"{path}: not a readable results table ({reason})") from None
     if list(df.columns) != RESULT_COLUMNS:
         raise DataError(f"{path}: columns {echo(list(df.columns))}, expected {RESULT_COLUMNS}")
     if df.empty:
@@ -280,7 +281,8 @@ def read_fingerprints(results_csv: Path) -> Optional[dict]:
     try:
         prints = json.loads(path.read_bytes().decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise DataError(f"{path}: not valid JSON ({echo(str(exc), 120)[1:-1]}); rerun stage 3 for this run") from None
+        raise DataError(f"{path}: not valid JSON ({echo(str(exc), 120, quote=False)}); "
+                        f"rerun stage 3 for this run") from None
     if not isinstance(prints, dict) or not all(k in prints for k in MUST_MATCH):
         raise DataError(f"{path}: not the fingerprints of a run (keys {', '.join(MUST_MATCH)} expected); "
                         f"rerun stage 3 for this run")

@@ -253,9 +253,9 @@ def _parse_problems_csv(path: Path, reader, *, max_digits: int, complexity: int,
         kind = "solution" if field == "solution" else "operand"
         checks.append((field, ~is_int, lambda i, s=s, kind=kind:
                        f"{kind} {echo(s[i])} is not an integer" if s[i] else f"{kind} is empty"))
-        checks.append((field, neg, lambda i, s=s, kind=kind: f"{kind} {echo(s[i])[1:-1]} is negative"))
+        checks.append((field, neg, lambda i, s=s, kind=kind: f"{kind} {echo(s[i], quote=False)} is negative"))
         checks.append((field, big, lambda i, s=s, kind=kind, nd=ndig:
-                       f"{kind} {echo(s[i])[1:-1]} has {nd[i]} digits, more than max_digits = {max_digits}"))
+                       f"{kind} {echo(s[i], quote=False)} has {nd[i]} digits, more than max_digits = {max_digits}"))
         if field == "y":
             q = raw["question"].str.strip()
             checks.append(("question", (q == "").to_numpy(), lambda i: "question is empty"))
