@@ -6,8 +6,9 @@ part of benchmarks/faults.py, or on its own:
 Every case runs the real entry scripts as processes (Programs/*.py, with the package of `--src`,
 default this checkout's src/) on a tiny random Llama and random maps, and is judged on what the user
 sees and what is left on disk:
-- one line: exit code 2 and exactly one "error: ..." line on stderr (at most 2,100 characters), and
-  where the case has a rerun (a crashed first attempt, then the repaired input) the rerun works;
+- one line: exit code 2, no traceback, and one "error: ..." line, the last on stderr (at most 2,100
+  characters, naming the file at fault where there is one), and where the case has a rerun (a
+  crashed first attempt, then the repaired input) the rerun works;
 - traceback: a Python traceback on stderr;
 - data loss: a file the command must not touch was emptied, changed or deleted (a lock's link
   target, another run's maps, another model's shard), a file was written outside --programs_dir,
@@ -54,11 +55,13 @@ OUTCOMES: list[Outcome] = []
 
 def judge(cls: int, case: str, r: subprocess.CompletedProcess, loss: str = "", rerun_ok: bool = True,
           names: str = "") -> Outcome:
-    """Record a case: one line needs exit code 2, one short "error:" line (naming `names`, the file at
-    fault, where given) and, for a case with a rerun, `rerun_ok`."""
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("note:")]
-    one = (r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and len(lines[0]) <= LINE_LIMIT
-           and names in lines[0] and rerun_ok)
+    """Record a case: one line needs exit code 2, no traceback, one short "error:" line, the last one
+    (progress bars before it are fine), naming `names` (the file at fault) where given, and for a
+    case with a rerun, `rerun_ok`."""
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    one = (r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1 and lines[-1] == errors[0]
+           and len(errors[0]) <= LINE_LIMIT and names in errors[0] and rerun_ok)
     seen = (lines[-1] if lines else f"(nothing on stderr, rc {r.returncode})")
     seen = seen if len(seen) <= 300 else f"{seen[:300]}... ({len(seen)} characters)"
     out = Outcome(cls, case, f"{seen} (rc {r.returncode})", one, "Traceback" in r.stderr, loss)
