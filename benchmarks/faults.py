@@ -8,7 +8,7 @@ last ones).
 A tiny random Llama (Meta layout, real tokenizer) and random stage-2 maps are built in a temporary
 folder; every scenario runs the real entry scripts as processes. Full and read-only folders are small
 tmpfs mounts in a private mount namespace (`unshare --user --map-root-user --mount`); without
-that, those rows say so. About 8 minutes on 2 busy CPU cores.
+that, those rows say so. About 10 minutes on 2 busy CPU cores (14 on a shared, loaded one).
 """
 from __future__ import annotations
 
