@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import tiktoken
 
-from neurosymbolic_llm.llama.errors import CheckpointError
+from neurosymbolic_llm.llama.errors import CheckpointError, shown
 
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
                   r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -63,7 +63,7 @@ def token_bytes(text: str, where: str = "") -> bytes:
     try:
         return bytes(_BYTE_OF_CHAR[c] for c in text)
     except KeyError as e:
-        raise CheckpointError(f"{where}token {text!r} holds the character {e.args[0]!r}, which is "
+        raise CheckpointError(f"{where}token {shown(text)} holds the character {e.args[0]!r}, which is "
                               f"not in the byte-level alphabet: not a byte-level BPE vocabulary") from None
 
 
@@ -73,24 +73,22 @@ def pattern_from_tokenizer_json(pre_tokenizer: Optional[dict], where: str) -> st
         return (p.get("type") == "ByteLevel" and bool(p.get("use_regex", True)) == use_regex
                 and not p.get("add_prefix_space", False))
     p = pre_tokenizer or {}
-    steps = p.get("pretokenizers", []) if p.get("type") == "Sequence" else [p]
-    if len(steps) == 1 and is_byte_level(steps[0], True):
-        return GPT2_PATTERN
-    if len(steps) == 2 and steps[0].get("type") == "Digits" and steps[0].get("individual_digits") \
-            and is_byte_level(steps[1], True):
-        return SMOLLM_PATTERN
-    if len(steps) == 2 and steps[0].get("type") == "Split" and is_byte_level(steps[1], False) \
-            and steps[0].get("behavior") == "Isolated" and not steps[0].get("invert") \
-            and "Regex" in (steps[0].get("pattern") or {}):
-        return steps[0]["pattern"]["Regex"]
-    raise CheckpointError(f"{where}: pre_tokenizer {_short(p)} is not supported: known are "
+    steps = (p.get("pretokenizers", []) if p.get("type") == "Sequence" else [p]) \
+        if isinstance(p, dict) else None
+    if isinstance(steps, list) and all(isinstance(q, dict) for q in steps):
+        if len(steps) == 1 and is_byte_level(steps[0], True):
+            return GPT2_PATTERN
+        if len(steps) == 2 and steps[0].get("type") == "Digits" \
+                and steps[0].get("individual_digits") and is_byte_level(steps[1], True):
+            return SMOLLM_PATTERN
+        regex = steps[0].get("pattern") if len(steps) == 2 else None
+        if len(steps) == 2 and steps[0].get("type") == "Split" and is_byte_level(steps[1], False) \
+                and steps[0].get("behavior") == "Isolated" and not steps[0].get("invert") \
+                and isinstance(regex, dict) and isinstance(regex.get("Regex"), str):
+            return regex["Regex"]
+    raise CheckpointError(f"{where}: pre_tokenizer {shown(p, 160)} is not supported: known are "
                           f"ByteLevel (GPT-2), Digits(individual) + ByteLevel (SmolLM2), "
                           f"Split(regex, Isolated) + ByteLevel without regex (Llama 3)")
-
-
-def _short(obj, n: int = 160) -> str:
-    s = repr(obj)
-    return s if len(s) <= n else s[:n] + "..."
 
 
 class BPETokenizer:
@@ -106,8 +104,12 @@ class BPETokenizer:
                  bos_id: Optional[int], eos_id: int, eot_id: int, pad_id: int,
                  stop_tokens: Iterable[int], unk_id: Optional[int] = None):
         self.name = name
-        self.model = tiktoken.Encoding(name=name, pat_str=pattern, mergeable_ranks=ranks,
-                                       special_tokens={})
+        try:
+            self.model = tiktoken.Encoding(name=name, pat_str=pattern, mergeable_ranks=ranks,
+                                           special_tokens={})
+        except ValueError as e:  # the split pattern of a tokenizer.json is not a valid regex
+            raise CheckpointError(f"{name}: the pre-tokenizer's pattern {shown(pattern)} is not "
+                                  f"usable: {shown(str(e))}") from e
         self.pattern = pattern
         # tiktoken rank -> token id (-1: a byte without a token, dropped); None: ranks are ids
         self._rank_ids = list(rank_ids) if rank_ids is not None else None
@@ -142,6 +144,8 @@ class BPETokenizer:
             if text is None:  # an id no token uses (vocabularies may have gaps)
                 id_bytes.append(b"")
                 continue
+            if not isinstance(text, str):
+                raise CheckpointError(f"{name}: token {i} is {shown(text)}, not a string")
             b = token_bytes(text, f"{name}: ")
             id_bytes.append(b)
             id_of.setdefault(b, i)
@@ -152,13 +156,18 @@ class BPETokenizer:
             ranks[b] = len(rank_ids)
             rank_ids.append(id_of.get(b, unk_id if unk_id is not None else -1))
         for k, m in enumerate(merges):
-            a, c = m.split(" ", 1) if isinstance(m, str) else m
+            pair = m.split(" ", 1) if isinstance(m, str) else m
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2 \
+                    or not all(isinstance(x, str) for x in pair):
+                raise CheckpointError(f"{name}: merge {k} is {shown(m)}: expected \"a b\" or a "
+                                      f"pair of strings")
+            a, c = pair
             b = token_bytes(a + c, f"{name}: merge {k}: ")
             if b in ranks:
                 continue  # another merge made this token earlier: the first one decides its rank
             if b not in id_of:
-                raise CheckpointError(f"{name}: merge {k} ({a!r} {c!r}) makes {a + c!r}, which is "
-                                      f"not in the vocabulary")
+                raise CheckpointError(f"{name}: merge {k} ({shown(a, 80)} {shown(c, 80)}) makes "
+                                      f"{shown(a + c)}, which is not in the vocabulary")
             ranks[b] = len(rank_ids)
             rank_ids.append(id_of[b])
         identity = rank_ids == list(range(len(rank_ids)))

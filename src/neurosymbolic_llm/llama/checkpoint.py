@@ -17,7 +17,9 @@ from typing import Optional, Union
 
 import torch
 
-from neurosymbolic_llm.llama.errors import CheckpointError, LlamaError
+from neurosymbolic_llm.llama.checks import meta_values, model_args
+from neurosymbolic_llm.llama.errors import CheckpointError, LlamaError, shown
+from neurosymbolic_llm.llama.layout import expected_shapes
 from neurosymbolic_llm.llama.model import ModelArgs, Transformer
 
 _SHARD_RE = re.compile(r"consolidated\.(\d+)\.pth$")
@@ -53,20 +55,27 @@ def shard_paths(ckpt_dir) -> list[Path]:
 
 
 def load_params(ckpt_dir) -> dict:
+    """params.json as a dict, every value of the architecture checked (llama/checks.py)."""
     path = _check_dir(ckpt_dir) / "params.json"
     if not path.is_file():
         raise CheckpointError(f"{path} not found: a Meta checkpoint folder needs params.json "
                               f"(dim, n_layers, n_heads, n_kv_heads, vocab_size, ...)")
     try:
         params = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # ValueError: JSON, huge integers
         raise CheckpointError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(params, dict):
         raise CheckpointError(f"{path} must hold a JSON object, got {type(params).__name__}")
     missing = [k for k in ("dim", "n_layers", "n_heads", "vocab_size") if k not in params]
     if missing:
         raise CheckpointError(f"{path} lacks the field(s) {', '.join(missing)}")
+    params_args(path, params)
     return params
+
+
+def params_args(path, params: dict, **runtime) -> ModelArgs:
+    """``ModelArgs`` of a params.json dict (``path`` names it in errors), each value checked."""
+    return model_args(path, meta_values(params), **runtime)
 
 
 def _mp_state() -> tuple[int, int]:
@@ -123,23 +132,15 @@ def load_model(ckpt_dir, *, max_seq_len: int = 2048, max_batch_size: int = 32,
                               f"(consolidated.00.pth ...); reshard with checkpoint.reshard or run "
                               f"with torchrun --nproc_per_node {len(shards) or 1}")
     shard = shards[rank]
-    try:
-        args = ModelArgs.from_params(params, max_seq_len=max_seq_len, max_batch_size=max_batch_size,
-                                     model_parallel_size=mp)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{ckpt_dir / 'params.json'}: {e}") from e
-    with torch.device("meta"):
-        model = Transformer(args)
-    try:
-        state = torch.load(shard, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read {shard} as a torch state dict: {e}") from e
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{shard} must hold a state dict, got {type(state).__name__}")
+    args = params_args(ckpt_dir / "params.json", params, max_seq_len=max_seq_len,
+                       max_batch_size=max_batch_size, model_parallel_size=mp)
+    state = read_shard(shard)
     for k in _IGNORED_KEYS:
         state.pop(k, None)
-    check_state_dict(model.state_dict(), state, where=f"{shard} (with {ckpt_dir / 'params.json'}, "
-                                                      f"model-parallel size {mp})")
+    where = f"{shard} (with {ckpt_dir / 'params.json'}, model-parallel size {mp})"
+    check_state_dict(expected_shapes(args, len(state), where), state, where)  # before building
+    with torch.device("meta"):
+        model = Transformer(args)
     for k in list(state):  # one tensor at a time: no second full copy
         state[k] = state[k].to(device=device, dtype=dtype)
     model.load_state_dict(state, strict=True, assign=True)
@@ -149,23 +150,40 @@ def load_model(ckpt_dir, *, max_seq_len: int = 2048, max_batch_size: int = 32,
     return model.eval()
 
 
-def check_state_dict(expected: dict, got: dict, where: str) -> None:
-    """Raise CheckpointError naming the first missing/unexpected key or mismatching shape."""
-    for k, v in expected.items():
+def read_shard(shard: Path) -> dict:
+    """A ``.pth`` shard's state dict, memory-mapped (``weights_only``: no code runs)."""
+    try:
+        state = torch.load(shard, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as e:  # torch raises many kinds for a damaged file
+        raise CheckpointError(f"cannot read {shard} as a torch state dict: "
+                              f"{type(e).__name__}: {shown(str(e))}") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{shard} must hold a state dict, got {type(state).__name__}")
+    return state
+
+
+def check_state_dict(expected: dict[str, tuple], got: dict, where: str) -> None:
+    """Raise CheckpointError naming the first missing/unexpected key, a value that is no
+    floating-point tensor, or a mismatching shape (``expected``: key -> shape)."""
+    for k, shape in expected.items():
         if k not in got:
-            raise CheckpointError(f"{where}: tensor {k!r} is missing (expected shape "
-                                  f"{tuple(v.shape)})")
+            raise CheckpointError(f"{where}: tensor {k!r} is missing (expected shape {shape})")
         if not isinstance(got[k], torch.Tensor):
             raise CheckpointError(f"{where}: {k!r} is not a tensor")
-        if tuple(got[k].shape) != tuple(v.shape):
+        if not got[k].is_floating_point():
+            raise CheckpointError(f"{where}: tensor {k!r} has dtype {got[k].dtype}: expected a "
+                                  f"floating-point type")
+        if tuple(got[k].shape) != shape:
             raise CheckpointError(f"{where}: tensor {k!r} has shape {tuple(got[k].shape)} but "
-                                  f"params.json implies {tuple(v.shape)}: params.json does not "
+                                  f"params.json implies {shape}: params.json does not "
                                   f"match the weights")
     extra = [k for k in got if k not in expected]
     if extra:
-        raise CheckpointError(f"{where}: unexpected tensor {extra[0]!r} (shape "
-                              f"{tuple(got[extra[0]].shape)}) not in the model defined by "
-                              f"params.json" + (f", and {len(extra) - 1} more" if len(extra) > 1 else ""))
+        what = f"shape {tuple(got[extra[0]].shape)}" if isinstance(got[extra[0]], torch.Tensor) \
+            else type(got[extra[0]]).__name__
+        raise CheckpointError(f"{where}: unexpected tensor {shown(extra[0])} ({what}) not in the "
+                              f"model defined by params.json"
+                              + (f", and {len(extra) - 1} more" if len(extra) > 1 else ""))
 
 
 # ----------------------------------------------------------------------------- save

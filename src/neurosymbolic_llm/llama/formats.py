@@ -92,11 +92,8 @@ class Checkpoint:
     def args(self, **runtime) -> ModelArgs:
         """The architecture without loading weights (``runtime``: max_seq_len, max_batch_size)."""
         if self.format == "meta":
-            from neurosymbolic_llm.llama.checkpoint import load_params
-            try:
-                return ModelArgs.from_params(load_params(self.path), **runtime)
-            except (TypeError, ValueError) as e:
-                raise CheckpointError(f"{self.path / 'params.json'}: {e}") from e
+            from neurosymbolic_llm.llama.checkpoint import load_params, params_args
+            return params_args(self.path / "params.json", load_params(self.path), **runtime)
         if self.format == "hf":
             from neurosymbolic_llm.llama.hf_checkpoint import hf_model_args
             return hf_model_args(self.path, **runtime)

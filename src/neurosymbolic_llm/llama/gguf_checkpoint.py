@@ -24,9 +24,11 @@ import numpy as np
 import torch
 
 from neurosymbolic_llm.llama.bpe import PRE_TOKENIZER_PATTERNS, BPETokenizer
-from neurosymbolic_llm.llama.errors import CheckpointError
+from neurosymbolic_llm.llama.checks import model_args, need_int
+from neurosymbolic_llm.llama.errors import CheckpointError, shown
 from neurosymbolic_llm.llama.fingerprint import Fingerprint
 from neurosymbolic_llm.llama.gguf_file import GGUFFile
+from neurosymbolic_llm.llama.layout import expected_shapes
 from neurosymbolic_llm.llama.model import ModelArgs, Transformer
 from neurosymbolic_llm.llama.tensor_names import TensorNames
 
@@ -41,6 +43,7 @@ _ROPE_FREQS = "rope_freqs.weight"
 # GGUF token types (llama.cpp's llama_token_type)
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
 _MISSING = object()
+_INTEGER_TYPES = ("I8", "I16", "I32", "I64")
 
 
 def open_gguf(path) -> GGUFFile:
@@ -63,55 +66,61 @@ def field(reader: GGUFFile, key: str, default: Any = _MISSING) -> Any:
 # ----------------------------------------------------------------------------- architecture
 
 def gguf_model_args(reader: GGUFFile, **runtime) -> ModelArgs:
-    """``ModelArgs`` of a llama GGUF (``runtime``: max_seq_len, max_batch_size, ...)."""
+    """``ModelArgs`` of a llama GGUF (``runtime``: max_seq_len, max_batch_size, ...); every value
+    checked (llama/checks.py) and named by its metadata key."""
     path = reader.path
     arch = field(reader, "general.architecture")
     if arch != "llama":
-        raise CheckpointError(f"{path}: architecture {arch!r} is not supported: only 'llama' "
+        raise CheckpointError(f"{path}: architecture {shown(arch)} is not supported: only 'llama' "
                               f"(Llama 2/3, SmolLM2, TinyLlama, ... as llama.cpp names them)")
     a = lambda key, default=_MISSING: field(reader, f"llama.{key}", default)  # noqa: E731
     if a("expert_count", 0):
         raise CheckpointError(f"{path}: a mixture of experts (llama.expert_count = "
-                              f"{a('expert_count')}) is not supported")
+                              f"{shown(a('expert_count'))}) is not supported")
     if a("attention.sliding_window", 0):
         raise CheckpointError(f"{path}: sliding-window attention is not supported")
     scaling = a("rope.scaling.type", "none")
     if scaling not in ("none", "") and a("rope.scaling.factor", 1.0) != 1.0:
-        raise CheckpointError(f"{path}: RoPE scaling {scaling!r} is not supported (only Llama 3.1's, "
-                              f"stored as rope_freqs)")
+        raise CheckpointError(f"{path}: RoPE scaling {shown(scaling)} is not supported (only Llama "
+                              f"3.1's, stored as rope_freqs)")
     names = {t.name for t in reader.tensors}
     for bad, what in (("attn_q.bias", "attention biases"), ("attn_qkv", "a fused QKV projection"),
                       ("ffn_gate_inp", "a mixture of experts"), ("attn_q_norm", "q/k norms")):
         if any(n.split(".", 2)[-1].startswith(bad) for n in names):
             raise CheckpointError(f"{path}: {what} ({bad}) are not supported by the Llama network")
-    dim, n_heads = a("embedding_length"), a("attention.head_count")
-    head_dim = a("attention.key_length", dim // n_heads)
-    if a("attention.value_length", head_dim) != head_dim:
-        raise CheckpointError(f"{path}: key_length {head_dim} != value_length "
-                              f"{a('attention.value_length')} is not supported")
-    if a("rope.dimension_count", head_dim) != head_dim:
-        raise CheckpointError(f"{path}: partial RoPE (rope.dimension_count {a('rope.dimension_count')} "
-                              f"of head_dim {head_dim}) is not supported")
-    n_kv = a("attention.head_count_kv", n_heads)
-    if isinstance(n_kv, list) or isinstance(n_heads, list):
+    n_kv = a("attention.head_count_kv", None)
+    if isinstance(n_kv, list) or isinstance(a("attention.head_count", None), list):
         raise CheckpointError(f"{path}: per-layer head counts are not supported")
+    dim = need_int(path, "llama.embedding_length", a("embedding_length"))
+    n_heads = need_int(path, "llama.attention.head_count", a("attention.head_count"))
+    head_dim = need_int(path, "llama.attention.key_length", a("attention.key_length", dim // n_heads))
+    for key, what in (("attention.value_length", "value_length"),
+                      ("rope.dimension_count", "partial RoPE: rope.dimension_count")):
+        if a(key, head_dim) != head_dim:
+            raise CheckpointError(f"{path}: {what} {shown(a(key))} differs from key_length "
+                                  f"{head_dim}: not supported")
     vocab = a("vocab_size", None)
     if vocab is None:
-        vocab = len(field(reader, "tokenizer.ggml.tokens", [])) or \
-            next(int(t.shape[1]) for t in reader.tensors if t.name == "token_embd.weight")
+        tokens = field(reader, "tokenizer.ggml.tokens", [])
+        embd = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+        vocab = len(tokens) if isinstance(tokens, list) and tokens else \
+            int(embd.shape[1]) if embd is not None and len(embd.shape) == 2 else None
     factors = None
     if _ROPE_FREQS in names:
         t = next(t for t in reader.tensors if t.name == _ROPE_FREQS)
         factors = _dequantize(t).float().reshape(-1).tolist()
-    try:
-        return ModelArgs(dim=dim, n_layers=a("block_count"), n_heads=n_heads, n_kv_heads=n_kv,
-                         vocab_size=vocab, hidden_dim=a("feed_forward_length"),
-                         norm_eps=a("attention.layer_norm_rms_epsilon"),
-                         rope_theta=a("rope.freq_base", 10000.0), head_dim=head_dim,
-                         rope_freq_factors=factors, tie_word_embeddings="output.weight" not in names,
-                         **runtime)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: {e}") from e
+    k = "llama."
+    return model_args(path, {
+        "dim": (k + "embedding_length", dim), "n_layers": (k + "block_count", a("block_count")),
+        "n_heads": (k + "attention.head_count", n_heads),
+        "n_kv_heads": (k + "attention.head_count_kv", n_kv),
+        "vocab_size": (k + "vocab_size (or the token list)", vocab),
+        "hidden_dim": (k + "feed_forward_length", a("feed_forward_length")),
+        "norm_eps": (k + "attention.layer_norm_rms_epsilon", a("attention.layer_norm_rms_epsilon")),
+        "rope_theta": (k + "rope.freq_base", a("rope.freq_base", 10000.0)),
+        "head_dim": (k + "attention.key_length", head_dim),
+        "rope_freq_factors": (_ROPE_FREQS, factors),
+        "tie_word_embeddings": ("output.weight", "output.weight" not in names)}, **runtime)
 
 
 def _dequantize(t) -> torch.Tensor:
@@ -132,35 +141,43 @@ def state_key(name: str) -> Optional[str]:
 
 def load_gguf_model(path, *, max_seq_len: int = 2048, max_batch_size: int = 32,
                     device="cpu", dtype: torch.dtype = torch.float32, reader=None) -> Transformer:
-    """The network of a llama GGUF file, dequantized tensor by tensor into ``dtype`` on ``device``."""
+    """The network of a llama GGUF file, dequantized tensor by tensor into ``dtype`` on ``device``.
+    Every tensor's name and shape is checked against the metadata before the network is built."""
     reader = reader if reader is not None else open_gguf(path)
     args = gguf_model_args(reader, max_seq_len=max_seq_len, max_batch_size=max_batch_size)
-    with torch.device("meta"):
-        model = Transformer(args)
-    expected = model.state_dict()
-    state: dict[str, torch.Tensor] = {}
-    for t in reader.tensors:
-        if t.name == _ROPE_FREQS:
-            continue
+    expected = expected_shapes(args, len(reader.tensors), path)
+    weights = [t for t in reader.tensors if t.name != _ROPE_FREQS]
+    for t in weights:
         key = state_key(t.name)
         if key is None or key not in expected:
-            raise CheckpointError(f"{path}: tensor {t.name!r} is not part of a llama network with "
-                                  f"{args.n_layers} blocks: not supported")
+            raise CheckpointError(f"{path}: tensor {shown(t.name)} is not part of a llama network "
+                                  f"with {args.n_layers} blocks: not supported")
+        if t.tensor_type.name in _INTEGER_TYPES:
+            raise CheckpointError(f"{path}: tensor {t.name!r} has the integer type "
+                                  f"{t.tensor_type.name}: weights must be float or quantized")
         shape = tuple(reversed(t.shape))  # [rows, ne0]
-        if shape != tuple(expected[key].shape):
+        if shape != expected[key]:
             raise CheckpointError(f"{path}: tensor {t.name!r} has shape {shape} but the "
-                                  f"metadata implies {tuple(expected[key].shape)}")
-        w = _dequantize(t).reshape(shape)
+                                  f"metadata implies {expected[key]}")
+    found = {state_key(t.name) for t in weights}
+    if args.tie_word_embeddings:
+        found.add("output.weight")
+    missing = [k for k in expected if k not in found]
+    if missing:
+        gguf_name = {v: k for k, v in _NAMES.globals.items()}.get(missing[0], missing[0])
+        raise CheckpointError(f"{path}: tensor for {gguf_name!r} is missing ({len(missing)} missing)")
+    with torch.device("meta"):
+        model = Transformer(args)
+    state: dict[str, torch.Tensor] = {}
+    for t in weights:
+        key = state_key(t.name)
+        w = _dequantize(t).reshape(expected[key])
         state[key] = w.to(device=device, dtype=dtype)  # no copy when already right (F32 -> float32)
         if not reader.file.maps(state[key].data_ptr()):
             reader.file.release(t.offset, t.n_bytes)  # copied out: its pages are not needed any more
         del w
-    if args.tie_word_embeddings and "tok_embeddings.weight" in state:
+    if args.tie_word_embeddings:
         state["output.weight"] = state["tok_embeddings.weight"]
-    missing = [k for k in expected if k not in state]
-    if missing:
-        gguf_name = {v: k for k, v in _NAMES.globals.items()}.get(missing[0], missing[0])
-        raise CheckpointError(f"{path}: tensor for {gguf_name!r} is missing ({len(missing)} missing)")
     model.load_state_dict(state, strict=True, assign=True)
     model.tie_weights()
     model.requires_grad_(False)
@@ -174,18 +191,24 @@ def gguf_tokenizer(reader: GGUFFile) -> tuple[BPETokenizer, Optional[str]]:
     path = reader.path
     kind = field(reader, "tokenizer.ggml.model", None)
     if kind != "gpt2":
-        raise CheckpointError(f"{path}: tokenizer.ggml.model {kind!r} is not supported: only "
+        raise CheckpointError(f"{path}: tokenizer.ggml.model {shown(kind)} is not supported: only "
                               f"byte-level BPE ('gpt2'; SentencePiece 'llama' tokenizers are not)")
     pre = field(reader, "tokenizer.ggml.pre", None)
-    if pre not in PRE_TOKENIZER_PATTERNS:
-        raise CheckpointError(f"{path}: pre-tokenizer tokenizer.ggml.pre = {pre!r} is not known: "
+    if not isinstance(pre, str) or pre not in PRE_TOKENIZER_PATTERNS:
+        raise CheckpointError(f"{path}: pre-tokenizer tokenizer.ggml.pre = {shown(pre)} is not known: "
                               f"known are {', '.join(sorted(PRE_TOKENIZER_PATTERNS))}")
-    tokens = field(reader, "tokenizer.ggml.tokens")
-    types = field(reader, "tokenizer.ggml.token_type", [_NORMAL] * len(tokens))
-    merges = field(reader, "tokenizer.ggml.merges")
+    tokens = _list(reader, "tokenizer.ggml.tokens", str)
+    types = _list(reader, "tokenizer.ggml.token_type", int, [_NORMAL] * len(tokens))
+    if len(types) != len(tokens):
+        raise CheckpointError(f"{path}: tokenizer.ggml.token_type has {len(types)} entries but "
+                              f"tokenizer.ggml.tokens has {len(tokens)}")
+    merges = _list(reader, "tokenizer.ggml.merges", str)
     special = {tok: i for i, (tok, ty) in enumerate(zip(tokens, types))
                if ty in (_CONTROL, _USER_DEFINED, _UNUSED)}
-    tid = lambda key: field(reader, f"tokenizer.ggml.{key}_token_id", None)  # noqa: E731
+
+    def tid(key):
+        value = field(reader, f"tokenizer.ggml.{key}_token_id", None)
+        return None if value is None else need_int(path, f"tokenizer.ggml.{key}_token_id", value, 0)
     eos = tid("eos")
     if eos is None:
         raise CheckpointError(f"{path}: metadata tokenizer.ggml.eos_token_id is missing")
@@ -202,6 +225,18 @@ def gguf_tokenizer(reader: GGUFFile) -> tuple[BPETokenizer, Optional[str]]:
         special_tokens=special, bos_id=tid("bos"), eos_id=eos, eot_id=eot, pad_id=pad,
         stop_tokens=stops, unk_id=tid("unknown") if _UNKNOWN in types else None)
     return tok, template
+
+
+def _list(reader: GGUFFile, key: str, item: type, default: Any = _MISSING) -> list:
+    """An array of ``item`` values (tokens, token types, merges)."""
+    value = field(reader, key, default)
+    if not isinstance(value, list):
+        raise CheckpointError(f"{reader.path}: metadata {key} must be an array, got {shown(value)}")
+    bad = next((v for v in value if not isinstance(v, item) or isinstance(v, bool)), None)
+    if bad is not None:
+        raise CheckpointError(f"{reader.path}: metadata {key} must hold {item.__name__} values, "
+                              f"got {shown(bad)}")
+    return value
 
 
 # ----------------------------------------------------------------------------- fingerprints

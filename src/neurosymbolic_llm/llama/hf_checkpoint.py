@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Optional
 
 import torch
 
 from neurosymbolic_llm.llama.bpe import BPETokenizer, pattern_from_tokenizer_json
-from neurosymbolic_llm.llama.errors import CheckpointError
+from neurosymbolic_llm.llama.checks import model_args, need_dict, need_int
+from neurosymbolic_llm.llama.errors import CheckpointError, shown
 from neurosymbolic_llm.llama.fingerprint import Fingerprint
+from neurosymbolic_llm.llama.layout import expected_shapes
 from neurosymbolic_llm.llama.mapped_file import MappedFile
 from neurosymbolic_llm.llama.model import ModelArgs, Transformer
 from neurosymbolic_llm.llama.tensor_names import TensorNames
@@ -32,6 +35,13 @@ from neurosymbolic_llm.llama.tensor_names import TensorNames
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+# every dtype of the safetensors format -> bytes per element (checked against the data offsets)
+_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+             "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_MAX_HEADER = 100 << 20  # the safetensors library refuses longer headers too
+_LLAMA3_ROPE = {"factor": "rope_scale_factor", "low_freq_factor": "rope_low_freq_factor",
+                "high_freq_factor": "rope_high_freq_factor",
+                "original_max_position_embeddings": "rope_original_max_seq_len"}
 _NAMES = TensorNames(
     {"model.embed_tokens.weight": "tok_embeddings.weight", "model.norm.weight": "norm.weight",
      "lm_head.weight": "output.weight"},
@@ -48,7 +58,7 @@ def _read_json(path: Path, what: str) -> dict:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path} not found: a Hugging Face folder needs {what}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # ValueError: JSON, huge integers
         raise CheckpointError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} must hold a JSON object, got {type(obj).__name__}")
@@ -64,52 +74,63 @@ def hf_model_args(folder, **runtime) -> ModelArgs:
     c = _read_json(path, "config.json")
     mt = c.get("model_type")
     if mt != "llama":
-        raise CheckpointError(f"{path}: model_type {mt!r} is not supported: only 'llama' "
+        raise CheckpointError(f"{path}: model_type {shown(mt)} is not supported: only 'llama' "
                               f"(LlamaForCausalLM: Llama 2/3, SmolLM2, TinyLlama, ...)")
     for key, what in (("attention_bias", "attention biases"), ("mlp_bias", "MLP biases")):
         if c.get(key):
             raise CheckpointError(f"{path}: {what} ({key}: true) are not supported")
     if c.get("hidden_act", "silu") != "silu":
-        raise CheckpointError(f"{path}: hidden_act {c['hidden_act']!r} is not supported (only silu)")
-    rope = dict(c.get("rope_parameters") or {})
-    rope.update(c.get("rope_scaling") or {})
+        raise CheckpointError(f"{path}: hidden_act {shown(c['hidden_act'])} is not supported (only silu)")
+    rope = dict(need_dict(path, "rope_parameters", c.get("rope_parameters") or {}))
+    rope.update(need_dict(path, "rope_scaling", c.get("rope_scaling") or {}))
     theta = rope.get("rope_theta", c.get("rope_theta", 10000.0))
     kind = rope.get("rope_type", rope.get("type", "default"))
     scaled = {}
     if kind == "llama3":
-        scaled = dict(use_scaled_rope=True, rope_scale_factor=rope["factor"],
-                      rope_low_freq_factor=rope["low_freq_factor"],
-                      rope_high_freq_factor=rope["high_freq_factor"],
-                      rope_original_max_seq_len=rope["original_max_position_embeddings"])
+        missing = [k for k in _LLAMA3_ROPE if k not in rope]
+        if missing:
+            raise CheckpointError(f"{path}: rope_scaling of type 'llama3' lacks {missing[0]!r}")
+        scaled = {name: (f"rope_scaling.{key}", rope[key]) for key, name in _LLAMA3_ROPE.items()}
+        scaled["use_scaled_rope"] = ("rope_scaling.rope_type", True)
     elif kind != "default":
-        raise CheckpointError(f"{path}: RoPE scaling of type {kind!r} is not supported (only "
+        raise CheckpointError(f"{path}: RoPE scaling of type {shown(kind)} is not supported (only "
                               f"none or 'llama3')")
-    try:
-        dim, n_heads = c["hidden_size"], c["num_attention_heads"]
-        return ModelArgs(dim=dim, n_layers=c["num_hidden_layers"], n_heads=n_heads,
-                         n_kv_heads=c.get("num_key_value_heads") or n_heads,
-                         vocab_size=c["vocab_size"], hidden_dim=c["intermediate_size"],
-                         head_dim=c.get("head_dim") or dim // n_heads,
-                         norm_eps=c.get("rms_norm_eps", 1e-6), rope_theta=theta,
-                         tie_word_embeddings=bool(c.get("tie_word_embeddings", False)),
-                         **scaled, **runtime)
-    except KeyError as e:
-        raise CheckpointError(f"{path} lacks the field {e.args[0]!r}") from None
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: {e}") from e
+    missing = [k for k in ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size",
+                           "intermediate_size") if k not in c]
+    if missing:
+        raise CheckpointError(f"{path} lacks the field {missing[0]!r}")
+    dim = need_int(path, "hidden_size", c["hidden_size"])
+    n_heads = need_int(path, "num_attention_heads", c["num_attention_heads"])
+    return model_args(path, {
+        "dim": ("hidden_size", dim), "n_layers": ("num_hidden_layers", c["num_hidden_layers"]),
+        "n_heads": ("num_attention_heads", n_heads),
+        "n_kv_heads": ("num_key_value_heads", c.get("num_key_value_heads") or n_heads),
+        "vocab_size": ("vocab_size", c["vocab_size"]),
+        "hidden_dim": ("intermediate_size", c["intermediate_size"]),
+        "head_dim": ("head_dim", c.get("head_dim") or dim // n_heads),
+        "norm_eps": ("rms_norm_eps", c.get("rms_norm_eps", 1e-6)),
+        "rope_theta": ("rope_theta", theta),
+        "tie_word_embeddings": ("tie_word_embeddings", c.get("tie_word_embeddings") or False),
+        **scaled}, **runtime)
 
 
 # ----------------------------------------------------------------------------- weights
 
 def shard_files(folder) -> list[Path]:
     """The safetensors files of a folder, in index order (one ``model.safetensors`` or the shards
-    named by ``model.safetensors.index.json``)."""
+    named by ``model.safetensors.index.json``, which must be plain file names inside the folder:
+    no absolute path, no ``..``)."""
     folder = Path(folder)
     if (folder / INDEX).is_file():
         index = _read_json(folder / INDEX, INDEX)
-        names = list(dict.fromkeys((index.get("weight_map") or {}).values()))
+        weight_map = need_dict(folder / INDEX, "weight_map", index.get("weight_map") or {})
+        names = list(dict.fromkeys(weight_map.values()))
         if not names:
             raise CheckpointError(f"{folder / INDEX} has no weight_map")
+        for n in names:
+            if not isinstance(n, str) or not _inside(n):
+                raise CheckpointError(f"{folder / INDEX}: weight_map names the file {shown(n)}: "
+                                      f"shard files must lie inside the checkpoint folder")
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise CheckpointError(f"{folder / missing[0]} (named in {INDEX}) not found")
@@ -118,6 +139,14 @@ def shard_files(folder) -> list[Path]:
         return [folder / SINGLE]
     raise CheckpointError(f"{folder} holds no {SINGLE} or {INDEX}: Hugging Face weights must be "
                           f"safetensors")
+
+
+def _inside(name: str) -> bool:
+    """A relative path that stays in its folder (checked on the name: Hugging Face's cache links
+    shard files to blobs elsewhere, which is the folder owner's choice, not the index's)."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    return bool(parts) and "\0" not in name and not PurePosixPath(name).is_absolute() \
+        and not PureWindowsPath(name).drive and ".." not in parts and parts[0] != "/"
 
 
 def state_key(name: str) -> Optional[str]:
@@ -146,27 +175,39 @@ def load_hf_model(folder, *, max_seq_len: int = 2048, max_batch_size: int = 32, 
     (stored dtype on the CPU: used in place from the mapped file, like Meta's loader)."""
     folder = Path(folder)
     args = hf_model_args(folder, max_seq_len=max_seq_len, max_batch_size=max_batch_size)
-    with torch.device("meta"):
-        model = Transformer(args)
-    expected = model.state_dict()
-    heads = {"attention.wq": args.n_heads, "attention.wk": args.n_kv_heads}
-    state: dict[str, torch.Tensor] = {}
-    for shard in shard_files(folder):
-        header, base = _safetensors_header(shard)
-        f = MappedFile(shard)
+    shards = [(shard, *_safetensors_header(shard)) for shard in shard_files(folder)]
+    n_tensors = sum(len(h) for _, h, _ in shards)
+    expected = expected_shapes(args, n_tensors, folder / "config.json")
+    found: set = set()
+    for shard, header, _ in shards:  # every name, shape and dtype before anything is built
         for name, info in header.items():
-            if name == "__metadata__":
-                continue
             key = state_key(name)
             if key is None or key not in expected:
-                raise CheckpointError(f"{shard}: tensor {name!r} is not part of a llama network with "
-                                      f"{args.n_layers} layers (config.json): not supported")
-            if tuple(info["shape"]) != tuple(expected[key].shape):
+                raise CheckpointError(f"{shard}: tensor {shown(name)} is not part of a llama network "
+                                      f"with {args.n_layers} layers (config.json): not supported")
+            if key in found:
+                raise CheckpointError(f"{shard}: tensor {name!r} appears a second time")
+            found.add(key)
+            if tuple(info["shape"]) != expected[key]:
                 raise CheckpointError(f"{shard}: tensor {name!r} has shape {tuple(info['shape'])} but "
-                                      f"config.json implies {tuple(expected[key].shape)}")
+                                      f"config.json implies {expected[key]}")
             if info["dtype"] not in _DTYPES:
                 raise CheckpointError(f"{shard}: tensor {name!r} has dtype {info['dtype']}: expected "
                                       f"one of {', '.join(_DTYPES)}")
+    if args.tie_word_embeddings:
+        found.add("output.weight")
+    missing = [k for k in expected if k not in found]
+    if missing:
+        raise CheckpointError(f"{folder}: weight for {missing[0]!r} is missing from the safetensors "
+                              f"files ({len(missing)} missing)")
+    with torch.device("meta"):
+        model = Transformer(args)
+    heads = {"attention.wq": args.n_heads, "attention.wk": args.n_kv_heads}
+    state: dict[str, torch.Tensor] = {}
+    for shard, header, base in shards:
+        f = MappedFile(shard)
+        for name, info in header.items():
+            key = state_key(name)
             begin, end = (base + o for o in info["data_offsets"])
             t = f.tensor(begin, end - begin, _DTYPES[info["dtype"]], info["shape"])
             n = heads.get(key.split(".", 2)[-1].rsplit(".", 1)[0])
@@ -177,11 +218,7 @@ def load_hf_model(folder, *, max_seq_len: int = 2048, max_batch_size: int = 32, 
                 f.release(begin, end - begin)  # copied out: its pages are not needed any more
             del t
     if args.tie_word_embeddings:
-        state.setdefault("output.weight", state.get("tok_embeddings.weight"))
-    missing = [k for k in expected if state.get(k) is None]
-    if missing:
-        raise CheckpointError(f"{folder}: weight for {missing[0]!r} is missing from the safetensors "
-                              f"files ({len(missing)} missing)")
+        state.setdefault("output.weight", state["tok_embeddings.weight"])
     model.load_state_dict(state, strict=True, assign=True)
     model.tie_weights()
     model.requires_grad_(False)
@@ -189,17 +226,57 @@ def load_hf_model(folder, *, max_seq_len: int = 2048, max_batch_size: int = 32, 
 
 
 def _safetensors_header(path: Path) -> tuple[dict, int]:
-    """(header dict, offset of the data section) of a safetensors file."""
+    """(tensor name -> {"dtype", "shape", "data_offsets"}, offset of the data section) of a
+    safetensors file, ``__metadata__`` left out. Checked against the file before anything is read:
+    the header length, each entry's fields, offsets inside the data section that match the shape
+    and dtype, no two tensors sharing bytes."""
+    size = path.stat().st_size
     with open(path, "rb") as fh:
         raw = fh.read(8)
         if len(raw) != 8:
             raise CheckpointError(f"{path} is not a safetensors file (too short)")
         (n,) = struct.unpack("<Q", raw)
+        if n > min(size - 8, _MAX_HEADER):
+            raise CheckpointError(f"{path}: the header length {n} is larger than the file ({size} "
+                                  f"bytes) or the format's limit ({_MAX_HEADER}): not a safetensors "
+                                  f"file (truncated?)")
         try:
             header = json.loads(fh.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise CheckpointError(f"{path} is not a safetensors file: {e}") from e
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the safetensors header must be a JSON object, got "
+                              f"{type(header).__name__}")
+    header.pop("__metadata__", None)
+    data_size = size - 8 - n
+    spans = []
+    for name, info in header.items():
+        where = f"{path}: tensor {shown(name)}"
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+            raise CheckpointError(f"{where} must have dtype, shape and data_offsets, got {shown(info)}")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if not isinstance(dtype, str) or dtype not in _ITEMSIZE:
+            raise CheckpointError(f"{where} has the unknown dtype {shown(dtype)}")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise CheckpointError(f"{where} has the shape {shown(shape)}: expected a list of sizes")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_int, offsets))
+                and 0 <= offsets[0] <= offsets[1] <= data_size):
+            raise CheckpointError(f"{where} has data_offsets {shown(offsets)}: expected [begin, end] "
+                                  f"inside the data section of {data_size} bytes")
+        if offsets[1] - offsets[0] != math.prod(shape) * _ITEMSIZE[dtype]:
+            raise CheckpointError(f"{where} has data_offsets {offsets} ({offsets[1] - offsets[0]} "
+                                  f"bytes) but its shape {shape} of {dtype} needs "
+                                  f"{math.prod(shape) * _ITEMSIZE[dtype]}")
+        spans.append((offsets[0], offsets[1], name))
+    spans.sort()
+    for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
+        if begin < end:
+            raise CheckpointError(f"{path}: tensors {shown(a)} and {shown(b)} overlap")
     return header, 8 + n
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def hf_fingerprint(folder) -> str:
@@ -226,7 +303,7 @@ def hf_fingerprint(folder) -> str:
 def _token_name(value) -> Optional[str]:
     """tokenizer_config.json writes special tokens as strings or {"content": ...}."""
     if isinstance(value, dict):
-        return value.get("content")
+        value = value.get("content")
     return value if isinstance(value, str) else None
 
 
@@ -237,10 +314,41 @@ def hf_chat_template(folder) -> Optional[str]:
     cfg = _read_json(cfg_path, "tokenizer_config.json") if cfg_path.is_file() else {}
     template = cfg.get("chat_template")
     if isinstance(template, list):  # named templates: the default one
-        template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+        template = next((t.get("template") for t in template
+                         if isinstance(t, dict) and t.get("name") == "default"), None)
     if template is None and (folder / "chat_template.jinja").is_file():
-        template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        try:
+            template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise CheckpointError(f"{folder / 'chat_template.jinja'} is not UTF-8 text: {e}") from e
     return template
+
+
+def _vocabulary(path: Path, tj: dict, size: Optional[int]) -> tuple[dict, dict, list]:
+    """(text -> id of model.vocab, added token text -> id, tokens by id) of a tokenizer.json.
+    Every id is checked before the table is allocated: an integer in 0..size-1 (``size``:
+    config.json's vocab_size; without one, ids may not exceed twice the number of tokens)."""
+    model = tj["model"]
+    vocab = need_dict(path, "model.vocab", model.get("vocab") or {})
+    added = tj.get("added_tokens") or []
+    if not isinstance(added, list) or not all(isinstance(t, dict) and isinstance(t.get("content"), str)
+                                              for t in added):
+        raise CheckpointError(f"{path}: added_tokens must be a list of {{\"id\", \"content\"}} "
+                              f"objects, got {shown(added)}")
+    special = {t["content"]: t.get("id") for t in added}
+    limit = size if size is not None else 2 * (len(vocab) + len(special))
+    for what, table in (("model.vocab", vocab), ("added_tokens", special)):
+        for text, i in table.items():
+            if not (isinstance(i, int) and not isinstance(i, bool) and 0 <= i < limit):
+                raise CheckpointError(
+                    f"{path}: {what} gives {shown(text, 80)} the id {shown(i, 40)}: expected an "
+                    f"integer in 0..{limit - 1} (" + ("config.json's vocab_size)" if size is not None
+                                                      else "twice the number of tokens)"))
+    tokens: list[Optional[str]] = [None] * (max(list(vocab.values()) + list(special.values()),
+                                                default=-1) + 1)
+    for text, i in vocab.items():
+        tokens[i] = text
+    return vocab, special, tokens
 
 
 def hf_tokenizer(folder) -> tuple[BPETokenizer, Optional[str]]:
@@ -248,26 +356,27 @@ def hf_tokenizer(folder) -> tuple[BPETokenizer, Optional[str]]:
     folder = Path(folder)
     path = folder / "tokenizer.json"
     tj = _read_json(path, "tokenizer.json (a byte-level BPE tokenizer)")
-    model = tj.get("model") or {}
+    model = need_dict(path, "model", tj.get("model") or {})
+    tj["model"] = model
     if model.get("byte_fallback"):
         raise CheckpointError(f"{path}: a SentencePiece-style BPE (byte_fallback: Llama 2, TinyLlama, "
                               f"Mistral, ...) is not supported: only byte-level BPE (GPT-2 family)")
     if model.get("type") != "BPE" or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
-        raise CheckpointError(f"{path}: tokenizer model {model.get('type')!r} is not supported: only "
-                              f"byte-level BPE (no subword prefix/suffix)")
+        raise CheckpointError(f"{path}: tokenizer model {shown(model.get('type'))} is not supported: "
+                              f"only byte-level BPE (no subword prefix/suffix)")
     if tj.get("normalizer") is not None:
-        raise CheckpointError(f"{path}: normalizer {tj['normalizer'].get('type')!r} is not "
-                              f"supported (byte-level BPE has none)")
+        raise CheckpointError(f"{path}: normalizer {shown(tj['normalizer'])} is not supported "
+                              f"(byte-level BPE has none)")
     pattern = pattern_from_tokenizer_json(tj.get("pre_tokenizer"), str(path))
-    vocab: dict[str, int] = model.get("vocab") or {}
-    special = {t["content"]: int(t["id"]) for t in tj.get("added_tokens") or []}
-    n = max(list(vocab.values()) + list(special.values())) + 1
-    tokens: list[Optional[str]] = [None] * n
-    for text, i in vocab.items():
-        tokens[i] = text
+    config = _read_json(folder / "config.json", "config.json") if (folder / "config.json").is_file() else {}
+    size = config.get("vocab_size")
+    size = need_int(folder / "config.json", "vocab_size", size) if size is not None else None
+    vocab, special, tokens = _vocabulary(path, tj, size)
+    merges = model.get("merges") or []
+    if not isinstance(merges, list):
+        raise CheckpointError(f"{path}: model.merges must be a list, got {shown(merges)}")
     cfg_path = folder / "tokenizer_config.json"
     cfg = _read_json(cfg_path, "tokenizer_config.json") if cfg_path.is_file() else {}
-    config = _read_json(folder / "config.json", "config.json") if (folder / "config.json").is_file() else {}
 
     def token_id(key) -> Optional[int]:
         name = _token_name(cfg.get(f"{key}_token"))
@@ -276,9 +385,11 @@ def hf_tokenizer(folder) -> tuple[BPETokenizer, Optional[str]]:
                 return special[name]
             if name in vocab:
                 return vocab[name]
-            raise CheckpointError(f"{cfg_path}: {key}_token {name!r} is not in {path}")
+            raise CheckpointError(f"{cfg_path}: {key}_token {shown(name)} is not in {path}")
         value = config.get(f"{key}_token_id")
-        return value[0] if isinstance(value, list) else value
+        if isinstance(value, list):
+            value = value[0] if value else None
+        return None if value is None else need_int(folder / "config.json", f"{key}_token_id", value, 0)
 
     eos = token_id("eos")
     if eos is None:
@@ -289,13 +400,14 @@ def hf_tokenizer(folder) -> tuple[BPETokenizer, Optional[str]]:
     gen_path = folder / "generation_config.json"
     if gen_path.is_file():
         value = _read_json(gen_path, "generation_config.json").get("eos_token_id")
-        stops |= set(value if isinstance(value, list) else [] if value is None else [value])
+        values = value if isinstance(value, list) else [] if value is None else [value]
+        stops |= {need_int(gen_path, "eos_token_id", v, 0) for v in values}
     pad = token_id("pad")
     if pad is None:
         pad = special.get("<|finetune_right_pad_id|>", eos)
     unk = _token_name(model.get("unk_token"))
     tok = BPETokenizer.from_vocab(
-        name=str(path), tokens=tokens, merges=model.get("merges") or [], pattern=pattern,
+        name=str(path), tokens=tokens, merges=merges, pattern=pattern,
         special_tokens=special, bos_id=token_id("bos"), eos_id=eos, eot_id=eot, pad_id=pad,
         stop_tokens=stops, unk_id=vocab.get(unk) if unk is not None else None)
     return tok, hf_chat_template(folder)
