@@ -87,11 +87,12 @@ def hf_model_args(folder, **runtime) -> ModelArgs:
     kind = rope.get("rope_type", rope.get("type", "default"))
     scaled = {}
     if kind == "llama3":
+        where = "rope_scaling" if c.get("rope_scaling") else "rope_parameters"
         missing = [k for k in _LLAMA3_ROPE if k not in rope]
         if missing:
-            raise CheckpointError(f"{path}: rope_scaling of type 'llama3' lacks {missing[0]!r}")
-        scaled = {name: (f"rope_scaling.{key}", rope[key]) for key, name in _LLAMA3_ROPE.items()}
-        scaled["use_scaled_rope"] = ("rope_scaling.rope_type", True)
+            raise CheckpointError(f"{path}: {where} of type 'llama3' lacks {missing[0]!r}")
+        scaled = {name: (f"{where}.{key}", rope[key]) for key, name in _LLAMA3_ROPE.items()}
+        scaled["use_scaled_rope"] = (f"{where}.rope_type", True)
     elif kind != "default":
         raise CheckpointError(f"{path}: RoPE scaling of type {shown(kind)} is not supported (only "
                               f"none or 'llama3')")
