@@ -124,17 +124,6 @@ def test_a_huge_token_id_fails_before_allocating(tiny_formats, tmp_path):
     assert peak < 50e6, f"{peak / 1e6:.0f} MB allocated before the error"
 
 
-def test_gguf_counts_beyond_the_file_fail_at_once(tiny_formats, tmp_path):
-    src = tiny_formats["tied"]["Q8_0"]
-    g = hf.GGUF.parse(src.read_bytes())
-    for what, kw in (("tensor count", dict(n_tensors=2 ** 40)), ("metadata count", dict(n_kv=2 ** 63))):
-        path = tmp_path / "c.gguf"
-        path.write_bytes(g.to_bytes(**kw))
-        with pytest.raises(CheckpointError, match=rf"c\.gguf: corrupt GGUF header .* the {what}") as e:
-            open_checkpoint(path).args()
-        one_line(e)
-
-
 # ----------------------------------------------------------------------------- exceptions -> one line
 
 def _gguf(edit):
@@ -199,9 +188,9 @@ CASES = {
                                   r"model-00001-of-\d+\.safetensors: the header length \d+ is larger"),
     "safetensors header a list": (_header(lambda h: [h]),
                                   r"safetensors: the safetensors header must be a JSON object, got list"),
-    "safetensors bad data_offsets": (_header(_set_emb(data_offsets=[0, 10 ** 12])),
+    "safetensors bad data_offsets": (_header(_set_emb(data_offsets=[100, 4])),
                                      r"tensor 'model\.embed_tokens\.weight' has data_offsets "
-                                     r"\[0, 1000000000000\]: expected \[begin, end\] inside"),
+                                     r"\[100, 4\]: expected \[begin, end\] inside"),
     "safetensors missing shape": (_header(_drop("shape")),
                                   r"tensor 'model\.embed_tokens\.weight' must have dtype, shape and "
                                   r"data_offsets"),
