@@ -107,15 +107,21 @@ def test_a_block_count_beyond_the_file_fails_before_building(fmt, tiny_ckpt, tin
     one_line(e)
 
 
-def test_a_huge_token_id_fails_before_allocating(tiny_formats, tmp_path):
-    """One added-token id of 30,000,000 in a 26 kB tokenizer.json: refused (config.json's
-    vocab_size) before a token table of that length (240 MB) is allocated."""
+@pytest.mark.parametrize("config_vocab, bound", [(None, r"config\.json's vocab_size"),
+                                                  (10 ** 12, r"twice the number of tokens")])
+def test_a_huge_token_id_fails_before_allocating(config_vocab, bound, tiny_formats, tmp_path):
+    """One added-token id of 30,000,000 in a 26 kB tokenizer.json: refused (by config.json's
+    vocab_size, or when that is as huge, by the number of tokens) before a token table of that
+    length (240 MB) is allocated."""
     folder = hf_copy(tiny_formats["tied"]["hf"], tmp_path / "h")
     edit_json(folder / "tokenizer.json", lambda t: t["added_tokens"][0].update(id=30_000_000))
+    if config_vocab:
+        edit_json(folder / "config.json", lambda c: c.update(vocab_size=config_vocab))
     tracemalloc.start()
     try:
         with pytest.raises(CheckpointError, match=r"tokenizer\.json: added_tokens gives "
-                                                  r"'<\|endoftext\|>' the id 30000000") as e:
+                                                  r"'<\|endoftext\|>' the id 30000000: expected an "
+                                                  rf"integer in 0\.\.\d+ \({bound}\)") as e:
             open_checkpoint(folder).load_tokenizer()
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -331,3 +337,14 @@ def test_the_entry_script_prints_one_line_and_exits_2(case, tiny_formats, tmp_pa
     assert res.returncode == 2 and len(lines) == 1, res.stderr[-3000:]
     assert lines[0].startswith("error: ") and re.search(message, lines[0]), lines[0]
     assert not (root / "gathered_data_t").exists()
+
+
+def test_a_llama3_chat_without_bos_is_refused_at_load(tiny_formats, tmp_path):
+    """Found by the fuzzer: a GGUF without tokenizer.ggml.bos_token_id loaded, then every Llama 3
+    prompt began with the id None (a TypeError far from the file)."""
+    path = gguf_copy(tiny_formats["gqa"]["F32"], tmp_path / "nobos.gguf",
+                     lambda g: g.items.remove(g.item("tokenizer.ggml.bos_token_id")))
+    with pytest.raises(CheckpointError, match=r"nobos\.gguf: the Llama 3 chat format begins with a "
+                                              r"BOS token, which the tokenizer does not name") as e:
+        build(path)
+    one_line(e)

@@ -43,6 +43,9 @@ class Llama3ChatFormat:
         self.header_start = _special(tokenizer, _HEADER_START, where)
         self.header_end = _special(tokenizer, _HEADER_END, where)
         self.end_of_turn = _special(tokenizer, _EOT, where)
+        if tokenizer.bos_id is None:
+            raise CheckpointError(f"{where}: the Llama 3 chat format begins with a BOS token, which "
+                                  f"the tokenizer does not name (bos_token / bos_token_id)")
 
     def encode_header(self, message: dict) -> list[int]:
         enc = self.tokenizer.encode

@@ -327,8 +327,9 @@ def hf_chat_template(folder) -> Optional[str]:
 
 def _vocabulary(path: Path, tj: dict, size: Optional[int]) -> tuple[dict, dict, list]:
     """(text -> id of model.vocab, added token text -> id, tokens by id) of a tokenizer.json.
-    Every id is checked before the table is allocated: an integer in 0..size-1 (``size``:
-    config.json's vocab_size; without one, ids may not exceed twice the number of tokens)."""
+    Every id is checked before the table is allocated: an integer >= 0, below config.json's
+    vocab_size (``size``) and below twice the number of tokens (gaps are allowed, a table mostly
+    of gaps is not: its length stays proportional to the file)."""
     model = tj["model"]
     vocab = need_dict(path, "model.vocab", model.get("vocab") or {})
     added = tj.get("added_tokens") or []
@@ -337,14 +338,14 @@ def _vocabulary(path: Path, tj: dict, size: Optional[int]) -> tuple[dict, dict, 
         raise CheckpointError(f"{path}: added_tokens must be a list of {{\"id\", \"content\"}} "
                               f"objects, got {shown(added)}")
     special = {t["content"]: t.get("id") for t in added}
-    limit = size if size is not None else 2 * (len(vocab) + len(special))
+    limit, why = 2 * (len(vocab) + len(special)), "twice the number of tokens"
+    if size is not None and size < limit:
+        limit, why = size, "config.json's vocab_size"
     for what, table in (("model.vocab", vocab), ("added_tokens", special)):
         for text, i in table.items():
             if not (isinstance(i, int) and not isinstance(i, bool) and 0 <= i < limit):
-                raise CheckpointError(
-                    f"{path}: {what} gives {shown(text, 80)} the id {shown(i, 40)}: expected an "
-                    f"integer in 0..{limit - 1} (" + ("config.json's vocab_size)" if size is not None
-                                                      else "twice the number of tokens)"))
+                raise CheckpointError(f"{path}: {what} gives {shown(text, 80)} the id {shown(i, 40)}: "
+                                      f"expected an integer in 0..{limit - 1} ({why})")
     tokens: list[Optional[str]] = [None] * (max(list(vocab.values()) + list(special.values()),
                                                 default=-1) + 1)
     for text, i in vocab.items():
