@@ -2,7 +2,7 @@
 
 Every format's loader names the file and the key of a value (``params.json``'s ``n_layers``,
 ``config.json``'s ``num_hidden_layers``, GGUF's ``llama.block_count``) and hands it here: sizes must
-be integers >= 1, numbers finite (``rope_theta``, ``norm_eps`` also > 0), flags booleans. A wrong
+be integers in 1..2^31-1, numbers finite (``rope_theta``, ``norm_eps`` also > 0), flags booleans. A wrong
 value is one ``CheckpointError`` line naming the file, the key and the value, capped at
 200 characters (``errors.shown``) because the value comes from a file anyone may have written.
 """
@@ -15,6 +15,7 @@ from typing import Any
 from neurosymbolic_llm.llama.errors import CheckpointError, shown
 from neurosymbolic_llm.llama.model import ModelArgs
 
+MAX_INT = 2 ** 31 - 1  # no size or id of a model comes near; torch's sizes overflow at 2^63
 # ModelArgs fields by kind; the optional ones may be None (absent from the file)
 _INTS = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "head_dim",
          "hidden_dim", "rope_original_max_seq_len")
@@ -25,11 +26,11 @@ _OPTIONAL = ("n_kv_heads", "ffn_dim_multiplier", "rope_freq_factors", "head_dim"
 
 
 def need_int(where, key: str, value: Any, minimum: int = 1) -> int:
-    """An integer >= ``minimum`` (JSON true/false are not integers)."""
+    """An integer in ``minimum``..``MAX_INT`` (JSON true/false are not integers)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise CheckpointError(f"{where}: {key} must be an integer, got {shown(value)}")
-    if value < minimum:
-        raise CheckpointError(f"{where}: {key} = {value} must be >= {minimum}")
+    if not minimum <= value <= MAX_INT:
+        raise CheckpointError(f"{where}: {key} = {shown(value, 40)} must be in {minimum}..{MAX_INT}")
     return value
 
 

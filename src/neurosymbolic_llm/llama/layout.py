@@ -25,7 +25,7 @@ def expected_shapes(args: ModelArgs, n_tensors: int, where) -> dict[str, tuple]:
     try:
         with torch.device("meta"):
             one = Transformer(dataclasses.replace(args, n_layers=1)).state_dict()
-    except (RuntimeError, ValueError, OverflowError) as e:
+    except (RuntimeError, ValueError, OverflowError, TypeError) as e:  # sizes torch refuses
         raise CheckpointError(f"{where}: the architecture's sizes are not usable: {e}") from e
     head = {k: tuple(v.shape) for k, v in one.items() if not k.startswith("layers.")}
     block = {k[len("layers.0."):]: tuple(v.shape) for k, v in one.items() if k.startswith("layers.0.")}
