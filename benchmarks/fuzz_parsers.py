@@ -26,7 +26,8 @@ from hypothesis import HealthCheck, given, seed, settings, strategies as st  # n
 
 
 def tiny_meta(folder: Path) -> Path:
-    """tests/conftest.py's tiny Meta checkpoint (its TINY_PARAMS, random weights, Llama 3's tokenizer)."""
+    """tests/conftest.py's tiny Meta checkpoint (TINY_PARAMS, random weights, Llama 3's
+    tokenizer)."""
     from conftest import TINY_PARAMS
     from neurosymbolic_llm.llama.checkpoint import save_checkpoint
     from neurosymbolic_llm.llama.model import ModelArgs, Transformer

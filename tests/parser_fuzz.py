@@ -252,7 +252,8 @@ def exercise(path: str) -> None:
     import torch
     from neurosymbolic_llm.llama.generation import Llama
     llama = Llama.build(path, device="cpu", dtype=torch.float32, max_seq_len=64, max_batch_size=1)
-    ids = llama.formatter.encode_dialog_prompt([{"role": "user", "content": "What is 12 + 7? été 😀"}])
+    dialog = [{"role": "user", "content": "What is 12 + 7? été 😀"}]
+    ids = llama.formatter.encode_dialog_prompt(dialog)
     assert llama.tokenizer.decode(ids)
     with torch.no_grad():
         llama.model(torch.tensor([ids[-32:]]))

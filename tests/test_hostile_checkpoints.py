@@ -200,6 +200,11 @@ CASES = {
     "safetensors missing shape": (_header(_drop("shape")),
                                   r"tensor 'model\.embed_tokens\.weight' must have dtype, shape and "
                                   r"data_offsets"),
+    "index weight_map value a list": (  # found by the fuzzer
+        _hf("model.safetensors.index.json", lambda i: i["weight_map"].update(
+            {"model.norm.weight": []})),
+        r"model\.safetensors\.index\.json: weight_map gives 'model\.norm\.weight' the value \[\]: "
+        r"expected a file name"),
     "config hidden_size a string": (_hf("config.json", lambda c: c.update(hidden_size="64")),
                                     r"config\.json: hidden_size must be an integer, got '64'"),
     "config rope_scaling without factor": (

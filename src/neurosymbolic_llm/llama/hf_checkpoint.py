@@ -80,7 +80,8 @@ def hf_model_args(folder, **runtime) -> ModelArgs:
         if c.get(key):
             raise CheckpointError(f"{path}: {what} ({key}: true) are not supported")
     if c.get("hidden_act", "silu") != "silu":
-        raise CheckpointError(f"{path}: hidden_act {shown(c['hidden_act'])} is not supported (only silu)")
+        raise CheckpointError(f"{path}: hidden_act {shown(c['hidden_act'])} is not supported "
+                              f"(only silu)")
     rope = dict(need_dict(path, "rope_parameters", c.get("rope_parameters") or {}))
     rope.update(need_dict(path, "rope_scaling", c.get("rope_scaling") or {}))
     theta = rope.get("rope_theta", c.get("rope_theta", 10000.0))
@@ -125,13 +126,16 @@ def shard_files(folder) -> list[Path]:
     if (folder / INDEX).is_file():
         index = _read_json(folder / INDEX, INDEX)
         weight_map = need_dict(folder / INDEX, "weight_map", index.get("weight_map") or {})
-        names = list(dict.fromkeys(weight_map.values()))
-        if not names:
+        if not weight_map:
             raise CheckpointError(f"{folder / INDEX} has no weight_map")
-        for n in names:
-            if not isinstance(n, str) or not _inside(n):
+        for tensor, n in weight_map.items():
+            if not isinstance(n, str):
+                raise CheckpointError(f"{folder / INDEX}: weight_map gives {shown(tensor, 80)} the "
+                                      f"value {shown(n)}: expected a file name")
+            if not _inside(n):
                 raise CheckpointError(f"{folder / INDEX}: weight_map names the file {shown(n)}: "
                                       f"shard files must lie inside the checkpoint folder")
+        names = list(dict.fromkeys(weight_map.values()))
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise CheckpointError(f"{folder / missing[0]} (named in {INDEX}) not found")
