@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 import parser_fuzz  # noqa: E402
 
-EXAMPLES = 24
+EXAMPLES = 60
 
 
 @pytest.fixture(scope="module")
