@@ -47,7 +47,7 @@ GGUF_VALUES = [(hf.U32, 0), (hf.U32, 7), (hf.U32, 2 ** 32 - 1), (hf.I32, -1), (h
                (hf.ARRAY, (hf.U8, [])), (hf.ARRAY, (hf.STRING, ["a", "b"])),
                (hf.ARRAY, (hf.I32, [0, -1, 2 ** 31 - 1])), (hf.ARRAY, (hf.ARRAY, [(hf.U8, [1])]))]
 GGUF_DIMS = [[0], [2 ** 40], [64, 2 ** 62], [1, 1, 1, 1, 1], [64], [63, 64], [2 ** 64 - 1, 2]]
-GGUF_TYPES = [0, 1, 2, 8, 12, 24, 26, 30, 39, 99, 2 ** 32 - 1]
+GGUF_TYPES = [0, 1, 2, 8, 9, 12, 15, 24, 26, 28, 30, 39, 41, 99, 2 ** 32 - 1]
 GGUF_OFFSETS = [0, 1, 7, 32, 2 ** 40, 2 ** 64 - 1]
 GGUF_NAMES = ["", "x" * 300, "blk.99.attn_q.weight", "blk.0.attn_q.bias", "output.weight",
               "token_embd.weight", "rope_freqs.weight"]

@@ -356,3 +356,17 @@ def test_a_llama3_chat_without_bos_is_refused_at_load(tiny_formats, tmp_path):
                                               r"BOS token, which the tokenizer does not name") as e:
         build(path)
     one_line(e)
+
+
+@pytest.mark.parametrize("type_id, dims, message", [
+    (9, [32], r"tensor 'rope_freqs\.weight' has the type Q8_1: weights must be float or a "
+              r"quantization the gguf package reads"),
+    (28, [8], r"t\.gguf: rope_freq_factors has 8 values, expected head_dim/2 = 16")])
+def test_gguf_tensor_types_the_loader_cannot_read(type_id, dims, message, tiny_formats, tmp_path):
+    """rope_freqs (16 F32 values, 64 bytes) stored as Q8_1 (which the gguf package cannot
+    dequantize) or as F64: one line instead of NotImplementedError."""
+    path = gguf_copy(tiny_formats["gqa"]["F32"], tmp_path / "t.gguf",
+                     _tensor("rope_freqs.weight", type_id=type_id, dims=dims))
+    with pytest.raises(CheckpointError, match=message) as e:
+        build(path)
+    one_line(e)

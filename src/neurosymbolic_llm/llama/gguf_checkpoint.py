@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -44,6 +45,7 @@ _ROPE_FREQS = "rope_freqs.weight"
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
 _MISSING = object()
 _INTEGER_TYPES = ("I8", "I16", "I32", "I64")
+_FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
 
 
 def open_gguf(path) -> GGUFFile:
@@ -108,6 +110,7 @@ def gguf_model_args(reader: GGUFFile, **runtime) -> ModelArgs:
     factors = None
     if _ROPE_FREQS in names:
         t = next(t for t in reader.tensors if t.name == _ROPE_FREQS)
+        _check_readable(t, path)
         factors = _dequantize(t).float().reshape(-1).tolist()
     k = "llama."
     return model_args(path, {
@@ -123,11 +126,30 @@ def gguf_model_args(reader: GGUFFile, **runtime) -> ModelArgs:
         "tie_word_embeddings": ("output.weight", "output.weight" not in names)}, **runtime)
 
 
+@functools.cache
+def _dequantizable(qtype) -> bool:
+    """Whether the ``gguf`` package dequantizes this type (tried on one block of zeros)."""
+    from gguf import GGML_QUANT_SIZES, dequantize
+    try:
+        dequantize(np.zeros((1, GGML_QUANT_SIZES[qtype][1]), np.uint8), qtype)
+    except NotImplementedError:
+        return False
+    return True
+
+
+def _check_readable(t, path) -> None:
+    """A weight is float (F32, F16, BF16, F64) or a quantization the ``gguf`` package reads."""
+    kind = t.tensor_type.name
+    if kind not in _FLOAT_TYPES and (kind in _INTEGER_TYPES or not _dequantizable(t.tensor_type)):
+        raise CheckpointError(f"{path}: tensor {shown(t.name)} has the type {kind}: weights must be "
+                              f"float or a quantization the gguf package reads")
+
+
 def _dequantize(t) -> torch.Tensor:
-    """A GGUF tensor [rows, ne0] on the CPU: F32/F16/BF16 as stored (a view of the mapped file),
-    anything quantized dequantized to float32 by the ``gguf`` package."""
+    """A GGUF tensor [rows, ne0] on the CPU: F32/F16/F64/BF16 as stored (a view of the mapped
+    file), anything quantized dequantized to float32 by the ``gguf`` package."""
     from gguf import GGMLQuantizationType as Q, dequantize
-    if t.tensor_type in (Q.F32, Q.F16):
+    if t.tensor_type in (Q.F32, Q.F16, Q.F64):
         return torch.from_numpy(t.data)
     if t.tensor_type == Q.BF16:
         return torch.from_numpy(t.data).view(torch.bfloat16)
@@ -152,9 +174,7 @@ def load_gguf_model(path, *, max_seq_len: int = 2048, max_batch_size: int = 32,
         if key is None or key not in expected:
             raise CheckpointError(f"{path}: tensor {shown(t.name)} is not part of a llama network "
                                   f"with {args.n_layers} blocks: not supported")
-        if t.tensor_type.name in _INTEGER_TYPES:
-            raise CheckpointError(f"{path}: tensor {t.name!r} has the integer type "
-                                  f"{t.tensor_type.name}: weights must be float or quantized")
+        _check_readable(t, path)
         shape = tuple(reversed(t.shape))  # [rows, ne0]
         if shape != expected[key]:
             raise CheckpointError(f"{path}: tensor {t.name!r} has shape {shape} but the "
