@@ -205,6 +205,10 @@ CASES = {
             {"model.norm.weight": []})),
         r"model\.safetensors\.index\.json: weight_map gives 'model\.norm\.weight' the value \[\]: "
         r"expected a file name"),
+    "index shard name too long": (  # found by the fuzzer: an OSError echoing 5,000 characters
+        _hf("model.safetensors.index.json", lambda i: i["weight_map"].update(
+            {"model.norm.weight": "x" * 5000})),
+        r"model\.safetensors\.index\.json names the shard 'x{100,}\.\.\., which is not a file"),
     "config hidden_size a string": (_hf("config.json", lambda c: c.update(hidden_size="64")),
                                     r"config\.json: hidden_size must be an integer, got '64'"),
     "config rope_scaling without factor": (

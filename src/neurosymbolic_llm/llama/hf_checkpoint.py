@@ -136,14 +136,22 @@ def shard_files(folder) -> list[Path]:
                 raise CheckpointError(f"{folder / INDEX}: weight_map names the file {shown(n)}: "
                                       f"shard files must lie inside the checkpoint folder")
         names = list(dict.fromkeys(weight_map.values()))
-        missing = [n for n in names if not (folder / n).is_file()]
+        missing = [n for n in names if not _is_file(folder / n)]
         if missing:
-            raise CheckpointError(f"{folder / missing[0]} (named in {INDEX}) not found")
+            raise CheckpointError(f"{folder / INDEX} names the shard {shown(missing[0])}, which is "
+                                  f"not a file in {folder}")
         return [folder / n for n in names]
     if (folder / SINGLE).is_file():
         return [folder / SINGLE]
     raise CheckpointError(f"{folder} holds no {SINGLE} or {INDEX}: Hugging Face weights must be "
                           f"safetensors")
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system, ...
+        return False
 
 
 def _inside(name: str) -> bool:
