@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # GGUF metadata value types
 U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 = range(13)
@@ -47,7 +47,6 @@ class GGUF:
     tensors: list
     data: bytes
     alignment: int = 32  # the padding the data section was written with
-    extra: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ reading
     @classmethod
@@ -107,9 +106,6 @@ class GGUF:
 
     def tensor(self, name: str) -> TensorInfo:
         return next(t for t in self.tensors if t.name == name)
-
-    def copy(self) -> "GGUF":
-        return copy.deepcopy(self)
 
     # ------------------------------------------------------------------ writing
     def to_bytes(self, n_tensors: int | None = None, n_kv: int | None = None,

@@ -21,6 +21,7 @@ def fuzz(tiny_ckpt, tiny_formats, tmp_path_factory):
     worker.close()
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
 @given(data=st.data())

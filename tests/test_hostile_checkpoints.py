@@ -339,6 +339,7 @@ def _gather(ckpt, root):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["gguf alignment 0", "safetensors header a list"])
 def test_the_entry_script_prints_one_line_and_exits_2(case, tiny_formats, tmp_path):
     make, message = CASES[case]
