@@ -11,9 +11,10 @@ ECHO_LIMIT = 200
 
 
 def shown(value, limit: int = ECHO_LIMIT) -> str:
-    """``repr(value)`` (one line), cut to ``limit`` characters with an ellipsis."""
+    """``repr(value)`` (one line), cut to ``limit`` characters, saying how long it was (the same
+    form as the pipeline's ``errors.echo``)."""
     text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class LlamaError(ValueError):
