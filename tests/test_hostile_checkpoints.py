@@ -219,6 +219,9 @@ CASES = {
     "params multiple_of 2^64": (_params(lambda p: p.update(multiple_of=2 ** 64)),
                                 r"params\.json: multiple_of = 18446744073709551616 must be in "
                                 r"1\.\.2147483647"),
+    "params rope_freq_factors a number": (_params(lambda p: p.update(rope_freq_factors=5)),
+                                          r"params\.json: rope_freq_factors must be a list of "
+                                          r"numbers, got 5"),
     "params rope_theta 0": (_params(lambda p: p.update(rope_theta=0)),
                             r"params\.json: rope_theta = 0 must be a finite number > 0"),
     "params norm_eps NaN": (_params(lambda p: p.update(norm_eps=float("nan"))),

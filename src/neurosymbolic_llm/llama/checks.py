@@ -70,6 +70,8 @@ def model_args(where, values: dict[str, tuple[str, Any]], **runtime) -> ModelArg
         elif name in _BOOLS:
             kw[name] = need_bool(where, key, value)
         elif name == "rope_freq_factors":
+            if not isinstance(value, list):
+                raise CheckpointError(f"{where}: {key} must be a list of numbers, got {shown(value)}")
             kw[name] = [need_float(where, f"{key}[{i}]", v) for i, v in enumerate(value)]
         else:
             raise AssertionError(f"no check for ModelArgs.{name}")  # a new field needs its kind here
