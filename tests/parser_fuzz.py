@@ -41,6 +41,11 @@ OK = ("loaded", "error")
 JSON_VALUES = [0, -1, 1, 2 ** 31, 2 ** 40, 2 ** 64, 300_000_000, 1e308, float("nan"), float("inf"),
                -0.0, 0.5, "x", "", "64", "../../../../etc/passwd", "/etc/passwd", "x" * 5000, [],
                [1, 2], ["a", 3], {}, {"type": "x"}, None, True, False]
+# keys of params.json, config.json, tokenizer*.json and the index that the tiny files lack
+INSERTED_KEYS = ["rope_freq_factors", "ffn_dim_multiplier", "hidden_dim", "head_dim", "n_kv_heads",
+                 "use_scaled_rope", "rope_scaling", "rope_parameters", "num_key_value_heads",
+                 "eos_token_id", "bos_token_id", "pad_token", "unk_token", "chat_template",
+                 "normalizer", "added_tokens", "weight_map", "__metadata__"]
 GGUF_VALUES = [(hf.U32, 0), (hf.U32, 7), (hf.U32, 2 ** 32 - 1), (hf.I32, -1), (hf.U64, 2 ** 64 - 1),
                (hf.U64, 2 ** 40), (hf.F32, float("nan")), (hf.F64, float("inf")), (hf.F32, 0.0),
                (hf.STRING, "x"), (hf.STRING, ""), (hf.STRING, "x" * 5000), (hf.BOOL, True),
@@ -131,8 +136,12 @@ def _json_edit(draw, obj) -> tuple[str, object]:
     paths = hf.json_paths(obj)
     if not paths:
         return "replaced whole", draw(st.sampled_from(JSON_VALUES))
+    how = draw(st.sampled_from(["replace", "delete", "insert"]))
+    if how == "insert" and isinstance(obj, dict):  # a key the valid file lacks
+        key, value = draw(st.sampled_from(INSERTED_KEYS)), draw(st.sampled_from(JSON_VALUES))
+        return f"[{key!r}] = {value!r:.60} added", {**obj, key: value}
     path = draw(st.sampled_from(paths))
-    if draw(st.booleans()):
+    if how != "delete":
         value = draw(st.sampled_from(JSON_VALUES))
         return f"{list(path)} = {value!r:.60}", hf.set_json(obj, path, value)
     out = hf.set_json(obj, path, None)
