@@ -33,7 +33,7 @@ from neurosymbolic_llm.pipeline.evaluation import (EvaluationOptions, answer_tok
 from neurosymbolic_llm.pipeline.files import MiB, atomic_write_csv, check_output_folders
 from neurosymbolic_llm.pipeline.intervention import InterventionOptions
 from neurosymbolic_llm.pipeline.locks import stage_lock
-from neurosymbolic_llm.pipeline.maps import load_maps, model_info, save_maps
+from neurosymbolic_llm.pipeline.maps import load_maps, model_info_of, save_maps
 from neurosymbolic_llm.pipeline.methods import BaselineOptions
 from neurosymbolic_llm.pipeline.options import (DataOptions, ModelOptions, RunOptions, SymbolicOptions, to_dict)
 from neurosymbolic_llm.pipeline.paths import results_dir, run_name_or_today
@@ -142,10 +142,11 @@ def load_maps_for(cfg: FineTuneConfig, llama) -> Maps:
     if not cfg.encoder_path or not cfg.decoder_path:
         raise ConfigError("--encoder_path and --decoder_path are required for the neurosymbolic model, "
                           "the stage-2 adapter and the gate statistics")
-    info = model_info(llama.fingerprint, llama.args.dim, llama.args.n_layers)
-    enc = load_maps(cfg.encoder_path, "encoder", model_info=info)
+    info = model_info_of(llama)
+    enc = load_maps(cfg.encoder_path, "encoder", model_info=info, allow_other_weights=cfg.allow_other_weights)
     engine = SymbolicEngine.from_state_dict(enc.engine_state)
-    dec = load_maps(cfg.decoder_path, "decoder", engine=engine, model_info=info)
+    dec = load_maps(cfg.decoder_path, "decoder", engine=engine, model_info=info,
+                    allow_other_weights=cfg.allow_other_weights)
     if cfg.symbolic_encoding_layer not in enc.weights:
         raise DataError(f"{cfg.encoder_path}: no encoder for layer {cfg.symbolic_encoding_layer} "
                         f"(--symbolic_encoding_layer); the file has layers {enc.layers}")
@@ -172,8 +173,8 @@ def resolve_encoding_layer(cfg: FineTuneConfig, llama) -> None:
     if not cfg.encoder_path:
         raise ConfigError("--symbolic_encoding_layer auto needs --encoder_path (the stage-2 file holds the "
                           "validation accuracy of every layer)")
-    enc = load_maps(cfg.encoder_path, "encoder",
-                    model_info=model_info(llama.fingerprint, llama.args.dim, llama.args.n_layers))
+    enc = load_maps(cfg.encoder_path, "encoder", model_info=model_info_of(llama),
+                    allow_other_weights=cfg.allow_other_weights)
     accuracy = enc.extra.get("val_all_accuracy")
     if not accuracy:
         raise DataError(f"{cfg.encoder_path}: no validation accuracy per layer in the file (written by an "
@@ -240,14 +241,14 @@ def save_decoder(cfg: FineTuneConfig, run: str, method, engine, llama, maps_at_s
              "merge": cfg.merge_mode(), "merge_state": iv.merge_state(),
              "symbolic_encoding_layer": cfg.symbolic_encoding_layer}
     return save_maps(out, "decoder", weights, engine.state_dict(),
-                     model_info(llama.fingerprint, llama.args.dim, llama.args.n_layers), extra,
+                     model_info_of(llama), extra,
                      what="the fine-tuned decoder")
 
 
 # ----------------------------------------------------------------------------- safety nets
 # Options that change what training computes are part of a training state's identity; these do not
 # (where outputs go, evaluation, logging). Files are represented by their content's fingerprint.
-NOT_TRAINING = {"run_name", "log_wandb", "wandb_project", "wandb_group", "programs_dir", "device", "checkpoint_every",
+NOT_TRAINING = {"run_name", "log_wandb", "allow_other_weights", "wandb_project", "wandb_group", "programs_dir", "device", "checkpoint_every",
                 "restart", "prefix_split",
                 "encoder_path", "decoder_path", "chpt_dir", "tokenizer_path", "max_seq_len", "model_parallel_size",
                 "training_data_df_path", "val_data_df_path", "testing_data_df_path", "testing_problems",
