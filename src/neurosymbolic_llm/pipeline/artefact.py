@@ -180,7 +180,7 @@ def load_intervention(folder: str | Path, *, model_info: Optional[dict] = None,
         raise DataError(f"{folder}: {exc}") from None
     _check_shapes(art, folder)
     if model_info is not None:
-        note = check_model(art.model, model_info, f"{folder}: the intervention",
+        note = check_model(art.model, model_info, f"{folder} (intervention)",
                            allow_other_weights=allow_other_weights)
         if note:
             print(note, file=sys.stderr)

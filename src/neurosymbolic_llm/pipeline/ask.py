@@ -139,7 +139,7 @@ def load_source(cfg: AskConfig) -> tuple[artefacts.TrainedIntervention, str]:
         run_folder = results_dir(cfg.run_name or cfg.run, cfg.programs_dir) / artefacts.FOLDER_NAME
         folder = run_folder if (run_folder / artefacts.JSON_NAME).is_file() else None
     if folder is not None:
-        return artefacts.load_intervention(folder), f"{folder}: the intervention"
+        return artefacts.load_intervention(folder), f"{folder} (intervention)"
     if not cfg.encoder_path or not cfg.decoder_path:
         raise ConfigError("ask needs --run, --intervention, or --encoder_path and --decoder_path")
     cfg.encoder_path, cfg.decoder_path = str(_located(cfg.encoder_path)), str(_located(cfg.decoder_path))
@@ -148,7 +148,7 @@ def load_source(cfg: AskConfig) -> tuple[artefacts.TrainedIntervention, str]:
         cfg.decoder_path = str(tuned)
     if cfg.symbolic_encoding_layer == "auto":
         raise ConfigError("--symbolic_encoding_layer auto: give the layer number (a run's saved configuration has it)")
-    return artefacts.from_maps(cfg, load_maps_for(cfg, None), run=cfg.run_name), f"{cfg.decoder_path}: the maps"
+    return artefacts.from_maps(cfg, load_maps_for(cfg, None), run=cfg.run_name), f"{cfg.decoder_path} (maps)"
 
 
 # ----------------------------------------------------------------------------- asking
@@ -282,5 +282,5 @@ def export(cfg: ExportConfig) -> int:
     out = Path(cfg.out).expanduser() if cfg.out else \
         results_dir(cfg.run_name or cfg.run or "export", cfg.programs_dir) / artefacts.FOLDER_NAME
     artefacts.save_intervention(out, art)
-    print(f"intervention of {where.split(': ')[0]} written to {out}")
+    print(f"intervention of {where} written to {out}")
     return 0

@@ -78,7 +78,7 @@ def check_model(stored: dict[str, Any], current: dict[str, Any], where: str, *,
     theirs, mine = WeightSamples.from_json(stored.get("weights")), WeightSamples.from_json(current.get("weights"))
     if theirs is None:  # a file of an older version: its fingerprint hashed the files
         if allow_other_weights:
-            return f"note: {where} carries an older fingerprint; used as they are because of --allow_other_weights"
+            return f"note: {where} carries an older fingerprint; used anyway because of --allow_other_weights"
         raise EngineMismatchError(
             f"{where} names its model by an older fingerprint (of the files, not of the weights' content) that "
             f"cannot be compared with this model's: retrain them (stage 2), or pass --allow_other_weights 1 "
@@ -142,7 +142,7 @@ def load_maps(path: str | Path, kind: str, *, engine=None, model_info: Optional[
         engine.check_compatible(data["engine"], what=str(path))
     stored = data["model"]
     if model_info is not None:
-        note = check_model(stored, model_info, f"{path}: the {kind} maps", allow_other_weights=allow_other_weights)
+        note = check_model(stored, model_info, f"{path} ({kind} maps)", allow_other_weights=allow_other_weights)
         if note:
             print(note, file=sys.stderr)
     weights = {int(k): v for k, v in data["weights"].items()}
