@@ -111,9 +111,20 @@ def test_command_prints_the_functions_answers(run_dir):
     llama = build_llama(cfg, max_batch_size=1, device="cpu")
     want = ask(llama, load_intervention(run_dir / "results" / "R" / "intervention"), [q])
     assert got == json.loads(json.dumps(want))
-    bad = subprocess.run([sys.executable, str(ROOT / "Programs" / "ask.py"), "--run", "nope", "--programs_dir",
-                          str(run_dir), q], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "nope" in bad.stderr
+
+
+def test_user_errors_are_one_line(run_dir, capsys):
+    from neurosymbolic_llm.pipeline.ask import run
+    from neurosymbolic_llm.pipeline.errors import run_entry_point
+
+    def main(argv):
+        return run(parse_config(AskConfig, with_run_config(argv)))
+
+    for argv, what in ((["--run", "nope", "Q?"], "nope"), (["--run", "R"], "no question given"),
+                       (["--run", "R", "--examples_type", "sums", "Q?"], "--examples_type sums")):
+        assert run_entry_point(main, argv + ["--programs_dir", str(run_dir)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and what in err[0], err
 
 
 def test_export_writes_the_runs_artefact(run_dir, tmp_path):

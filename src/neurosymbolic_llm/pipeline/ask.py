@@ -38,7 +38,7 @@ from neurosymbolic_llm.pipeline.paths import programs_root, results_dir
 from neurosymbolic_llm.pipeline.runtime import build_llama
 from neurosymbolic_llm.symbolic.problems import parse_question, solve_one
 from neurosymbolic_llm.symbolic.prompts import few_shot_dialog, non_math_dialog, parse_answer, row_rng
-from neurosymbolic_llm.symbolic.solver import solve
+from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES, solve
 
 SPLIT = "ask"  # the few-shot examples of question i come from row_rng(seed, SPLIT, i)
 STAGE3_CONFIG, STAGE2_CONFIG = "config_fine_tune.yaml", "config_encoders.yaml"
@@ -78,6 +78,8 @@ class AskConfig(AskOptions, SavedRunOptions, FineTuneConfig):
 
     def validate(self) -> None:
         self.validate_intervention()
+        if self.examples_type != "auto" and self.examples_type not in PROBLEM_TYPES:
+            raise ConfigError(f"--examples_type {self.examples_type}: expected auto or one of {', '.join(PROBLEM_TYPES)}")
 
 
 # ----------------------------------------------------------------------------- the run's configuration
@@ -85,7 +87,10 @@ def _stage3_runs_using(encoder: Path, root: Path) -> list[str]:
     """Neurosymbolic stage-3 runs whose saved encoder_path is `encoder`."""
     out = []
     for path in sorted((root / "results").glob(f"*/{STAGE3_CONFIG}")):
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # not a readable run record: not a candidate
         if any(data.get(k) for k in ("lora_baseline", "adapter_baseline", "cot")) or data.get("test_baseline") == 2:
             continue
         if data.get("encoder_path") and _located(data["encoder_path"]).resolve() == encoder.resolve():
@@ -104,9 +109,10 @@ def saved_config(run: str, programs_dir: str = "") -> Path:
     root = programs_root(programs_dir)
     users = _stage3_runs_using(root / "models" / f"encoders_{run}.pth", root)
     if len(users) != 1:
-        raise ConfigError(f"--run {run} is a stage-2 run; {'stage-3 runs using its maps: ' + ', '.join(users) if users else 'no neurosymbolic stage-3 run used its maps'}: "
-                          f"pass one of them as --run, or give --encoder_path, --decoder_path and the layers")
-    print(f"--run {run}: using stage-3 run {users[0]}, which fine-tuned its maps", file=sys.stderr)
+        found = f"stage-3 runs using its maps: {', '.join(users)}" if users else "no neurosymbolic stage-3 run used its maps"
+        raise ConfigError(f"--run {run} is a stage-2 run; {found}: pass one of them as --run, or give "
+                          f"--encoder_path, --decoder_path and the layers")
+    print(f"--run {run}: using stage-3 run {users[0]}, which used its maps", file=sys.stderr)
     return results_dir(users[0], programs_dir) / STAGE3_CONFIG
 
 
