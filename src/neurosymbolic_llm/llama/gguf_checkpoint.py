@@ -207,7 +207,7 @@ def gguf_tokenizer(reader: GGUFFile) -> tuple[BPETokenizer, Optional[str]]:
 
 def gguf_weight_samples(path, reader=None):
     """The weight samples of a GGUF file (neurosymbolic_llm/llama/fingerprint.py): plain types read in
-    place, a quantized tensor dequantized one sampled row at a time; kind = the stored type."""
+    place, of a quantized tensor only the sampled rows dequantized; kind = the stored type."""
     from gguf import GGMLQuantizationType as Q, dequantize
 
     from neurosymbolic_llm.llama.fingerprint import weight_samples
@@ -223,8 +223,8 @@ def gguf_weight_samples(path, reader=None):
             return t.tensor_type.name, _dequantize(t).reshape(-1)[torch.from_numpy(idx)].float().numpy()
         rows, cols = np.divmod(idx, shape[-1])
         data = t.data.reshape(-1, t.data.shape[-1])  # [rows, bytes per row]
-        values = [dequantize(data[r:r + 1], t.tensor_type).reshape(-1)[c] for r, c in zip(rows, cols)]
-        return t.tensor_type.name, np.asarray(values, dtype=np.float32)
+        values = dequantize(data[rows], t.tensor_type).reshape(len(rows), -1)  # the sampled rows only
+        return t.tensor_type.name, values[np.arange(len(rows)), cols].astype(np.float32)
 
     return weight_samples(gguf_model_args(reader), read)
 
