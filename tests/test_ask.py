@@ -128,7 +128,8 @@ def test_user_errors_are_one_line(run_dir, capsys):
 
 
 def test_export_writes_the_runs_artefact(run_dir, tmp_path):
-    """The artefact exported from the run's files equals the one stage 3 wrote (no training: same maps)."""
+    """The artefact exported from the run's map files and saved configuration equals the one stage 3
+    wrote from its live intervention (no training: the same maps)."""
     written = load_intervention(run_dir / "results" / "R" / "intervention")
     assert export(parse_config(ExportConfig, with_run_config(["--run", "R", "--programs_dir", str(run_dir),
                                                                "--out", str(tmp_path / "x")]))) == 0
@@ -138,3 +139,5 @@ def test_export_writes_the_runs_artefact(run_dir, tmp_path):
     assert torch.equal(exported.engine.codebook, written.engine.codebook)
     assert exported.options == written.options and exported.prompt == written.prompt
     assert exported.extra["trained_types"] == written.extra["trained_types"] == ["gcd", "modulo"]
+    assert exported.model["fingerprint"] == written.model["fingerprint"]
+    assert exported.checkpoint == written.checkpoint

@@ -68,11 +68,15 @@ def _options_of(cfg) -> InterventionOptions:
 
 def from_maps(cfg, maps, *, run: str = "") -> TrainedIntervention:
     """The intervention of a run's map files (fine_tuning.load_maps_for) and settings (cfg, a FineTuneConfig)."""
-    from neurosymbolic_llm.pipeline.fine_tuning import fine_tuned
+    from neurosymbolic_llm.pipeline.fine_tuning import fine_tuned, seen_types
 
     merge = maps.decoder_extra.get("merge_state", {}) if fine_tuned(maps.decoder_extra) else {}
+    try:  # stage 3's rule: the maps' own record, else the training split's types
+        trained = seen_types(cfg, maps, None, maps.engine.max_digits)[0]
+    except UserError:  # the training CSV is gone: the configured types
+        trained = list(cfg.problem_type)
     extra = {"run_name": run, "encoder_path": str(cfg.encoder_path), "decoder_path": str(cfg.decoder_path),
-             "trained_types": list(maps.encoder_extra.get("trained_types") or [])}
+             "trained_types": list(trained)}
     return TrainedIntervention(maps.engine, maps.encoder, dict(maps.decoders), merge, _options_of(cfg),
                                {k: getattr(cfg, k) for k in PROMPT_KEYS}, dict(maps.model_info),
                                str(cfg.chpt_dir), extra)

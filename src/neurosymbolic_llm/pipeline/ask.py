@@ -136,12 +136,12 @@ def _located(path: str) -> Path:
 
 
 # ----------------------------------------------------------------------------- the intervention
-def load_source(cfg: AskConfig) -> tuple[artefacts.TrainedIntervention, str]:
-    """(intervention, where it was read) from the artefact (--intervention, or the run's) or the
-    configuration's maps (the run's fine-tuned decoder when it exists), checked in themselves; the
-    model is checked by the caller."""
+def load_source(cfg: AskConfig, *, artefact_first: bool = True) -> tuple[artefacts.TrainedIntervention, str]:
+    """(intervention, where it was read) from the artefact (--intervention, or the run's unless not
+    `artefact_first`) or the configuration's maps (the run's fine-tuned decoder when it exists),
+    checked in themselves; the model is checked by the caller."""
     folder = Path(cfg.intervention).expanduser() if getattr(cfg, "intervention", "") else None
-    if folder is None and cfg.run:
+    if folder is None and cfg.run and artefact_first:
         run_folder = results_dir(cfg.run_name or cfg.run, cfg.programs_dir) / artefacts.FOLDER_NAME
         folder = run_folder if (run_folder / artefacts.JSON_NAME).is_file() else None
     if folder is not None:
@@ -282,9 +282,9 @@ class ExportConfig(ExportOptions, SavedRunOptions, FineTuneConfig):
 
 
 def export(cfg: ExportConfig) -> int:
-    """Write the artefact of a run's maps and settings (no model is loaded: the maps' own record
-    of their model goes into it)."""
-    art, where = load_source(cfg)
+    """Write the artefact of a run's map files and settings (no model is loaded: the maps' own
+    record of their model goes into it)."""
+    art, where = load_source(cfg, artefact_first=False)
     out = Path(cfg.out).expanduser() if cfg.out else \
         results_dir(cfg.run_name or cfg.run or "export", cfg.programs_dir) / artefacts.FOLDER_NAME
     artefacts.save_intervention(out, art)
