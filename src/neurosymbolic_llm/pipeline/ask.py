@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,7 +203,7 @@ def ask(llama, art: artefacts.TrainedIntervention, questions: Sequence[str], *, 
                     "answer": solve_one(known[0], known[1], known[2], complexity=p["complexity"],
                                         limit_solution_digits=p["limit_solution_digits"])},
                 "gate": {"score": float(rec["score"][i]), "open": bool(rec["gate"][i]),
-                         "threshold": iv.threshold, "maximum": iv.maximum},
+                         "threshold": iv.threshold, "maximum": None if math.isinf(iv.maximum) else iv.maximum},
                 "decoded": {"type": names[order[0]], "type_score": float(type_scores[i, order[0]]),
                             "runner_up": names[order[1]] if len(order) > 1 else None,
                             "runner_up_score": float(type_scores[i, order[1]]) if len(order) > 1 else None,
@@ -218,7 +219,7 @@ def ask(llama, art: artefacts.TrainedIntervention, questions: Sequence[str], *, 
 def answer_lines(a: dict) -> list[str]:
     """The text form of one answer of `ask`."""
     g, d = a["gate"], a["decoded"]
-    bounds = f"{g['threshold']:g} < score < {g['maximum']:g}"
+    bounds = f"score > {g['threshold']:g}" if g["maximum"] is None else f"{g['threshold']:g} < score < {g['maximum']:g}"
     lines = [f"Q: {a['question']}   [{a['asked_as']}]",
              f"  gate       {'OPEN' if g['open'] else 'closed'}: score {g['score']:.3f} (opens when {bounds})",
              f"  decoded    type {d['type']} ({d['type_score']:.3f}; next {d['runner_up']} "
