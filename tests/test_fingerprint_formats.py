@@ -110,3 +110,12 @@ def test_old_map_files_give_one_clear_line(copies, tmp_path):
     with pytest.raises(EngineMismatchError, match="older fingerprint.*retrain.*--allow_other_weights 1"):
         load_maps(old, "encoder", model_info=info_of(copies["hf"]))
     load_maps(old, "encoder", model_info=info_of(copies["hf"]), allow_other_weights=True)
+
+
+def test_a_resharded_meta_folder_is_the_same_model(copies, tmp_path):
+    """Tensors split over two model-parallel shards are sampled through their shard."""
+    from neurosymbolic_llm.llama.checkpoint import reshard
+
+    two = reshard(copies["meta"], tmp_path / "mp2", 2)
+    assert len(list(two.glob("consolidated.*.pth"))) == 2
+    assert open_checkpoint(two).fingerprint() == open_checkpoint(copies["meta"]).fingerprint()
