@@ -121,10 +121,11 @@ def _sha256(path: Path) -> str:
 
 def save_intervention(folder: str | Path, art: TrainedIntervention) -> Path:
     """Write the folder's two files (each atomically; the JSON last, naming the tensors' hash)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(folder).expanduser()
-    tensors = atomic_write(folder / TENSORS_NAME, lambda tmp: save_file(_tensors(art), str(tmp)),
+    # through a Python file: the umask's permissions (save_file makes it private) and a full disk's OSError
+    tensors = atomic_write(folder / TENSORS_NAME, lambda tmp: tmp.write_bytes(save(_tensors(art))),
                            what="the intervention's tensors")
     opts = dataclasses.asdict(art.options)
     opts["problem_score_max"] = None if math.isinf(opts["problem_score_max"]) else opts["problem_score_max"]
