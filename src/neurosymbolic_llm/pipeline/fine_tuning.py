@@ -245,16 +245,15 @@ def save_decoder(cfg: FineTuneConfig, run: str, method, engine, llama, maps_at_s
     extra = {"fine_tuned_from": str(src), "fine_tuned_from_fingerprint": maps_at_start["decoder"], "run_name": run,
              "merge": cfg.merge_mode(), "merge_state": iv.merge_state(),
              "symbolic_encoding_layer": cfg.symbolic_encoding_layer}
-    return save_maps(out, "decoder", weights, engine.state_dict(),
-                     model_info_of(llama), extra,
+    return save_maps(out, "decoder", weights, engine.state_dict(), model_info_of(llama), extra,
                      what="the fine-tuned decoder")
 
 
 # ----------------------------------------------------------------------------- safety nets
 # Options that change what training computes are part of a training state's identity; these do not
 # (where outputs go, evaluation, logging). Files are represented by their content's fingerprint.
-NOT_TRAINING = {"run_name", "log_wandb", "allow_other_weights", "wandb_project", "wandb_group", "programs_dir", "device", "checkpoint_every",
-                "restart", "prefix_split",
+NOT_TRAINING = {"run_name", "log_wandb", "wandb_project", "wandb_group", "programs_dir", "device", "checkpoint_every",
+                "restart", "prefix_split", "allow_other_weights",
                 "encoder_path", "decoder_path", "chpt_dir", "tokenizer_path", "max_seq_len", "model_parallel_size",
                 "training_data_df_path", "val_data_df_path", "testing_data_df_path", "testing_problems",
                 "problem_type", "validation_rows", "cot_max_new_tokens", "test_on_unrelated_questions",
