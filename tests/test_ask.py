@@ -141,3 +141,18 @@ def test_export_writes_the_runs_artefact(run_dir, tmp_path):
     assert exported.extra["trained_types"] == written.extra["trained_types"] == ["gcd", "modulo"]
     assert exported.model["fingerprint"] == written.model["fingerprint"]
     assert exported.checkpoint == written.checkpoint
+
+
+def test_parse_question_inverts_every_phrasing():
+    """ask recognises a question in any of the dataset's phrasings (canonical and
+    --modify_question_format's), whatever the spacing and case."""
+    from neurosymbolic_llm.symbolic.problems import QUESTION_VARIANTS, parse_question, question_text
+
+    for kind, pool in QUESTION_VARIANTS.items():
+        for variant in range(len(pool)):
+            q = question_text(kind, 515, 24, variant=variant)
+            assert parse_question(q) == (kind, 515, 24), q
+    assert parse_question("  what is 12   PLUS 7? ") == ("addition", 12, 7)
+    assert parse_question("What is 515 times 24?") is None  # multiplication is asked mod 1000
+    assert parse_question("What is 515 times 24?", limit_solution_digits=False) == ("multiplication", 515, 24)
+    assert parse_question(NON_MATH) is None

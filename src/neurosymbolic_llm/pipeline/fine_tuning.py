@@ -275,7 +275,8 @@ def decoder_output_path(cfg: FineTuneConfig, run: str) -> Path:
 
 def output_needs(cfg: FineTuneConfig, run: str, out_dir: Path, *, n_test: int = 0, params: int = 0,
                  n_train: int = 0, steps: int = 0) -> dict[Path, tuple[str, int]]:
-    """{folder: (what goes there, bytes)} of a run: the results (+ responses), the training state
+    """{folder: (what goes there, bytes)} of a run: the results (+ responses, and the intervention
+    artefact of a neurosymbolic run: about twice the decoder file, a bound), the training state
     (parameters + Adam's two moments, twice while the new file replaces the old), the fine-tuned
     decoder beside --decoder_path (the size of the input decoder, twice likewise)."""
     needs: dict[Path, tuple[str, int]] = {}
@@ -284,10 +285,9 @@ def output_needs(cfg: FineTuneConfig, run: str, out_dir: Path, *, n_test: int = 
         w, n = needs.get(folder, ("", 0))
         needs[folder] = (f"{w} and {what}" if w else what, n + int(size))
 
-    add(out_dir, "the results", MiB + 600 * n_test * len(cfg.methods()) + 400 * steps)
-    if "neurosymbolic" in cfg.methods() and cfg.decoder_path:  # the artefact: about the decoder file's size
-        src = Path(cfg.decoder_path).expanduser()
-        add(out_dir, "the intervention artefact", 2 * src.stat().st_size if src.is_file() else 0)
+    decoder = Path(cfg.decoder_path).expanduser() if cfg.decoder_path else None
+    artefact_bytes = 2 * decoder.stat().st_size if "neurosymbolic" in cfg.methods() and decoder and decoder.is_file() else 0
+    add(out_dir, "the results", MiB + 600 * n_test * len(cfg.methods()) + 400 * steps + artefact_bytes)
     if cfg.trains():
         add(out_dir, "the training state", 2 * (12 * params + 8 * n_train + 200 * steps) if params else 0)
         if "neurosymbolic" in cfg.methods():
