@@ -85,14 +85,16 @@ class AskConfig(AskOptions, SavedRunOptions, FineTuneConfig):
 
 # ----------------------------------------------------------------------------- the run's configuration
 def _stage3_runs_using(encoder: Path, root: Path) -> list[str]:
-    """Neurosymbolic stage-3 runs whose saved encoder_path is `encoder`."""
+    """Neurosymbolic stage-3 runs whose saved encoder_path is `encoder` (not the diagnostic runs with
+    --simulate_perfect_encoder, e.g. make real's real_perfect_encoder)."""
     out = []
     for path in sorted((root / "results").glob(f"*/{STAGE3_CONFIG}")):
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError):
             continue  # not a readable run record: not a candidate
-        if any(data.get(k) for k in ("lora_baseline", "adapter_baseline", "cot")) or data.get("test_baseline") == 2:
+        others = ("lora_baseline", "adapter_baseline", "cot", "simulate_perfect_encoder")
+        if any(data.get(k) for k in others) or data.get("test_baseline") == 2:
             continue
         if data.get("encoder_path") and _located(data["encoder_path"]).resolve() == encoder.resolve():
             out.append(path.parent.name)
@@ -148,7 +150,8 @@ def load_source(cfg: AskConfig, *, artefact_first: bool = True) -> tuple[artefac
     if folder is not None:
         return artefacts.load_intervention(folder), f"{folder} (intervention)"
     if not cfg.encoder_path or not cfg.decoder_path:
-        raise ConfigError("ask needs --run, --intervention, or --encoder_path and --decoder_path")
+        raise ConfigError(f"{'--run ' + cfg.run + ' has no maps (not a neurosymbolic run?): ' if cfg.run else ''}"
+                          f"ask needs --run, --intervention, or --encoder_path and --decoder_path")
     cfg.encoder_path, cfg.decoder_path = str(_located(cfg.encoder_path)), str(_located(cfg.decoder_path))
     tuned = decoder_output_path(cfg, cfg.run_name) if cfg.run and cfg.run_name else None
     if tuned is not None and tuned.is_file():
