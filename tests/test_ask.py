@@ -91,7 +91,17 @@ def test_ask_agrees_with_the_pipelines_evaluation(run_dir):
 def test_run_lookup(run_dir):
     r = run_dir / "results" / "R" / "config_fine_tune.yaml"
     assert saved_config("R", str(run_dir)) == r
+    perfect = run_dir / "results" / "P" / "config_fine_tune.yaml"  # a diagnostic run on the same maps
+    perfect.parent.mkdir()
+    perfect.write_text(r.read_text().replace("simulate_perfect_encoder: false", "simulate_perfect_encoder: true"))
+    assert "simulate_perfect_encoder: true" in perfect.read_text()
     assert saved_config("S", str(run_dir)) == r  # a stage-2 run: the stage-3 run that used its maps
+    other = run_dir / "results" / "Q" / "config_fine_tune.yaml"  # another neurosymbolic run on them
+    other.parent.mkdir()
+    other.write_text(r.read_text())
+    with pytest.raises(ConfigError, match="stage-3 runs using its maps: Q, R"):
+        saved_config("S", str(run_dir))
+    other.unlink()
     assert with_run_config(["--run", "S", "--programs_dir", str(run_dir), "Q?"])[:2] == ["--config", str(r)]
     with pytest.raises(ConfigError, match="nope"):
         saved_config("nope", str(run_dir))
