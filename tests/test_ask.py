@@ -166,3 +166,20 @@ def test_parse_question_inverts_every_phrasing():
     assert parse_question("What is 515 times 24?") is None  # multiplication is asked mod 1000
     assert parse_question("What is 515 times 24?", limit_solution_digits=False) == ("multiplication", 515, 24)
     assert parse_question(NON_MATH) is None
+
+
+def test_export_restamps_maps_of_an_older_version(tiny_ckpt, tmp_path):
+    """Maps whose model is named by the older fingerprint (of the files) are refused; exported with
+    --allow_other_weights on the model they were made on, the artefact names that model's content."""
+    from neurosymbolic_llm.pipeline.errors import EngineMismatchError
+
+    enc, dec, _ = write_maps(tmp_path, tiny_ckpt, fingerprint="0" * 64, name="old")
+    argv = ["--chpt_dir", str(tiny_ckpt), "--encoder_path", str(enc), "--decoder_path", str(dec),
+            "--symbolic_encoding_layer", str(LAYER), "--symbolic_decoding_layers", str(LAYER), "--out", str(tmp_path / "x")]
+    llama = build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=64), max_batch_size=1, device="cpu")
+    assert export(parse_config(ExportConfig, argv)) == 0  # without the override: the maps' record as it is
+    with pytest.raises(EngineMismatchError, match="older fingerprint.*retrain.*--allow_other_weights 1"):
+        load_intervention(tmp_path / "x", model_info=model_info_of(llama))
+    assert export(parse_config(ExportConfig, argv + ["--allow_other_weights", "1"])) == 0
+    art = load_intervention(tmp_path / "x", model_info=model_info_of(llama))
+    assert art.model["fingerprint"] == llama.fingerprint

@@ -81,8 +81,9 @@ def check_model(stored: dict[str, Any], current: dict[str, Any], where: str, *,
             return f"note: {where} carries an older fingerprint; used anyway because of --allow_other_weights"
         raise EngineMismatchError(
             f"{where} names its model by an older fingerprint (of the files, not of the weights' content) that "
-            f"cannot be compared with this model's: retrain them (stage 2), or pass --allow_other_weights 1 "
-            f"if this is the model they were made on")
+            f"cannot be compared with this model's: retrain them (stage 2), or, if this is the model they were "
+            f"made on, pass --allow_other_weights 1 (nsllm export-intervention with it writes an artefact that "
+            f"names this model)")
     verdict, reason = compare(theirs, mine) if mine is not None else (OTHER_WEIGHTS, "no weight samples here")
     if verdict == SAME:
         return ""
