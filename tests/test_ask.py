@@ -128,10 +128,12 @@ def test_user_errors_are_one_line(run_dir, capsys):
     from neurosymbolic_llm.pipeline.errors import run_entry_point
 
     def main(argv):
-        return run(parse_config(AskConfig, with_run_config(argv)))
+        return run(parse_config(AskConfig, with_run_config(argv)), [a[2:] for a in argv if a.startswith("--")])
 
     for argv, what in ((["--run", "nope", "Q?"], "nope"), (["--run", "R"], "no question given"),
-                       (["--run", "R", "--examples_type", "sums", "Q?"], "--examples_type sums")):
+                       (["--run", "R", "--examples_type", "sums", "Q?"], "--examples_type sums"),
+                       (["--run", "R", "--symbolic_decoding_layers", "3", "Q?"], "--symbolic_decoding_layers: an "
+                                                                                 "intervention artefact fixes it")):
         assert run_entry_point(main, argv + ["--programs_dir", str(run_dir)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and what in err[0], err
@@ -183,3 +185,15 @@ def test_export_restamps_maps_of_an_older_version(tiny_ckpt, tmp_path):
     assert export(parse_config(ExportConfig, argv + ["--allow_other_weights", "1"])) == 0
     art = load_intervention(tmp_path / "x", model_info=model_info_of(llama))
     assert art.model["fingerprint"] == llama.fingerprint
+
+
+def test_an_artefacts_gate_can_be_moved(run_dir):
+    """--problem_score_threshold on the command line moves the artefact's gate (nothing else may change)."""
+    from neurosymbolic_llm.pipeline.ask import with_gate_options
+
+    cfg = parse_config(AskConfig, with_run_config(["--run", "R", "--programs_dir", str(run_dir),
+                                                   "--problem_score_threshold", "-5", "Q?"]))
+    art = load_intervention(run_dir / "results" / "R" / "intervention")
+    assert art.options.problem_score_threshold == 2.6
+    assert with_gate_options(art, cfg, ["run", "problem_score_threshold"]).options.problem_score_threshold == -5
+    assert art.options.symbolic_decoding_layers == [LAYER]

@@ -8,7 +8,8 @@ type with their scores, the symbolic answer, and the model's answer with and wit
 
 --run R takes R's saved configuration (Programs/results/R/config_fine_tune.yaml: the model, maps,
 layers, gate settings, few-shot seed) as the defaults, any option given here overriding it, and R's
-intervention artefact (results/R/intervention/) or maps (its fine-tuned decoder when there is one).
+intervention artefact (results/R/intervention/; of its settings only the gate's bounds can be
+changed) or maps (its fine-tuned decoder when there is one).
 A stage-2 run name is followed to the neurosymbolic stage-3 run that used its maps (after make demo:
 --run demo). Questions are asked as the pipeline asks them (few-shot examples of the question's type
 when it is in one of the dataset's phrasings; see neurosymbolic_llm/pipeline/ask.py). The maps must
@@ -24,7 +25,8 @@ def main(argv=None) -> int:
     import sys
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    return run(parse_config(AskConfig, with_run_config(argv), __doc__))
+    given = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--")]
+    return run(parse_config(AskConfig, with_run_config(argv), __doc__), given)
 
 
 if __name__ == "__main__":

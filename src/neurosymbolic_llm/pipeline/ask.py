@@ -18,6 +18,7 @@ so `nsllm ask --run demo_ns "What is 12 times 7 mod 1000?"` needs nothing else; 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -43,6 +44,7 @@ from neurosymbolic_llm.symbolic.prompts import few_shot_dialog, non_math_dialog,
 from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES, solve
 
 SPLIT = "ask"  # the few-shot examples of question i come from row_rng(seed, SPLIT, i)
+ARTEFACT = " (intervention)"  # how load_source names an artefact it read
 STAGE3_CONFIG, STAGE2_CONFIG = "config_fine_tune.yaml", "config_encoders.yaml"
 
 
@@ -149,7 +151,7 @@ def load_source(cfg: AskConfig, *, artefact_first: bool = True) -> tuple[artefac
         run_folder = results_dir(cfg.run_name or cfg.run, cfg.programs_dir) / artefacts.FOLDER_NAME
         folder = run_folder if (run_folder / artefacts.JSON_NAME).is_file() else None
     if folder is not None:
-        return artefacts.load_intervention(folder), f"{folder} (intervention)"
+        return artefacts.load_intervention(folder), f"{folder}{ARTEFACT}"
     if not cfg.encoder_path or not cfg.decoder_path:
         raise ConfigError(f"{'--run ' + cfg.run + ' has no maps (not a neurosymbolic run?): ' if cfg.run else ''}"
                           f"ask needs --run, --intervention, or --encoder_path and --decoder_path")
@@ -252,9 +254,28 @@ def read_questions(cfg: AskConfig) -> list[str]:
     return questions
 
 
-def run(cfg: AskConfig) -> int:
+GATE_OPTIONS = ("problem_score_threshold", "problem_score_max")
+
+
+def with_gate_options(art: artefacts.TrainedIntervention, cfg: AskConfig, given: Sequence[str]):
+    """An artefact with the gate bounds given on the command line (`given`: option names); its other
+    intervention settings are what its maps were trained with, so giving one is an error."""
+    fixed = [n for n in given if n in InterventionOptions.__dataclass_fields__ and n not in GATE_OPTIONS]
+    if fixed:
+        raise ConfigError(f"--{fixed[0]}: an intervention artefact fixes it (its maps were trained with "
+                          f"{getattr(art.options, fixed[0])!r}); only {', '.join('--' + n for n in GATE_OPTIONS)} "
+                          f"can be changed (other maps: --encoder_path, --decoder_path without --run)")
+    art.options = dataclasses.replace(art.options, **{n: getattr(cfg, n) for n in GATE_OPTIONS if n in given})
+    art.options.validate_intervention()
+    return art
+
+
+def run(cfg: AskConfig, given: Sequence[str] = ()) -> int:
+    """`given`: the option names given on the command line (they override an artefact's gate)."""
     questions = read_questions(cfg)
     art, where = load_source(cfg)
+    if where.endswith(ARTEFACT):
+        art = with_gate_options(art, cfg, given)
     if cfg.chpt_dir == AskConfig.__dataclass_fields__["chpt_dir"].default and art.checkpoint:
         cfg.chpt_dir = art.checkpoint  # an artefact alone: the model it was made on, unless given
     cfg.chpt_dir = str(_located(cfg.chpt_dir))
