@@ -37,7 +37,7 @@ from neurosymbolic_llm.pipeline.intervention import InterventionOptions
 from neurosymbolic_llm.llama.fingerprint import WeightSamples
 from neurosymbolic_llm.pipeline.maps import check_model, model_info, model_info_of
 from neurosymbolic_llm.pipeline.options import option
-from neurosymbolic_llm.pipeline.paths import programs_root, results_dir
+from neurosymbolic_llm.pipeline.paths import check_run_name, programs_root, results_dir
 from neurosymbolic_llm.pipeline.runtime import build_llama
 from neurosymbolic_llm.symbolic.problems import parse_question, solve_one
 from neurosymbolic_llm.symbolic.prompts import few_shot_dialog, non_math_dialog, parse_answer, row_rng
@@ -107,7 +107,7 @@ def _stage3_runs_using(encoder: Path, root: Path) -> list[str]:
 def saved_config(run: str, programs_dir: str = "") -> Path:
     """results/<run>/config_fine_tune.yaml, or that of the one neurosymbolic stage-3 run that used the
     maps of the stage-2 run <run>; a one-line error naming what was found otherwise."""
-    folder = results_dir(run, programs_dir)
+    folder = results_dir(check_run_name(run, "--run"), programs_dir)
     if (folder / STAGE3_CONFIG).is_file():
         return folder / STAGE3_CONFIG
     if not (folder / STAGE2_CONFIG).is_file():
