@@ -16,6 +16,8 @@ COMMANDS = {
     "train-encoders-and-decoders": ("train_encoders_and_decoders", "stage 1 (--generate_data 1) and stage 2: encoders and decoders"),
     "fine-tune-decoders": ("fine_tune_decoders", "stage 3: fine-tune the decoder in the model, evaluate, baselines"),
     "gate-statistics": ("gate_statistics", "gate scores on validation prompts: choose the gate's bounds"),
+    "ask": ("ask", "ask a trained intervention questions: gate, decoded problem, answers with and without it"),
+    "export-intervention": ("export_intervention", "write a run's trained intervention as one shareable artefact"),
     "compare-runs": ("compare_runs", "merge several runs' results into one table"),
     "reshard-checkpoint": ("reshard_checkpoint", "rewrite a Meta checkpoint for another model-parallel size"),
     "make-tiny-llama": ("make_tiny_llama", "build the embedded demo model"),

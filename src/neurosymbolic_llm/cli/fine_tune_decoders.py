@@ -5,7 +5,8 @@
     ... --lora_baseline 1 | --adapter_baseline 1 | --cot 1 | --test_on_unrelated_questions 1
 
 Outputs in Programs/results/R/: results.csv/.md/.png, fingerprints.json, responses.csv, metrics.jsonl,
-config_fine_tune.yaml, training_state.pt (and gate_scores.csv/.png); the fine-tuned decoder beside the
+config_fine_tune.yaml, training_state.pt (and gate_scores.csv/.png), intervention/ (the evaluated
+intervention as one shareable artefact: nsllm ask, docs/USAGE.md); the fine-tuned decoder beside the
 input one as <decoder stem>_post_fine_tuning_R.pth (same checked file format).
 
 Ctrl-C or SIGTERM saves the training state after the current step and ends with one line saying

@@ -256,29 +256,50 @@ def file_fingerprint(path) -> str:
     return h.hexdigest()
 
 
-def checkpoint_fingerprint(ckpt_dir) -> str:
-    """Fingerprint of a Meta folder's weights (neurosymbolic_llm/llama/fingerprint.py): params.json parsed into
-    ModelArgs, then per shard and tensor its name, dtype, shape and sampled bytes (memory-mapped)."""
-    from neurosymbolic_llm.llama.fingerprint import Fingerprint
+def checkpoint_weight_samples(ckpt_dir):
+    """The weight samples of a Meta folder (neurosymbolic_llm/llama/fingerprint.py): params.json parsed
+    into ModelArgs, values read from the memory-mapped shards (a split tensor through its shard)."""
+    import numpy as np
+
+    from neurosymbolic_llm.llama.fingerprint import kind_of, weight_samples
     ckpt_dir = _check_dir(ckpt_dir)
     try:
         args = ModelArgs.from_params(load_params(ckpt_dir))
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{ckpt_dir / 'params.json'}: {e}") from e
-    fp = Fingerprint("meta", args)
+    shards = []
     for shard in shard_paths(ckpt_dir):
         try:
-            state = torch.load(shard, map_location="cpu", mmap=True, weights_only=True)
+            shards.append(torch.load(shard, map_location="cpu", mmap=True, weights_only=True))
         except Exception as e:
             raise CheckpointError(f"cannot read {shard} as a torch state dict: {e}") from e
-        for k, t in state.items():
-            if not isinstance(t, torch.Tensor):
-                raise CheckpointError(f"{shard}: {k!r} is not a tensor")
-            raw = t.reshape(-1).view(torch.uint8)  # [numel * element size] bytes
-            fp.tensor(f"{shard.name}/{k}", str(t.dtype), t.shape, raw.numel(),
-                      lambda start, n, raw=raw: raw[start:start + n].numpy().tobytes())
-        del state
-    return fp.hexdigest()
+
+    def read(key, shape, idx):
+        parts = [s.get(key) for s in shards]
+        if any(not isinstance(t, torch.Tensor) for t in parts):
+            raise CheckpointError(f"{ckpt_dir}: {key!r} is missing or not a tensor in a shard")
+        dim = shard_dim(key) if len(parts) > 1 else None
+        size = shape[dim] // len(parts) if dim is not None else 0
+        local = tuple(size if d == dim else n for d, n in enumerate(shape))
+        if any(tuple(t.shape) != local for t in parts):
+            raise CheckpointError(f"{ckpt_dir}: {key!r} has shape {tuple(parts[0].shape)} in a shard, "
+                                  f"params.json implies {local}")
+        if dim is None:
+            values = parts[0].reshape(-1)[torch.from_numpy(idx)]
+        else:  # each shard holds a slice along `dim`
+            coords = np.unravel_index(idx, shape)
+            values = torch.empty(len(idx), dtype=parts[0].dtype)
+            for j in range(len(idx)):
+                t = parts[coords[dim][j] // size]
+                values[j] = t[tuple(int(c[j]) % size if d == dim else int(c[j]) for d, c in enumerate(coords))]
+        return kind_of(parts[0].dtype), values.float().numpy()
+
+    return weight_samples(args, read)
+
+
+def checkpoint_fingerprint(ckpt_dir) -> str:
+    """Fingerprint of a Meta folder's weights: the digest of its weight samples."""
+    return checkpoint_weight_samples(ckpt_dir).digest()
 
 
 # ----------------------------------------------------------------------------- reshard

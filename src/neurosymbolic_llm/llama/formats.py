@@ -9,7 +9,8 @@
 
 ``open_checkpoint(path, tokenizer_path=None) -> Checkpoint`` detects the format once;
 ``Checkpoint.args(...)``, ``.load_model(...)``, ``.load_tokenizer() -> (tokenizer, chat format)``,
-``.fingerprint()`` and ``.tokenizer_fingerprint()`` then work the same for all three.
+``.fingerprint()``, ``.weight_samples()`` and ``.tokenizer_fingerprint()`` then work the same for all
+three.
 """
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ class Checkpoint:
     path: Path
     tokenizer_path: Optional[Path] = None
     _reader: Any = field(default=None, repr=False)  # the GGUF reader, opened once
+    _samples: Any = field(default=None, repr=False)  # the weight samples, read once
 
     def _gguf(self):
         from neurosymbolic_llm.llama.gguf_checkpoint import open_gguf
@@ -134,16 +136,24 @@ class Checkpoint:
             tok, template = gguf_tokenizer(self._gguf())
         return tok, chat_format_for(tok, template, str(self.path))
 
+    def weight_samples(self):
+        """The weights' samples (neurosymbolic_llm/llama/fingerprint.py: ``WeightSamples``; read once)."""
+        if self._samples is None:
+            if self.format == "meta":
+                from neurosymbolic_llm.llama.checkpoint import checkpoint_weight_samples
+                self._samples = checkpoint_weight_samples(self.path)
+            elif self.format == "hf":
+                from neurosymbolic_llm.llama.hf_checkpoint import hf_weight_samples
+                self._samples = hf_weight_samples(self.path)
+            else:
+                from neurosymbolic_llm.llama.gguf_checkpoint import gguf_weight_samples
+                self._samples = gguf_weight_samples(self.path, self._gguf())
+        return self._samples
+
     def fingerprint(self) -> str:
-        """Fingerprint of the weights (neurosymbolic_llm/llama/fingerprint.py)."""
-        if self.format == "meta":
-            from neurosymbolic_llm.llama.checkpoint import checkpoint_fingerprint
-            return checkpoint_fingerprint(self.path)
-        if self.format == "hf":
-            from neurosymbolic_llm.llama.hf_checkpoint import hf_fingerprint
-            return hf_fingerprint(self.path)
-        from neurosymbolic_llm.llama.gguf_checkpoint import gguf_fingerprint
-        return gguf_fingerprint(self.path, self._gguf())
+        """Fingerprint of the weights' content, the same for one model in any format and the same
+        dtype (neurosymbolic_llm/llama/fingerprint.py)."""
+        return self.weight_samples().digest()
 
     def tokenizer_fingerprint(self) -> str:
         if self.format == "meta":

@@ -53,7 +53,7 @@ class Llama:
 
     def __init__(self, model: Transformer, tokenizer, args: ModelArgs, device: torch.device,
                  fingerprint: str = "", ckpt_dir: Optional[Path] = None, formatter=None,
-                 tokenizer_fingerprint: str = "", checkpoint_format: str = "meta"):
+                 tokenizer_fingerprint: str = "", checkpoint_format: str = "meta", weight_samples=None):
         self.model = model
         self.tokenizer = tokenizer
         self.formatter = formatter if formatter is not None else ChatFormat(tokenizer)
@@ -63,6 +63,7 @@ class Llama:
         self.tokenizer_fingerprint = tokenizer_fingerprint
         self.ckpt_dir = ckpt_dir
         self.checkpoint_format = checkpoint_format
+        self.weight_samples = weight_samples  # fingerprint.WeightSamples (None: not read)
 
     @staticmethod
     def build(ckpt_dir, tokenizer_path=None, max_seq_len: int = 2048, max_batch_size: int = 64,
@@ -88,7 +89,7 @@ class Llama:
         model = ckpt.load_model(max_seq_len=max_seq_len, max_batch_size=max_batch_size,
                                 device=device, dtype=dtype, model_parallel_size=model_parallel_size)
         llama = Llama(model, tokenizer, model.args, device, ckpt.fingerprint(), ckpt.path, formatter,
-                      ckpt.tokenizer_fingerprint(), ckpt.format)
+                      ckpt.tokenizer_fingerprint(), ckpt.format, ckpt.weight_samples())
         ckpt.close()
         return llama
 

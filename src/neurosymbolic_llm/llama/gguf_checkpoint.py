@@ -27,7 +27,6 @@ import torch
 from neurosymbolic_llm.llama.bpe import PRE_TOKENIZER_PATTERNS, BPETokenizer
 from neurosymbolic_llm.llama.checks import model_args, need_int
 from neurosymbolic_llm.llama.errors import CheckpointError, shown
-from neurosymbolic_llm.llama.fingerprint import Fingerprint
 from neurosymbolic_llm.llama.gguf_file import GGUFFile
 from neurosymbolic_llm.llama.layout import expected_shapes
 from neurosymbolic_llm.llama.model import ModelArgs, Transformer
@@ -261,16 +260,33 @@ def _list(reader: GGUFFile, key: str, item: type, default: Any = _MISSING) -> li
 
 # ----------------------------------------------------------------------------- fingerprints
 
-def gguf_fingerprint(path, reader=None) -> str:
-    """Fingerprint of the network (see neurosymbolic_llm/llama/fingerprint.py): architecture + sampled bytes of
-    every tensor as stored (a requantized file is another model)."""
+def gguf_weight_samples(path, reader=None):
+    """The weight samples of a GGUF file (neurosymbolic_llm/llama/fingerprint.py): plain types read in
+    place, of a quantized tensor only the sampled rows dequantized; kind = the stored type."""
+    from gguf import GGMLQuantizationType as Q, dequantize
+
+    from neurosymbolic_llm.llama.fingerprint import weight_samples
     reader = reader if reader is not None else open_gguf(path)
-    fp = Fingerprint("gguf", gguf_model_args(reader))
-    for t in reader.tensors:
-        raw = t.data.reshape(-1).view(np.uint8)
-        fp.tensor(t.name, t.tensor_type.name, t.shape, raw.size,
-                  lambda start, n, raw=raw: raw[start:start + n].tobytes())
-    return fp.hexdigest()
+    by_key = {state_key(t.name): t for t in reader.tensors if t.name != _ROPE_FREQS}
+
+    def read(key, shape, idx):
+        t = by_key.get(key)
+        if t is None or tuple(reversed(t.shape)) != shape:
+            raise CheckpointError(f"{path}: tensor for {key!r} is missing or has shape "
+                                  f"{None if t is None else tuple(reversed(t.shape))}, expected {shape}")
+        if t.tensor_type in (Q.F32, Q.F16, Q.BF16):
+            return t.tensor_type.name, _dequantize(t).reshape(-1)[torch.from_numpy(idx)].float().numpy()
+        rows, cols = np.divmod(idx, shape[-1])
+        data = t.data.reshape(-1, t.data.shape[-1])  # [rows, bytes per row]
+        values = dequantize(data[rows], t.tensor_type).reshape(len(rows), -1)  # the sampled rows only
+        return t.tensor_type.name, values[np.arange(len(rows)), cols].astype(np.float32)
+
+    return weight_samples(gguf_model_args(reader), read)
+
+
+def gguf_fingerprint(path, reader=None) -> str:
+    """Fingerprint of the network: the digest of its weight samples."""
+    return gguf_weight_samples(path, reader).digest()
 
 
 def gguf_tokenizer_fingerprint(path, reader=None) -> str:

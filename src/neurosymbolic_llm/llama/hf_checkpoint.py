@@ -26,7 +26,6 @@ import torch
 from neurosymbolic_llm.llama.bpe import BPETokenizer, pattern_from_tokenizer_json
 from neurosymbolic_llm.llama.checks import model_args, need_dict, need_int
 from neurosymbolic_llm.llama.errors import CheckpointError, shown
-from neurosymbolic_llm.llama.fingerprint import Fingerprint
 from neurosymbolic_llm.llama.layout import expected_shapes
 from neurosymbolic_llm.llama.mapped_file import MappedFile
 from neurosymbolic_llm.llama.model import ModelArgs, Transformer
@@ -292,23 +291,48 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def hf_fingerprint(folder) -> str:
-    """Fingerprint of the network (see neurosymbolic_llm/llama/fingerprint.py) from config.json and the
-    safetensors headers plus sampled bytes (the tensors are not loaded)."""
+def hf_weight_samples(folder):
+    """The weight samples of a Hugging Face folder (neurosymbolic_llm/llama/fingerprint.py), read from
+    the mapped safetensors files; q/k positions of Meta's layout are looked up in rotate-half order."""
+    import numpy as np
+
+    from neurosymbolic_llm.llama.fingerprint import kind_of, weight_samples
     folder = Path(folder)
-    fp = Fingerprint("hf", hf_model_args(folder))
+    args = hf_model_args(folder)
+    heads = {"attention.wq": args.n_heads, "attention.wk": args.n_kv_heads}
+    where = {}  # our key -> (shard, name, dtype name, shape, begin, end)
     for shard in shard_files(folder):
         header, base = _safetensors_header(shard)
-        with open(shard, "rb") as fh:
-            def read(start, n, begin=0):
-                fh.seek(base + begin + start)
-                return fh.read(n)
-            for name in sorted(k for k in header if k != "__metadata__"):
-                info = header[name]
-                begin, end = info["data_offsets"]
-                fp.tensor(name, info["dtype"], info["shape"], end - begin,
-                          lambda s, n, b=begin: read(s, n, b))
-    return fp.hexdigest()
+        f = MappedFile(shard)
+        for name, info in header.items():
+            key = state_key(name) if name != "__metadata__" else None
+            if key is not None:
+                begin, end = (base + o for o in info["data_offsets"])
+                where[key] = (f, name, info["dtype"], tuple(info["shape"]), begin, end)
+
+    def read(key, shape, idx):
+        if key not in where:
+            raise CheckpointError(f"{folder}: weight for {key!r} is missing from the safetensors files")
+        f, name, dtype, stored, begin, end = where[key]
+        if stored != shape or dtype not in _DTYPES:
+            raise CheckpointError(f"{f.path}: tensor {name!r} has shape {stored} and dtype {dtype}; "
+                                  f"config.json implies {shape} in one of {', '.join(_DTYPES)}")
+        n = heads.get(key.split(".", 2)[-1].rsplit(".", 1)[0])
+        if n is not None:  # Meta row h*hd + 2p + j is row h*hd + j*hd/2 + p here
+            row, col = np.divmod(idx, shape[1])
+            hd = shape[0] // n
+            h, i = np.divmod(row, hd)
+            p, j = np.divmod(i, 2)
+            idx = (h * hd + j * (hd // 2) + p) * shape[1] + col
+        t = f.tensor(begin, end - begin, _DTYPES[dtype], shape)
+        return kind_of(t.dtype), t.reshape(-1)[torch.from_numpy(idx)].float().numpy()
+
+    return weight_samples(args, read)
+
+
+def hf_fingerprint(folder) -> str:
+    """Fingerprint of the network: the digest of its weight samples (tensors are not loaded)."""
+    return hf_weight_samples(folder).digest()
 
 
 # ----------------------------------------------------------------------------- tokenizer

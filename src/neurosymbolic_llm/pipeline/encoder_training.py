@@ -345,7 +345,7 @@ def run_training(cfg) -> dict:
 
 def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dtype) -> dict:
     """Train the maps of every layer, measure them, write the files (run_training's work)."""
-    from neurosymbolic_llm.pipeline.maps import save_maps
+    from neurosymbolic_llm.pipeline.maps import model_info, save_maps
     from neurosymbolic_llm.pipeline.tracking import Tracker
 
     tracker = Tracker(out_dir, stage="encoders", run_name=run, config=cfg, project=cfg.wandb_project,
@@ -383,7 +383,7 @@ def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dty
                        f"stage 2 (run {run!r})", f"no map file was written; {DIVERGED} (--learning_rate, "
                        f"--decoder_learning_rate, --ridge, the gathered data)")
     model = manifest["model"]
-    info = {"fingerprint": model["fingerprint"], "dim": model["dim"], "n_layers": model["n_layers"]}
+    info = model_info(model["fingerprint"], model["dim"], model["n_layers"], model.get("weights"))
     extra = {"run_name": run, "layers": layers, "gathered_data": str(store.root), "trained_types": trained_types}
     val_seen = table[(table["split"] == "val") & (table["seen"] == "seen")]
     enc_extra = {**extra, "val_rmse": enc_stats["best_val_rmse"],  # stage 3's --symbolic_encoding_layer auto

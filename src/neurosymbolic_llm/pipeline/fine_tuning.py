@@ -12,7 +12,8 @@ Nothing is lost and runs do not mix: one process per run name (locks.py); the ou
 checked for write access and room before the model loads and before training; training saves its
 state (train_state.py) and a rerun with the same run name resumes from it; results.csv comes with
 fingerprints.json (test rows, model, codebook, seen types) so that compare_runs only merges runs
-made on the same things.
+made on the same things. A neurosymbolic run also writes what it evaluated as one shareable artefact,
+results/<run>/intervention/ (artefact.py), which nsllm ask reads.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from typing import ClassVar, Optional
 import pandas as pd
 import torch
 
-from neurosymbolic_llm.pipeline import methods, rows
+from neurosymbolic_llm.pipeline import artefact, methods, rows
 from neurosymbolic_llm.pipeline.distributed import DistInfo, barrier, init_distributed
 from neurosymbolic_llm.pipeline.encoder_training import best_encoding_layer
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, Interrupted, Terminated
@@ -33,7 +34,7 @@ from neurosymbolic_llm.pipeline.evaluation import (EvaluationOptions, answer_tok
 from neurosymbolic_llm.pipeline.files import MiB, atomic_write_csv, check_output_folders
 from neurosymbolic_llm.pipeline.intervention import InterventionOptions
 from neurosymbolic_llm.pipeline.locks import stage_lock
-from neurosymbolic_llm.pipeline.maps import load_maps, model_info, save_maps
+from neurosymbolic_llm.pipeline.maps import load_maps, model_info_of, save_maps
 from neurosymbolic_llm.pipeline.methods import BaselineOptions
 from neurosymbolic_llm.pipeline.options import (DataOptions, ModelOptions, RunOptions, SymbolicOptions, to_dict)
 from neurosymbolic_llm.pipeline.paths import results_dir, run_name_or_today
@@ -135,32 +136,37 @@ class Maps:
     decoders: dict[int, torch.Tensor]     # {layer: [D, V]} of --symbolic_decoding_layers
     encoder_extra: dict                   # what stage 2 recorded (trained_types, ...)
     decoder_extra: dict                   # (merge_state of a fine-tuned decoder, ...)
+    model_info: dict = dataclasses.field(default_factory=dict)  # the model the decoder file was made on
 
 
 def load_maps_for(cfg: FineTuneConfig, llama) -> Maps:
-    """The maps of --encoder_path / --decoder_path with every check."""
+    """The maps of --encoder_path / --decoder_path with every check (llama None: all but the
+    model's, which the caller makes with maps.check_model)."""
     if not cfg.encoder_path or not cfg.decoder_path:
         raise ConfigError("--encoder_path and --decoder_path are required for the neurosymbolic model, "
                           "the stage-2 adapter and the gate statistics")
-    info = model_info(llama.fingerprint, llama.args.dim, llama.args.n_layers)
-    enc = load_maps(cfg.encoder_path, "encoder", model_info=info)
+    info = model_info_of(llama) if llama is not None else None
+    enc = load_maps(cfg.encoder_path, "encoder", model_info=info, allow_other_weights=cfg.allow_other_weights)
     engine = SymbolicEngine.from_state_dict(enc.engine_state)
-    dec = load_maps(cfg.decoder_path, "decoder", engine=engine, model_info=info)
+    dec = load_maps(cfg.decoder_path, "decoder", engine=engine, model_info=info,
+                    allow_other_weights=cfg.allow_other_weights)
     if cfg.symbolic_encoding_layer not in enc.weights:
         raise DataError(f"{cfg.encoder_path}: no encoder for layer {cfg.symbolic_encoding_layer} "
                         f"(--symbolic_encoding_layer); the file has layers {enc.layers}")
-    engine.to(llama.device)
+    if llama is not None:
+        engine.to(llama.device)
     enc_w = enc.weights[cfg.symbolic_encoding_layer]
     # zero replaces stage 2's decoders (the decoding layers need not have been gathered in stage 1);
     # a decoder that stage 3 fine-tuned is what is being evaluated or resumed: always its own weights
     if cfg.decoder_init == "zero" and not fine_tuned(dec.extra):
         zero = {l: torch.zeros(enc_w.shape[1], enc_w.shape[0]) for l in cfg.symbolic_decoding_layers}
-        return Maps(engine, enc_w, zero, enc.extra, dec.extra)
+        return Maps(engine, enc_w, zero, enc.extra, dec.extra, dec.model_info)
     missing = [l for l in cfg.symbolic_decoding_layers if l not in dec.weights]
     if missing:
         raise DataError(f"{cfg.decoder_path}: no decoder for layer(s) {missing} (--symbolic_decoding_layers); "
                         f"the file has layers {dec.layers} (--decoder_init zero starts without them)")
-    return Maps(engine, enc_w, {l: dec.weights[l] for l in cfg.symbolic_decoding_layers}, enc.extra, dec.extra)
+    return Maps(engine, enc_w, {l: dec.weights[l] for l in cfg.symbolic_decoding_layers}, enc.extra, dec.extra,
+                dec.model_info)
 
 
 def resolve_encoding_layer(cfg: FineTuneConfig, llama) -> None:
@@ -172,8 +178,8 @@ def resolve_encoding_layer(cfg: FineTuneConfig, llama) -> None:
     if not cfg.encoder_path:
         raise ConfigError("--symbolic_encoding_layer auto needs --encoder_path (the stage-2 file holds the "
                           "validation accuracy of every layer)")
-    enc = load_maps(cfg.encoder_path, "encoder",
-                    model_info=model_info(llama.fingerprint, llama.args.dim, llama.args.n_layers))
+    enc = load_maps(cfg.encoder_path, "encoder", model_info=model_info_of(llama),
+                    allow_other_weights=cfg.allow_other_weights)
     accuracy = enc.extra.get("val_all_accuracy")
     if not accuracy:
         raise DataError(f"{cfg.encoder_path}: no validation accuracy per layer in the file (written by an "
@@ -239,8 +245,7 @@ def save_decoder(cfg: FineTuneConfig, run: str, method, engine, llama, maps_at_s
     extra = {"fine_tuned_from": str(src), "fine_tuned_from_fingerprint": maps_at_start["decoder"], "run_name": run,
              "merge": cfg.merge_mode(), "merge_state": iv.merge_state(),
              "symbolic_encoding_layer": cfg.symbolic_encoding_layer}
-    return save_maps(out, "decoder", weights, engine.state_dict(),
-                     model_info(llama.fingerprint, llama.args.dim, llama.args.n_layers), extra,
+    return save_maps(out, "decoder", weights, engine.state_dict(), model_info_of(llama), extra,
                      what="the fine-tuned decoder")
 
 
@@ -248,7 +253,7 @@ def save_decoder(cfg: FineTuneConfig, run: str, method, engine, llama, maps_at_s
 # Options that change what training computes are part of a training state's identity; these do not
 # (where outputs go, evaluation, logging). Files are represented by their content's fingerprint.
 NOT_TRAINING = {"run_name", "log_wandb", "wandb_project", "wandb_group", "programs_dir", "device", "checkpoint_every",
-                "restart", "prefix_split",
+                "restart", "prefix_split", "allow_other_weights",
                 "encoder_path", "decoder_path", "chpt_dir", "tokenizer_path", "max_seq_len", "model_parallel_size",
                 "training_data_df_path", "val_data_df_path", "testing_data_df_path", "testing_problems",
                 "problem_type", "validation_rows", "cot_max_new_tokens", "test_on_unrelated_questions",
@@ -270,7 +275,8 @@ def decoder_output_path(cfg: FineTuneConfig, run: str) -> Path:
 
 def output_needs(cfg: FineTuneConfig, run: str, out_dir: Path, *, n_test: int = 0, params: int = 0,
                  n_train: int = 0, steps: int = 0) -> dict[Path, tuple[str, int]]:
-    """{folder: (what goes there, bytes)} of a run: the results (+ responses), the training state
+    """{folder: (what goes there, bytes)} of a run: the results (+ responses, and the intervention
+    artefact of a neurosymbolic run: about twice the decoder file, a bound), the training state
     (parameters + Adam's two moments, twice while the new file replaces the old), the fine-tuned
     decoder beside --decoder_path (the size of the input decoder, twice likewise)."""
     needs: dict[Path, tuple[str, int]] = {}
@@ -279,7 +285,9 @@ def output_needs(cfg: FineTuneConfig, run: str, out_dir: Path, *, n_test: int = 
         w, n = needs.get(folder, ("", 0))
         needs[folder] = (f"{w} and {what}" if w else what, n + int(size))
 
-    add(out_dir, "the results", MiB + 600 * n_test * len(cfg.methods()) + 400 * steps)
+    decoder = Path(cfg.decoder_path).expanduser() if cfg.decoder_path else None
+    artefact_bytes = 2 * decoder.stat().st_size if "neurosymbolic" in cfg.methods() and decoder and decoder.is_file() else 0
+    add(out_dir, "the results", MiB + 600 * n_test * len(cfg.methods()) + 400 * steps + artefact_bytes)
     if cfg.trains():
         add(out_dir, "the training state", 2 * (12 * params + 8 * n_train + 200 * steps) if params else 0)
         if "neurosymbolic" in cfg.methods():
@@ -386,6 +394,10 @@ def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: D
             test_ex = build_examples(test_rows, llama.formatter, "test", prompt=method.prompt, **test_kw, **ex_kw)
             budget = cfg.cot_max_new_tokens if method.prompt == "cot" or cfg.test_with_non_numerical_rep else short
             responses.append(evaluate(llama, method, test_ex, max_new_tokens=budget, desc=f"test {name}", **eval_kw))
+            if name == "neurosymbolic" and info.is_main:  # what was evaluated, as one shareable artefact
+                art = artefact.from_method(cfg, method.intervention, model=model_info_of(llama), run=run_name,
+                                           trained_types=seen)
+                print(f"intervention artefact: {artefact.save_intervention(out_dir / artefact.FOLDER_NAME, art)}")
 
         gates = None
         if cfg.test_on_unrelated_questions:

@@ -124,7 +124,7 @@ def plan_gather(cfg) -> GatherPlan:
     }
     identity["model"] = {"fingerprint": identity["model_fingerprint"], "dim": params["dim"],
                          "n_layers": params["n_layers"], "ckpt_dir": str(ckpt.path.resolve()),
-                         "format": ckpt.format}
+                         "format": ckpt.format, "weights": ckpt.weight_samples().to_json()}
     identity["possible_problems"] = list(cfg.possible_problems)
     store = HiddenStore(paths.store_dir(cfg))
     totals = {s: len(df) for s, df in splits.items()}

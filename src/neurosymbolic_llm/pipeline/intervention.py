@@ -268,6 +268,7 @@ class SymbolicIntervention(nn.Module):
             if record_idx is not None:
                 rec = {"score": score, "gate": gate, "type_id": type_id, "x": x, "y": y}
                 self.records = {k: v.view(B, K)[:, record_idx] for k, v in rec.items()}
+                self.records["vsa"] = zf.view(B, K, -1)[:, record_idx]  # Enc(h) [B,V]: ask shows its scores
             if self.opts.simulate_perfect_encoder and self._truth is not None:
                 type_id, x, y = (t.to(z.device).long()[:, None].expand(B, K).reshape(-1) for t in self._truth)
             ans = solve(type_id, x, y, problem_list=self.engine.possible_problems,
@@ -285,7 +286,8 @@ class SymbolicIntervention(nn.Module):
 
     # ------------------------------------------------------------------ results
     def take_records(self) -> dict[str, torch.Tensor]:
-        """Per-sample records of the last prompt position (score, gate, type_id, x, y), on the CPU."""
+        """Per-sample records of the last prompt position (score, gate, type_id, x, y [B]; vsa, the
+        encoder's output [B,V], in symbolic mode), on the CPU."""
         return {k: v.detach().cpu() for k, v in self.records.items()}
 
     def merge_state(self) -> dict:

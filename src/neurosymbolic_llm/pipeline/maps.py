@@ -9,10 +9,14 @@ numbers (loaded with `weights_only=True`; no pickled modules) and is written ato
 
     {"format": "nsllm-maps", "version": 1, "kind": "encoder"|"decoder",
      "weights": {"17": W [out, in]}, "engine": engine.state_dict(),
-     "model": {"fingerprint", "dim", "n_layers"}, "extra": {...}}
+     "model": {"fingerprint", "dim", "n_layers", "weights"}, "extra": {...}}
+
+"weights" (the checkpoint's weight samples, neurosymbolic_llm/llama/fingerprint.py) is absent from
+files written before fingerprints followed the weights' content; check_model says what to do then.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +24,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from neurosymbolic_llm.llama.fingerprint import OTHER_WEIGHTS, SAME, WeightSamples, compare
 from neurosymbolic_llm.pipeline.errors import DataError, EngineMismatchError, echo
 from neurosymbolic_llm.pipeline.files import atomic_torch_save
 from neurosymbolic_llm.pipeline.finite import DIVERGED, require_finite
@@ -42,9 +47,53 @@ class MapFile:
         return sorted(self.weights)
 
 
-def model_info(fingerprint: str, dim: int, n_layers: int) -> dict[str, Any]:
-    """The model description stored in (and checked by) every map file."""
-    return {"fingerprint": str(fingerprint), "dim": int(dim), "n_layers": int(n_layers)}
+def model_info(fingerprint: str, dim: int, n_layers: int, weights=None) -> dict[str, Any]:
+    """The model description stored in (and checked by) every map file; `weights`: the
+    checkpoint's weight samples (neurosymbolic_llm/llama/fingerprint.py, a WeightSamples or its
+    to_json()), which let check_model recognise the same weights in another format."""
+    info = {"fingerprint": str(fingerprint), "dim": int(dim), "n_layers": int(n_layers)}
+    if weights is not None:
+        info["weights"] = weights.to_json() if hasattr(weights, "to_json") else weights
+    return info
+
+
+def model_info_of(llama) -> dict[str, Any]:
+    """model_info of a loaded Llama (generation.Llama)."""
+    return model_info(llama.fingerprint, llama.args.dim, llama.args.n_layers, llama.weight_samples)
+
+
+def check_model(stored: dict[str, Any], current: dict[str, Any], where: str, *,
+                allow_other_weights: bool = False) -> str:
+    """Whether maps made on the model `stored` may run on the model `current` (both model_info):
+    "" when they are the same weights (equal fingerprints, or equal samples after rounding to the
+    coarser dtype: one model in Meta, Hugging Face or GGUF float form); a note when they differ
+    only in their weights (a quantized or fine-tuned copy) and `allow_other_weights`; otherwise an
+    EngineMismatchError naming the difference and the override."""
+    for key in ("dim", "n_layers"):
+        if key in current and current[key] != stored.get(key):
+            raise EngineMismatchError(f"{where} was made on a model with {key}={stored.get(key)!r}, "
+                                      f"this model has {key}={current[key]!r}")
+    if "fingerprint" not in current or current["fingerprint"] == stored.get("fingerprint"):
+        return ""
+    theirs, mine = WeightSamples.from_json(stored.get("weights")), WeightSamples.from_json(current.get("weights"))
+    if theirs is None:  # a file of an older version: its fingerprint hashed the files
+        if allow_other_weights:
+            return f"note: {where} carries an older fingerprint; used anyway because of --allow_other_weights"
+        raise EngineMismatchError(
+            f"{where} names its model by an older fingerprint (of the files, not of the weights' content) that "
+            f"cannot be compared with this model's: retrain them (stage 2), or, if this is the model they were "
+            f"made on, pass --allow_other_weights 1 (nsllm export-intervention with it writes an artefact that "
+            f"names this model)")
+    verdict, reason = compare(theirs, mine) if mine is not None else (OTHER_WEIGHTS, "no weight samples here")
+    if verdict == SAME:
+        return ""
+    if verdict == OTHER_WEIGHTS and allow_other_weights:
+        return f"note: {where} was made on other weights ({reason}); used because of --allow_other_weights"
+    if verdict == OTHER_WEIGHTS:
+        raise EngineMismatchError(f"{where} was made on a model of the same architecture with other weights "
+                                  f"({reason}: a quantized, fine-tuned or different copy); "
+                                  f"--allow_other_weights 1 uses them anyway")
+    raise EngineMismatchError(f"{where} was made on a model of another architecture ({reason})")
 
 
 def save_maps(path: str | Path, kind: str, weights: dict[int, torch.Tensor], engine_state: dict[str, Any],
@@ -62,19 +111,19 @@ def save_maps(path: str | Path, kind: str, weights: dict[int, torch.Tensor], eng
         "weights": {str(int(layer)): w.detach().to("cpu", torch.float32).contiguous().clone()
                     for layer, w in sorted(weights.items())},
         "engine": engine_state,
-        "model": {k: model_info[k] for k in MODEL_KEYS},
+        "model": {k: model_info[k] for k in (*MODEL_KEYS, "weights") if k in model_info},
         "extra": dict(extra or {}),
     }
     atomic_torch_save(payload, Path(path), what=what or f"the {kind} maps")
     return Path(path)
 
 
-def load_maps(path: str | Path, kind: str, *, engine=None,
-              model_info: Optional[dict[str, Any]] = None) -> MapFile:
+def load_maps(path: str | Path, kind: str, *, engine=None, model_info: Optional[dict[str, Any]] = None,
+              allow_other_weights: bool = False) -> MapFile:
     """Read a map file and check it: its kind, and (when given) the engine and model it must match.
 
     `engine` is a SymbolicEngine (its `check_compatible` names the first differing setting);
-    `model_info` is `{"fingerprint", "dim", "n_layers"}` of the model the maps will be used with.
+    `model_info` is the model_info of the model the maps will be used with (check_model).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -94,11 +143,9 @@ def load_maps(path: str | Path, kind: str, *, engine=None,
         engine.check_compatible(data["engine"], what=str(path))
     stored = data["model"]
     if model_info is not None:
-        for key in MODEL_KEYS:
-            if key in model_info and model_info[key] != stored.get(key):
-                raise EngineMismatchError(
-                    f"{path}: {kind} maps were trained on a model with {key}={stored.get(key)!r}, "
-                    f"this model has {key}={model_info[key]!r}")
+        note = check_model(stored, model_info, f"{path} ({kind} maps)", allow_other_weights=allow_other_weights)
+        if note:
+            print(note, file=sys.stderr)
     weights = {int(k): v for k, v in data["weights"].items()}
     _check_shapes(path, kind, weights, data["engine"], stored)
     require_finite({f"the {kind} of layer {l}": w for l, w in sorted(weights.items())}, str(path),

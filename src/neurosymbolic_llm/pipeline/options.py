@@ -18,7 +18,8 @@ A schema may list `unused_options` (with `unused_reason`): options of a group it
 this entry does not read (stage 3 takes its VSA engine from the map files, for one). They are accepted, so shared presets
 and old command lines keep working, but not listed in `--help`; given on the command line they
 print a note that they have no effect. `group_titles` can say what a shared group means for one
-entry.
+entry. `positional_options` names list options given as the command's plain arguments (ask's
+questions) instead of a `--name` flag, `flag_options` bool options given as a bare `--name`.
 """
 from __future__ import annotations
 
@@ -294,10 +295,19 @@ def build_parser(schema: type, description: str = "") -> argparse.ArgumentParser
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="", help="YAML file of option values (CLI flags override it)")
     fields = _fields(schema)
+    positional = getattr(schema, "positional_options", ())
+    for name in positional:  # a list option given as the command's arguments
+        parser.add_argument(name, nargs="*", default=argparse.SUPPRESS, help=_help(fields[name]))
     for title, names in groups(schema):
         group = parser.add_argument_group(title)
         for name in names:
+            if name in positional:
+                continue
             f = fields[name]
+            if name in getattr(schema, "flag_options", ()):  # a bool given as a bare --name
+                group.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, action="store_const",
+                                   const=True, help=_help(f))
+                continue
             group.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS,
                                metavar=_type_name(_unwrap_optional(f.type)).upper(), help=_help(f))
     for name in getattr(schema, "unused_options", ()):

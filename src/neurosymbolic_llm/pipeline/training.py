@@ -50,6 +50,7 @@ class FineTuneOptions:
     encoder_path: str = option("", "stage-2 encoder file, Programs/models/encoders_<run>.pth (no default; needed by the neurosymbolic model, the stage-2 adapter and the gate statistics)")
     decoder_path: str = option("", "stage-2 decoder file (no default); the fine-tuned one is saved beside it as <stem>_post_fine_tuning_<run>.pth")
     decoder_init: str = option("file", "where the decoders start: file (the maps of --decoder_path) or zero (zero maps instead of stage 2's, so the first write is the convex merge's s·h; the decoding layers need not be in the file, nor gathered in stage 1). A fine-tuned decoder file (written by stage 3) is always used as it is", choices=("file", "zero"))
+    allow_other_weights: bool = option(False, "use encoder/decoder maps made on a model of the same architecture but other weights (a quantized or fine-tuned copy of the model they were trained on; the same weights in another format or float dtype are accepted without it), or map files of an older version whose fingerprint cannot be compared")
     num_steps: int = option(1000, "optimizer steps per epoch with random problems (with a training CSV: ceil(rows / samples per step))")
     num_epochs: int = option(1, "passes over the training data (0: no training, evaluate the given maps as they are)")
     n_samples: int = option(8, "micro-batch: prompts per forward in training")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -96,6 +97,24 @@ def question_text(problem_type: str, x: int, y: int, *, complexity: int = 2,
     num = number_words if words else str
     m = solution_modulus(complexity, limit_solution_digits)
     return pool[variant].format(x=num(int(x)), y=num(int(y)), mod="" if m is None else f" mod {num(m)}")
+
+
+def parse_question(question: str, *, complexity: int = 2, limit_solution_digits: bool = True
+                   ) -> Optional[tuple[str, int, int]]:
+    """(problem type, x, y) of a question in one of QUESTION_VARIANTS' phrasings with numbers in
+    digits (the inverse of question_text; canonical phrasings first), or None."""
+    m = solution_modulus(complexity, limit_solution_digits)
+    text = " ".join(question.split())
+    for variant in range(max(map(len, QUESTION_VARIANTS.values()))):
+        for problem_type, pool in QUESTION_VARIANTS.items():
+            if variant >= len(pool):
+                continue
+            pattern = re.escape(pool[variant]).replace(r"\{x\}", r"(?P<x>\d+)").replace(r"\{y\}", r"(?P<y>\d+)")
+            pattern = pattern.replace(r"\{mod\}", "" if m is None else re.escape(f" mod {m}"))
+            hit = re.fullmatch(pattern, text, flags=re.IGNORECASE)
+            if hit:
+                return problem_type, int(hit["x"]), int(hit["y"])
+    return None
 
 
 # ----------------------------------------------------------------------------- generation

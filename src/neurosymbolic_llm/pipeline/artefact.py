@@ -1,0 +1,200 @@
+"""A trained intervention as one shareable artefact: a folder with two files.
+
+    <folder>/intervention.safetensors   tensors: "encoder" [V, D] float32 (the encoding layer's),
+                                        "decoder.<layer>" [D, V] float32 (every decoding layer's;
+                                        the fine-tuned ones when stage 3 trained them),
+                                        "codebook" [rows, V] float64 (the VSA engine's),
+                                        "merge.<layer>.<name>" (trained merge parameters: skip, norm)
+    <folder>/intervention.json          everything else: {"format": "nsllm-intervention",
+                                        "version": 1, "tensors_sha256" (of the safetensors file: the
+                                        pair belongs together), "engine" (VSA_dim, max_digits,
+                                        possible_problems, seed), "intervention" (InterventionOptions:
+                                        layers, gate bounds (null = no upper bound), merge, ...),
+                                        "prompt" (complexity, limit_solution_digits, seed of the
+                                        few-shot examples), "model" (maps.model_info of the model it
+                                        was made on, with its weight samples), "checkpoint" (that
+                                        model's path, a hint), "extra" (trained_types, run_name,
+                                        source files)}
+
+`save_intervention(folder, art)` and `load_intervention(folder, model_info=..., allow_other_weights=...)`
+are the one call each; loading checks the pair, the engine, the settings, the shapes and (when
+given) the model (maps.check_model). `from_maps` (an existing run's map files: nsllm
+export-intervention, nsllm ask --run) and `from_method` (the end of stage 3, which always writes one
+to results/<run>/intervention/) make one; `build_method` turns one into the pipeline's
+neurosymbolic Method.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, UserError
+from neurosymbolic_llm.pipeline.files import atomic_write, atomic_write_json
+from neurosymbolic_llm.pipeline.intervention import InterventionOptions
+from neurosymbolic_llm.pipeline.maps import check_model
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine
+
+FORMAT = "nsllm-intervention"
+VERSION = 1
+JSON_NAME, TENSORS_NAME = "intervention.json", "intervention.safetensors"
+FOLDER_NAME = "intervention"  # stage 3 writes results/<run>/intervention/
+PROMPT_KEYS = ("complexity", "limit_solution_digits", "seed")
+
+
+@dataclass
+class TrainedIntervention:
+    engine: SymbolicEngine
+    encoder: torch.Tensor                  # [V, D] of options.symbolic_encoding_layer
+    decoders: dict[int, torch.Tensor]      # {layer: [D, V]} of options.symbolic_decoding_layers
+    merge_state: dict[str, dict[str, torch.Tensor]]  # {layer: merge parameters}
+    options: InterventionOptions
+    prompt: dict[str, Any]                 # PROMPT_KEYS
+    model: dict[str, Any]                  # maps.model_info of the model it was made on
+    checkpoint: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _options_of(cfg) -> InterventionOptions:
+    return InterventionOptions(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(InterventionOptions)})
+
+
+def from_maps(cfg, maps, *, run: str = "") -> TrainedIntervention:
+    """The intervention of a run's map files (fine_tuning.load_maps_for) and settings (cfg, a FineTuneConfig)."""
+    from neurosymbolic_llm.pipeline.fine_tuning import fine_tuned, seen_types
+
+    merge = maps.decoder_extra.get("merge_state", {}) if fine_tuned(maps.decoder_extra) else {}
+    try:  # stage 3's rule: the maps' own record, else the training split's types
+        trained = seen_types(cfg, maps, None, maps.engine.max_digits)[0]
+    except UserError:  # the training CSV is gone: the configured types
+        trained = list(cfg.problem_type)
+    extra = {"run_name": run, "encoder_path": str(cfg.encoder_path), "decoder_path": str(cfg.decoder_path),
+             "trained_types": list(trained)}
+    return TrainedIntervention(maps.engine, maps.encoder, dict(maps.decoders), merge, _options_of(cfg),
+                               {k: getattr(cfg, k) for k in PROMPT_KEYS}, dict(maps.model_info),
+                               str(cfg.chpt_dir), extra)
+
+
+def from_method(cfg, iv, *, model: dict, run: str, trained_types) -> TrainedIntervention:
+    """The intervention as a stage-3 run trained (or evaluated) it: iv is its SymbolicIntervention."""
+    decoders = {l: iv.decoders[str(l)].weight.detach() for l in iv.dec_layers}
+    extra = {"run_name": run, "encoder_path": str(cfg.encoder_path), "decoder_path": str(cfg.decoder_path),
+             "trained_types": list(trained_types)}
+    return TrainedIntervention(iv.engine, iv.encoder.weight.detach(), decoders, iv.merge_state(), _options_of(cfg),
+                               {k: getattr(cfg, k) for k in PROMPT_KEYS}, model, str(cfg.chpt_dir), extra)
+
+
+def build_method(art: TrainedIntervention, llama):
+    """The pipeline's neurosymbolic Method (methods.neurosymbolic, nothing trainable) of `art` on `llama`."""
+    from neurosymbolic_llm.pipeline import methods
+
+    art.options.validate_layers(llama.args.n_layers)
+    method = methods.neurosymbolic(llama.model, art.engine, art.encoder, art.decoders, art.options, lr=0.0,
+                                   complexity=art.prompt["complexity"],
+                                   limit_solution_digits=art.prompt["limit_solution_digits"], train=False)
+    method.intervention.load_merge_state(art.merge_state)
+    return method
+
+
+# ----------------------------------------------------------------------------- files
+def _tensors(art: TrainedIntervention) -> dict[str, torch.Tensor]:
+    out = {"encoder": art.encoder, "codebook": art.engine.codebook}
+    out |= {f"decoder.{l}": w for l, w in sorted(art.decoders.items())}
+    out |= {f"merge.{l}.{k}": v for l, sd in sorted(art.merge_state.items()) for k, v in sorted(sd.items())}
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in out.items()}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_intervention(folder: str | Path, art: TrainedIntervention) -> Path:
+    """Write the folder's two files (each atomically; the JSON last, naming the tensors' hash)."""
+    from safetensors.torch import save
+
+    folder = Path(folder).expanduser()
+    # through a Python file: the umask's permissions (save_file makes it private) and a full disk's OSError
+    tensors = atomic_write(folder / TENSORS_NAME, lambda tmp: tmp.write_bytes(save(_tensors(art))),
+                           what="the intervention's tensors")
+    opts = dataclasses.asdict(art.options)
+    opts["problem_score_max"] = None if math.isinf(opts["problem_score_max"]) else opts["problem_score_max"]
+    engine = {k: v for k, v in art.engine.state_dict().items() if k not in ("codebook", "format", "version")}
+    data = {"format": FORMAT, "version": VERSION, "tensors_sha256": _sha256(tensors), "engine": engine,
+            "intervention": opts, "prompt": dict(art.prompt), "model": art.model,
+            "checkpoint": art.checkpoint, "extra": art.extra}
+    atomic_write_json(folder / JSON_NAME, data, what="the intervention's settings")
+    return folder
+
+
+def load_intervention(folder: str | Path, *, model_info: Optional[dict] = None,
+                      allow_other_weights: bool = False) -> TrainedIntervention:
+    """Read and check an artefact folder; with `model_info` (maps.model_info_of(llama)) also the model."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder).expanduser()
+    jpath, tpath = folder / JSON_NAME, folder / TENSORS_NAME
+    for p in (jpath, tpath):
+        if not p.is_file():
+            raise DataError(f"{p}: not found; an intervention artefact is a folder with {JSON_NAME} and {TENSORS_NAME}")
+    try:
+        data = json.loads(jpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{jpath}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
+        raise DataError(f"{jpath}: not an intervention artefact of version {VERSION} (format {FORMAT!r})")
+    if data.get("tensors_sha256") != _sha256(tpath):
+        raise DataError(f"{tpath}: not the tensors {jpath.name} was written with (its sha256 differs): "
+                        f"copy the two files together")
+    try:
+        t = load_file(str(tpath))
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"{tpath}: not a readable safetensors file ({exc})") from None
+    try:
+        engine = SymbolicEngine.from_state_dict({**data["engine"], "codebook": t["codebook"]})
+        opts = dict(data["intervention"])
+        opts["problem_score_max"] = math.inf if opts.get("problem_score_max") is None else opts["problem_score_max"]
+        options = InterventionOptions(**opts)
+        options.validate_intervention()
+        options.validate_layers(int(data["model"]["n_layers"]))
+        prompt = {k: data["prompt"][k] for k in PROMPT_KEYS}
+        decoders = {l: t[f"decoder.{l}"] for l in options.symbolic_decoding_layers}
+        merge = {}
+        for key, v in t.items():
+            if key.startswith("merge."):
+                _, layer, name = key.split(".", 2)
+                merge.setdefault(layer, {})[name] = v
+        art = TrainedIntervention(engine, t["encoder"], decoders, merge, options, prompt, data["model"],
+                                  str(data.get("checkpoint") or ""), dict(data.get("extra") or {}))
+    except KeyError as exc:
+        raise DataError(f"{folder}: the artefact lacks {exc.args[0]!r}") from None
+    except (TypeError, ValueError, ConfigError) as exc:
+        raise DataError(f"{jpath}: {exc}") from None
+    except UserError as exc:  # the engine's own checks
+        raise DataError(f"{folder}: {exc}") from None
+    _check_shapes(art, folder)
+    if model_info is not None:
+        note = check_model(art.model, model_info, f"{folder} (intervention)",
+                           allow_other_weights=allow_other_weights)
+        if note:
+            print(note, file=sys.stderr)
+    return art
+
+
+def _check_shapes(art: TrainedIntervention, folder: Path) -> None:
+    V, D = art.engine.VSA_dim, int(art.model["dim"])
+    wants = {"encoder": (art.encoder, (V, D))} | {f"decoder.{l}": (w, (D, V)) for l, w in art.decoders.items()}
+    for name, (w, want) in wants.items():
+        if tuple(w.shape) != want:
+            raise DataError(f"{folder / TENSORS_NAME}: {name} has shape {tuple(w.shape)}, expected {want}")

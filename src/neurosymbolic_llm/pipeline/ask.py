@@ -1,0 +1,335 @@
+"""Ask a trained intervention questions and see the mechanism at work (nsllm ask).
+
+Per question: the prompt the pipeline would build (training.build_examples' rule: the dataset's
+few-shot dialog with two solved examples of the question's type, drawn from row_rng(seed, "ask",
+question index); a question in none of the dataset's phrasings is asked as the gate statistics ask
+non-math questions, unless --examples_type names a type); then one generation with the
+intervention attached (the pipeline's SymbolicIntervention: its records at the last prompt position
+give the gate score, the decoded x, y and type, from which the symbolic answer is solved exactly as
+the hook solves it) and one without (the plain model).
+
+Where the intervention comes from, first match wins: --intervention DIR (an artefact, artefact.py);
+--run R whose results/R/intervention/ exists; the maps of the configuration (--encoder_path,
+--decoder_path; with --run R those of R's config_fine_tune.yaml, the decoder it fine-tuned when there
+is one). `with_run_config(argv)` makes R's saved configuration the defaults of the command line,
+so `nsllm ask --run demo_ns "What is 12 times 7 mod 1000?"` needs nothing else; a stage-2 run name
+(no stage 3 of its own) is followed to the one neurosymbolic stage-3 run that used its maps.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Optional, Sequence
+
+import torch
+import yaml
+
+from neurosymbolic_llm.pipeline import artefact as artefacts
+from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
+from neurosymbolic_llm.pipeline.evaluation import answer_token_budget
+from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, decoder_output_path, load_maps_for
+from neurosymbolic_llm.pipeline.intervention import InterventionOptions
+from neurosymbolic_llm.llama.fingerprint import WeightSamples
+from neurosymbolic_llm.pipeline.maps import check_model, model_info, model_info_of
+from neurosymbolic_llm.pipeline.options import option
+from neurosymbolic_llm.pipeline.paths import check_run_name, programs_root, results_dir
+from neurosymbolic_llm.pipeline.runtime import build_llama
+from neurosymbolic_llm.symbolic.problems import parse_question, solve_one
+from neurosymbolic_llm.symbolic.prompts import few_shot_dialog, non_math_dialog, parse_answer, row_rng
+from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES, solve
+
+SPLIT = "ask"  # the few-shot examples of question i come from row_rng(seed, SPLIT, i)
+ARTEFACT = " (intervention)"  # how load_source names an artefact it read
+STAGE3_CONFIG, STAGE2_CONFIG = "config_fine_tune.yaml", "config_encoders.yaml"
+
+
+@dataclass
+class SavedRunOptions:
+    """a saved run: its configuration as the defaults"""
+    run: str = option("", "a run name (Programs/results/<run>/): its config_fine_tune.yaml gives the model, maps, layers and gate settings (command-line options override them), its intervention/ folder the artefact; a stage-2 run is followed to the one neurosymbolic stage-3 run that used its maps")
+
+
+@dataclass
+class AskOptions:
+    """ask: the questions and how they are asked"""
+    questions: list[str] = option([], "questions to ask, each one argument (quote them)")
+    questions_file: str = option("", "a text file of questions, one per line (blank lines and lines starting with # are skipped)")
+    intervention: str = option("", "an intervention artefact folder (intervention.json + intervention.safetensors); default: the run's")
+    examples_type: str = option("auto", "few-shot examples of this problem type; auto: the question's own type when it is in one of the dataset's phrasings, otherwise no examples (the gate statistics' non-math prompt)")
+    max_new_tokens: int = option(0, "new tokens per answer (0: the pipeline's budget for a bare-integer answer)")
+    json: bool = option(False, "print one JSON object per question (JSON lines) instead of text (a bare flag)")
+
+
+# What ask reads of stage 3's options; the others are accepted (a run's saved configuration loads)
+# but not listed in --help.
+_ASK_READS = {"encoder_path", "decoder_path", "decoder_init", "allow_other_weights", "eval_batch_size", "chpt_dir",
+              "tokenizer_path", "max_seq_len", "dtype", "device", "programs_dir", "seed", "complexity",
+              "limit_solution_digits", "run_name", *InterventionOptions.__dataclass_fields__}
+
+
+@dataclass
+class AskConfig(AskOptions, SavedRunOptions, FineTuneConfig):
+    """ask a trained intervention questions"""
+    positional_options: ClassVar[tuple] = ("questions",)
+    flag_options: ClassVar[tuple] = ("json",)
+    unused_options: ClassVar[tuple] = tuple(n for n in FineTuneConfig.__dataclass_fields__ if n not in _ASK_READS)
+    unused_reason: ClassVar[str] = "ask reads the model, the maps or artefact and the intervention's settings only"
+
+    def validate(self) -> None:
+        self.validate_intervention()
+        if self.examples_type != "auto" and self.examples_type not in PROBLEM_TYPES:
+            raise ConfigError(f"--examples_type {self.examples_type}: expected auto or one of {', '.join(PROBLEM_TYPES)}")
+
+
+# ----------------------------------------------------------------------------- the run's configuration
+def _stage3_runs_using(encoder: Path, root: Path) -> list[str]:
+    """Neurosymbolic stage-3 runs whose saved encoder_path is `encoder` (not the diagnostic runs with
+    --simulate_perfect_encoder, e.g. make real's real_perfect_encoder)."""
+    out = []
+    for path in sorted((root / "results").glob(f"*/{STAGE3_CONFIG}")):
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # not a readable run record: not a candidate
+        others = ("lora_baseline", "adapter_baseline", "cot", "simulate_perfect_encoder")
+        if any(data.get(k) for k in others) or data.get("test_baseline") == 2:
+            continue
+        if data.get("encoder_path") and _located(data["encoder_path"]).resolve() == encoder.resolve():
+            out.append(path.parent.name)
+    return out
+
+
+def saved_config(run: str, programs_dir: str = "") -> Path:
+    """results/<run>/config_fine_tune.yaml, or that of the one neurosymbolic stage-3 run that used the
+    maps of the stage-2 run <run>; a one-line error naming what was found otherwise."""
+    folder = results_dir(check_run_name(run, "--run"), programs_dir)
+    if (folder / STAGE3_CONFIG).is_file():
+        return folder / STAGE3_CONFIG
+    if not (folder / STAGE2_CONFIG).is_file():
+        raise ConfigError(f"--run {run}: {folder} holds no {STAGE3_CONFIG} (a stage-3 run) nor {STAGE2_CONFIG}")
+    root = programs_root(programs_dir)
+    users = _stage3_runs_using(root / "models" / f"encoders_{run}.pth", root)
+    if len(users) != 1:
+        found = f"stage-3 runs using its maps: {', '.join(users)}" if users else "no neurosymbolic stage-3 run used its maps"
+        raise ConfigError(f"--run {run} is a stage-2 run; {found}: pass one of them as --run, or give "
+                          f"--encoder_path, --decoder_path and the layers")
+    print(f"--run {run}: using stage-3 run {users[0]}, which used its maps", file=sys.stderr)
+    return results_dir(users[0], programs_dir) / STAGE3_CONFIG
+
+
+def with_run_config(argv: Sequence[str]) -> list[str]:
+    """argv with `--config <the run's saved configuration>` first when --run is given without --config."""
+    pre = argparse.ArgumentParser(add_help=False)
+    for name in ("--run", "--config", "--programs_dir"):
+        pre.add_argument(name, default="")
+    known, _ = pre.parse_known_args(list(argv))
+    if not known.run or known.config:
+        return list(argv)
+    return ["--config", str(saved_config(known.run, known.programs_dir))] + list(argv)
+
+
+def _located(path: str) -> Path:
+    """A saved relative path: from the working directory, else from the repository root (the
+    recipes run there)."""
+    p = Path(path).expanduser()
+    alt = programs_root().parent / p
+    return alt if not p.exists() and not p.is_absolute() and alt.exists() else p
+
+
+# ----------------------------------------------------------------------------- the intervention
+def load_source(cfg: AskConfig, *, artefact_first: bool = True) -> tuple[artefacts.TrainedIntervention, str]:
+    """(intervention, where it was read) from the artefact (--intervention, or the run's unless not
+    `artefact_first`) or the configuration's maps (the run's fine-tuned decoder when it exists),
+    checked in themselves; the model is checked by the caller."""
+    folder = Path(cfg.intervention).expanduser() if getattr(cfg, "intervention", "") else None
+    if folder is None and cfg.run and artefact_first:
+        run_folder = results_dir(cfg.run_name or cfg.run, cfg.programs_dir) / artefacts.FOLDER_NAME
+        folder = run_folder if (run_folder / artefacts.JSON_NAME).is_file() else None
+    if folder is not None:
+        return artefacts.load_intervention(folder), f"{folder}{ARTEFACT}"
+    if not cfg.encoder_path or not cfg.decoder_path:
+        raise ConfigError(f"{'--run ' + cfg.run + ' has no maps (not a neurosymbolic run?): ' if cfg.run else ''}"
+                          f"ask needs --run, --intervention, or --encoder_path and --decoder_path")
+    cfg.encoder_path, cfg.decoder_path = str(_located(cfg.encoder_path)), str(_located(cfg.decoder_path))
+    tuned = decoder_output_path(cfg, cfg.run_name) if cfg.run and cfg.run_name else None
+    if tuned is not None and tuned.is_file():
+        cfg.decoder_path = str(tuned)
+    if cfg.symbolic_encoding_layer == "auto":
+        raise ConfigError("--symbolic_encoding_layer auto: give the layer number (a run's saved configuration has it)")
+    return artefacts.from_maps(cfg, load_maps_for(cfg, None), run=cfg.run_name), f"{cfg.decoder_path} (maps)"
+
+
+# ----------------------------------------------------------------------------- asking
+def dialog(question: str, index: int, art: artefacts.TrainedIntervention, examples_type: str = "auto"):
+    """(messages, how it is asked, (type, x, y) of a recognised question or None)."""
+    p = art.prompt
+    kw = dict(complexity=p["complexity"], limit_solution_digits=p["limit_solution_digits"])
+    known = parse_question(question, **kw)
+    kind = examples_type if examples_type != "auto" else known[0] if known else None
+    if kind is None:
+        return non_math_dialog(question), "non-math prompt", known
+    return few_shot_dialog(kind, question, row_rng(p["seed"], SPLIT, index), **kw), f"few-shot {kind}", known
+
+
+@torch.no_grad()
+def ask(llama, art: artefacts.TrainedIntervention, questions: Sequence[str], *, examples_type: str = "auto",
+        max_new_tokens: int = 0, batch_size: int = 16) -> list[dict]:
+    """One dict per question (see the module docstring; `answer_lines` prints one)."""
+    method = artefacts.build_method(art, llama)
+    iv, engine, p = method.intervention, art.engine, art.prompt
+    n_new = max_new_tokens or answer_token_budget(llama.tokenizer, p["complexity"], p["limit_solution_digits"])
+    names = list(engine.possible_problems)
+    out = []
+    for b0 in range(0, len(questions), batch_size):
+        batch = list(questions[b0:b0 + batch_size])
+        asked = [dialog(q, b0 + i, art, examples_type) for i, q in enumerate(batch)]
+        prompts = [llama.formatter.encode_dialog_prompt(m) for m, _, _ in asked]
+        with method.attach():
+            iv.set_truth()
+            with_iv = llama.generate(prompts, n_new)
+            rec = iv.take_records()
+        without = llama.generate(prompts, n_new)  # no hooks: the plain model
+        symbolic = solve(rec["type_id"], rec["x"], rec["y"], problem_list=names, complexity=p["complexity"],
+                         limit_solution_digits=p["limit_solution_digits"])
+        type_scores = engine.problem_type_scores(rec["vsa"]).cpu()                   # [B, T]
+        x_scores = engine.digit_scores(rec["vsa"], "n1").amax(-1).amin(-1).cpu()  # [B] weakest digit
+        y_scores = engine.digit_scores(rec["vsa"], "n2").amax(-1).amin(-1).cpu()
+        for i, (q, (_, how, known)) in enumerate(zip(batch, asked)):
+            order = type_scores[i].argsort(descending=True).tolist()
+            texts = [llama.tokenizer.decode(g[i]) for g in (with_iv, without)]
+            out.append({
+                "question": q, "asked_as": how,
+                "recognised": None if known is None else {
+                    "type": known[0], "x": known[1], "y": known[2],
+                    "answer": solve_one(known[0], known[1], known[2], complexity=p["complexity"],
+                                        limit_solution_digits=p["limit_solution_digits"])},
+                "gate": {"score": float(rec["score"][i]), "open": bool(rec["gate"][i]),
+                         "threshold": iv.threshold, "maximum": None if math.isinf(iv.maximum) else iv.maximum},
+                "decoded": {"type": names[order[0]], "type_score": float(type_scores[i, order[0]]),
+                            "runner_up": names[order[1]] if len(order) > 1 else None,
+                            "runner_up_score": float(type_scores[i, order[1]]) if len(order) > 1 else None,
+                            "x": int(rec["x"][i]), "x_score": float(x_scores[i]),
+                            "y": int(rec["y"][i]), "y_score": float(y_scores[i])},
+                "symbolic_answer": int(symbolic[i]),
+                "with_intervention": {"text": texts[0], "answer": parse_answer(texts[0])},
+                "without_intervention": {"text": texts[1], "answer": parse_answer(texts[1])},
+            })
+    return out
+
+
+def answer_lines(a: dict) -> list[str]:
+    """The text form of one answer of `ask`."""
+    g, d = a["gate"], a["decoded"]
+    bounds = f"score > {g['threshold']:g}" if g["maximum"] is None else f"{g['threshold']:g} < score < {g['maximum']:g}"
+    lines = [f"Q: {a['question']}   [{a['asked_as']}]",
+             f"  gate       {'OPEN' if g['open'] else 'closed'}: score {g['score']:.3f} (opens when {bounds})",
+             f"  decoded    type {d['type']} ({d['type_score']:.3f}; next {d['runner_up']} "
+             f"{d['runner_up_score']:.3f})   x {d['x']} ({d['x_score']:.2f})   y {d['y']} ({d['y_score']:.2f})"
+             f"   [digit scores: the weakest digit's]",
+             f"  symbolic   {d['type']}({d['x']}, {d['y']}) = {a['symbolic_answer']}"
+             f"{'' if g['open'] else '   (not written: the gate is closed)'}",
+             f"  model      with the intervention: {a['with_intervention']['text']!r}   "
+             f"without: {a['without_intervention']['text']!r}"]
+    r = a["recognised"]
+    if r is not None:
+        lines.append(f"  question   {r['type']}({r['x']}, {r['y']}) = {r['answer']} (read from its phrasing)")
+    return lines
+
+
+def read_questions(cfg: AskConfig) -> list[str]:
+    questions = list(cfg.questions)
+    if cfg.questions_file:
+        path = Path(cfg.questions_file).expanduser()
+        if not path.is_file():
+            raise DataError(f"{path}: questions file not found")
+        questions += [line.strip() for line in path.read_text().splitlines()
+                      if line.strip() and not line.lstrip().startswith("#")]
+    if not questions:
+        raise ConfigError("no question given: pass questions as arguments or --questions_file FILE")
+    return questions
+
+
+GATE_OPTIONS = ("problem_score_threshold", "problem_score_max")
+
+
+def with_gate_options(art: artefacts.TrainedIntervention, cfg: AskConfig, given: Sequence[str]):
+    """An artefact with the gate bounds given on the command line (`given`: option names); its other
+    intervention settings are what its maps were trained with, so giving one is an error."""
+    fixed = [n for n in given if n in InterventionOptions.__dataclass_fields__ and n not in GATE_OPTIONS]
+    if fixed:
+        raise ConfigError(f"--{fixed[0]}: an intervention artefact fixes it (its maps were trained with "
+                          f"{getattr(art.options, fixed[0])!r}); only {', '.join('--' + n for n in GATE_OPTIONS)} "
+                          f"can be changed (other maps: --encoder_path, --decoder_path without --run)")
+    art.options = dataclasses.replace(art.options, **{n: getattr(cfg, n) for n in GATE_OPTIONS if n in given})
+    art.options.validate_intervention()
+    return art
+
+
+def run(cfg: AskConfig, given: Sequence[str] = ()) -> int:
+    """`given`: the option names given on the command line (they override an artefact's gate)."""
+    questions = read_questions(cfg)
+    art, where = load_source(cfg)
+    if where.endswith(ARTEFACT):
+        art = with_gate_options(art, cfg, given)
+    if cfg.chpt_dir == AskConfig.__dataclass_fields__["chpt_dir"].default and art.checkpoint:
+        cfg.chpt_dir = art.checkpoint  # an artefact alone: the model it was made on, unless given
+    cfg.chpt_dir = str(_located(cfg.chpt_dir))
+    llama = build_llama(cfg, max_batch_size=min(cfg.eval_batch_size, len(questions)))
+    note = check_model(art.model, model_info_of(llama), where, allow_other_weights=cfg.allow_other_weights)
+    if note:
+        print(note, file=sys.stderr)
+    answers = ask(llama, art, questions, examples_type=cfg.examples_type, max_new_tokens=cfg.max_new_tokens,
+                  batch_size=cfg.eval_batch_size)
+    for a in answers:
+        print(json.dumps(a) if cfg.json else "\n".join(answer_lines(a)) + "\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------- export
+@dataclass
+class ExportOptions:
+    """export: where the artefact goes"""
+    out: str = option("", "the artefact folder to write (default: Programs/results/<run>/intervention/)")
+
+
+@dataclass
+class ExportConfig(ExportOptions, SavedRunOptions, FineTuneConfig):
+    """export a run's trained intervention as one artefact"""
+    unused_options: ClassVar[tuple] = AskConfig.unused_options
+    unused_reason: ClassVar[str] = "export reads the maps and the intervention's settings only"
+
+    def validate(self) -> None:
+        self.validate_intervention()
+
+
+def export(cfg: ExportConfig) -> int:
+    """Write the artefact of a run's map files and settings (no model is loaded: the maps' own
+    record of their model goes into it)."""
+    art, where = load_source(cfg, artefact_first=False)
+    if WeightSamples.from_json(art.model.get("weights")) is None and cfg.allow_other_weights:
+        art.model = _restamped(cfg, art, where)
+    out = Path(cfg.out).expanduser() if cfg.out else \
+        results_dir(cfg.run_name or cfg.run or "export", cfg.programs_dir) / artefacts.FOLDER_NAME
+    artefacts.save_intervention(out, art)
+    print(f"intervention of {where} written to {out}")
+    return 0
+
+
+def _restamped(cfg: ExportConfig, art: artefacts.TrainedIntervention, where: str) -> dict:
+    """Maps of an older version name their model by a fingerprint of its files: with
+    --allow_other_weights (the user vouches that --chpt_dir is the model they were made on) the
+    artefact gets that checkpoint's content fingerprint instead (read without loading the model)."""
+    from neurosymbolic_llm.llama.formats import open_checkpoint
+
+    ckpt = open_checkpoint(_located(cfg.chpt_dir), cfg.tokenizer_path or None)
+    args = ckpt.args()
+    info = model_info(ckpt.fingerprint(), args.dim, args.n_layers, ckpt.weight_samples())
+    check_model(art.model, info, where, allow_other_weights=True)  # sizes must still agree
+    print(f"note: {where} carried an older fingerprint; the artefact names {ckpt.path} instead "
+          f"(--allow_other_weights: the model they were made on)", file=sys.stderr)
+    return info
