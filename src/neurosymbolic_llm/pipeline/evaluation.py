@@ -97,13 +97,16 @@ def evaluate(llama, method: Method, ex: Examples, *, max_new_tokens: int, batch_
             truth = ex.truth(idx)
             if iv is not None:
                 iv.set_truth(*truth)
-            gen = llama.generate(prompts, max_new_tokens)
+            if method.respond is None:
+                texts = [tok.decode(g) for g in llama.generate(prompts, max_new_tokens)]
+            else:
+                texts = method.respond(prompts, max_new_tokens)
             rec = iv.take_records() if iv is not None else {}
-            texts = [tok.decode(g) for g in gen]
             parse = parse_cot_answer if cot else parse_word_answer if ex.words else parse_answer
             parsed = [parse(t) for t in texts]
             ce_prompts = [p + c for p, c in zip(prompts, _cot_continuations(tok, texts))] if cot else prompts
-            ce = answer_cross_entropy(model, ce_prompts, answers, fill_id=tok.eot_id, intervention=iv, truth=truth)
+            ce = (answer_cross_entropy(model, ce_prompts, answers, fill_id=tok.eot_id, intervention=iv, truth=truth)
+                  if method.respond is None else torch.full((len(idx),), float("nan")))  # printed: no distribution
             part = pd.DataFrame({
                 "method": method.name,
                 "problem_type": rows["problem_type"].values,

@@ -27,9 +27,9 @@ import pandas as pd
 from neurosymbolic_llm.pipeline.files import atomic_savefig, atomic_write_csv, atomic_write_json, atomic_write_text
 
 RESULT_COLUMNS = ["method", "problem_type", "seen", "n", "accuracy", "cross_entropy"]
-METHOD_ORDER = ["neurosymbolic", "baseline", "cot", "adapter", "lora"]
+METHOD_ORDER = ["neurosymbolic", "baseline", "cot", "adapter", "lora", "read_and_print"]
 PAPER_NAMES = {"neurosymbolic": "NS LLM", "baseline": "standard LLM", "cot": "CoT", "adapter": '"LoRA" (adapter)',
-               "lora": "LoRA (peft)"}
+               "lora": "LoRA (peft)", "read_and_print": "read and print"}  # the last is not in the paper
 
 
 # ----------------------------------------------------------------------------- tables

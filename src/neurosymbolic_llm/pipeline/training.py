@@ -78,6 +78,12 @@ class Method:
     # read and write only at >= P-1): training then runs the prefix once without gradients
     # (answer_cross_entropy's prefix_frozen). False for methods that change every position (LoRA).
     prefix_frozen: bool = False
+    # The first residual layer whose input depends on the trained parameters (teacher forcing): the
+    # states entering the layers below are the same in every step (prefix_cache.py keeps them).
+    trained_from: int = 0
+    # Answers a batch itself instead of the model's generation: respond(prompts, max_new_tokens) ->
+    # texts (read_and_print); such a method has no answer distribution (cross-entropy NaN).
+    respond: Optional[Callable[[Sequence[Sequence[int]], int], list[str]]] = None
 
 
 @dataclass
