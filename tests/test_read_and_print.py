@@ -99,3 +99,12 @@ def test_a_closed_gate_leaves_the_question_to_the_plain_model(llama, engine, ex,
                     problem_list=engine.possible_problems)
     assert not df.gate_open.any()
     assert df.generated.tolist() == base.generated.tolist()
+
+
+def test_read_and_print_runs_before_the_main_method_and_needs_the_maps():
+    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+
+    cfg = FineTuneConfig(read_and_print=True, test_baseline=1, lora_baseline=True)
+    assert cfg.methods() == ["baseline", "read_and_print", "lora"]  # before LoRA changes the model
+    assert cfg.needs_maps() and FineTuneConfig(read_and_print=True, test_baseline=2).methods() == [
+        "baseline", "read_and_print"]
