@@ -11,28 +11,11 @@ import torch
 from neurosymbolic_llm.pipeline import methods
 from neurosymbolic_llm.pipeline.intervention import InterventionOptions
 from neurosymbolic_llm.pipeline.prefix_cache import PrefixCache
-from neurosymbolic_llm.pipeline.training import answer_cross_entropy, build_examples
 from neurosymbolic_llm.symbolic.engine import SymbolicEngine
-from neurosymbolic_llm.symbolic.problems import generate_problems
+
+from test_prefix_cache import _loss_and_grads, ex, llama  # noqa: F401  (the tiny model, rows of other paddings)
 
 VSA, ENC, DEC = 64, 1, 3  # the tiny model has 4 blocks
-
-
-@pytest.fixture(scope="module")
-def llama(tiny_ckpt):
-    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
-    from neurosymbolic_llm.pipeline.runtime import build_llama
-
-    return build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=512), max_batch_size=8, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def ex(llama):
-    rows = generate_problems(6, ["gcd", "lcm", "multiplication", "bitwise_or"], complexity=2, seed=5)
-    out = build_examples(rows, llama.formatter, "train", seed=0, complexity=2, limit_solution_digits=True,
-                         problem_list=SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4).possible_problems)
-    assert len({len(p) for p in out.prompts}) > 1 and len({len(a) for a in out.answers}) > 1
-    return out
 
 
 def _method(llama, kind: str, **opts):
@@ -44,18 +27,6 @@ def _method(llama, kind: str, **opts):
         return methods.adapter(llama.model, enc, dec, iv_opts, lr=1e-3, init="stage2", seed=0)
     return methods.neurosymbolic(llama.model, SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4), enc, dec, iv_opts,
                                  lr=1e-3, complexity=2, limit_solution_digits=True)
-
-
-def _loss_and_grads(llama, method, ex, idx, cache=None, split=True):
-    eot = llama.tokenizer.eot_id
-    for p in method.params:
-        p.grad = None
-    with method.attach():
-        ce = answer_cross_entropy(llama.model, [ex.prompts[i] for i in idx], [ex.answers[i] + [eot] for i in idx],
-                                  fill_id=eot, intervention=method.intervention, truth=ex.truth(idx),
-                                  prefix_frozen=split, prefix_cache=cache, keys=idx)
-    ce.sum().backward()
-    return ce.detach(), [p.grad.clone() for p in method.params]
 
 
 CASES = {
@@ -73,6 +44,7 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_a_cached_step_gives_the_loss_and_gradients_of_the_full_forward(llama, ex, case):
     kind, opts = CASES[case]
+    assert len({len(a) for a in ex.answers}) > 1  # answers of other lengths: padded suffixes
     method = _method(llama, kind, **opts)
     assert method.trained_from == (ENC if kind == "adapter" else DEC)
     cache = PrefixCache(method.trained_from)

@@ -14,16 +14,10 @@ from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 from neurosymbolic_llm.symbolic.problems import generate_problems
 from neurosymbolic_llm.symbolic.solver import solve_one
 
+from test_prefix_cache import llama  # noqa: F401  (the tiny model)
+
 VSA, LAYER, FITTED = 256, 2, 6
 TYPES = ["gcd", "lcm", "multiplication", "bitwise_or", "modulo"]
-
-
-@pytest.fixture(scope="module")
-def llama(tiny_ckpt):
-    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
-    from neurosymbolic_llm.pipeline.runtime import build_llama
-
-    return build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=512), max_batch_size=16, device="cpu")
 
 
 @pytest.fixture(scope="module")
