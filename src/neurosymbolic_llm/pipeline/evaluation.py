@@ -6,6 +6,8 @@ tokenizer needs it: one token per digit; CoT and answers in words: --cot_max_new
 integer parsed (prompts.parse_answer, parse_cot_answer after "Final Answer:", parse_word_answer for
 words), exact match against the solution, and the teacher-forced
 mean token cross-entropy of the answer tokens (without <|eot_id|>, as the original's evaluation).
+A method that answers by itself (Method.respond: read and print) replaces the generation; it has
+no answer distribution, so its cross-entropy is NaN.
 
 CoT cross-entropy (our choice, as the paper does not define the span; docs/METHOD.md): the
 answer tokens are scored after the prompt, the model's own generated text up to and including the
