@@ -151,5 +151,6 @@ def test_wilson_interval_bounds_solve_the_score_equation(solved, asked):
     lo, hi = wilson_interval(solved, asked)
     assert lo == pytest.approx(root(0.0, p) if solved else 0.0, abs=1e-9)
     assert hi == pytest.approx(root(p, 1.0) if solved < asked else 1.0, abs=1e-9)
+    assert (lo == 0.0) == (solved == 0) and (hi == 1.0) == (solved == asked)  # "0.0-4.6", never "-0.0-4.6"
     if (solved, asked) == (8, 20):  # the textbook example
         assert (round(lo, 4), round(hi, 4)) == (0.2188, 0.6134)

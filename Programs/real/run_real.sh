@@ -93,9 +93,13 @@ stage3() { stage3_script Programs/fine_tune_decoders.py "$@"; }
 # adapter waits for them. LoRA runs a full backward through all 30 blocks per step (40-75 s at
 # batch 16 on the CPU, 30-50x a decoder step with cached prefixes), so on the CPU it trains less
 # ($LORA_EPOCHS) and chain of thought waits for the main lane (two cores).
+# The adapter's own learning rate, chosen on validation like the decoder's (README.md, "Re-tuned on
+# validation"): 2e-3 gave 10.0%, 1e-2 and 3e-2 0% (the decoder's 3e-2 makes it diverge).
+ADAPTER_LR=0.002
 adapter_lane() {
     while [ ! -f "$ENC" ] || [ ! -f "$DEC" ]; do sleep 5; done
-    lane real_adapter stage3 --run_name real_adapter --adapter_baseline 1 --encoder_path "$ENC" --decoder_path "$DEC"
+    lane real_adapter stage3 --run_name real_adapter --adapter_baseline 1 --learning_rate $ADAPTER_LR \
+        --encoder_path "$ENC" --decoder_path "$DEC"
 }
 lora_lane() { lane real_lora stage3 --run_name real_lora --lora_baseline 1 ${LORA_EPOCHS[@]+"${LORA_EPOCHS[@]}"}; }
 cot_lane() { lane real_cot stage3 --run_name real_cot --cot 1; }

@@ -140,7 +140,7 @@ def wilson_interval(solved: float, asked: float, z: float = 1.96) -> tuple[float
     p = solved / asked
     centre = (p + z * z / (2 * asked)) / (1 + z * z / asked)
     half = z * math.sqrt(p * (1 - p) / asked + z * z / (4 * asked * asked)) / (1 + z * z / asked)
-    return centre - half, centre + half
+    return max(centre - half, 0.0), min(centre + half, 1.0)  # exactly 0 / 1 at p = 0 / 1, not -1e-17
 
 
 def _fmt_interval(lo: float, hi: float) -> str:
