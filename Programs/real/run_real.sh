@@ -49,7 +49,7 @@ STAGES12=(); STAGE3=(); LORA_EPOCHS=()
 case $PRESET in
     cpu) SIZES=(--n_train 3000 --n_val 200 --n_test 200); LORA_EPOCHS=(--num_epochs 1 --training_rows 96) ;;
     hour) SIZES=(--n_train 5000 --n_val 200 --n_test 400)
-          STAGE3=(--training_rows 640 --validation_rows 64 --cot_max_new_tokens 128); LORA_EPOCHS=(--num_epochs 1 --training_rows 320) ;;
+          STAGE3=(--training_rows 1280 --validation_rows 64 --cot_max_new_tokens 128); LORA_EPOCHS=(--num_epochs 1 --training_rows 320) ;;
     gpu) SIZES=(--n_train 10000 --n_val 200 --n_test 1000) ;;
     reduced) SIZES=(--n_train 32 --n_val 8 --n_test 10)
              STAGES12=(--layer_numbers "[0,1,2,3,4]" --training_epochs 2 --decoding_epochs 2)
