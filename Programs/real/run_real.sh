@@ -94,8 +94,8 @@ stage3() { stage3_script Programs/fine_tune_decoders.py "$@"; }
 # batch 16 on the CPU, 30-50x a decoder step with cached prefixes), so on the CPU it trains less
 # ($LORA_EPOCHS) and chain of thought waits for the main lane (two cores).
 # The adapter's own learning rate, chosen on validation like the decoder's (README.md, "Re-tuned on
-# validation"): 2e-3 gave 10.0%, 1e-2 and 3e-2 0% (the decoder's 3e-2 makes it diverge).
-ADAPTER_LR=0.002
+# validation"): 5e-4 8.8%, 1e-3 11.2%, 2e-3 10.0%, 1e-2 and 3e-2 0% (the decoder's 3e-2 makes it diverge).
+ADAPTER_LR=0.001
 adapter_lane() {
     while [ ! -f "$ENC" ] || [ ! -f "$DEC" ]; do sleep 5; done
     lane real_adapter stage3 --run_name real_adapter --adapter_baseline 1 --learning_rate $ADAPTER_LR \
