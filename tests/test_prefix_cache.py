@@ -43,14 +43,15 @@ def _method(llama):
                                  lr=1e-3, complexity=2, limit_solution_digits=True)
 
 
-def _loss_and_grads(llama, method, ex, idx, cache=None):
+def _loss_and_grads(llama, method, ex, idx, cache=None, split=True):
+    """(loss [B], gradients) of rows idx; split: the prefix without gradients (prefix_frozen)."""
     eot = llama.tokenizer.eot_id
     for p in method.params:
         p.grad = None
     with method.attach():
         ce = answer_cross_entropy(llama.model, [ex.prompts[i] for i in idx], [ex.answers[i] + [eot] for i in idx],
                                   fill_id=eot, intervention=method.intervention, truth=ex.truth(idx),
-                                  prefix_frozen=True, prefix_cache=cache, keys=idx)
+                                  prefix_frozen=split, prefix_cache=cache, keys=idx)
     ce.sum().backward()
     return ce.detach(), [p.grad.clone() for p in method.params]
 

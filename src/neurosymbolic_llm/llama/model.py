@@ -273,12 +273,16 @@ class Transformer(nn.Module):
             self.output.weight = self.tok_embeddings.weight
 
     # ---------------------------------------------------------------- hooks and cache
-    def register_residual_hook(self, layer: int, fn: Callable) -> RemovableHandle:
+    def register_residual_hook(self, layer: int, fn: Callable, *, prepend: bool = False) -> RemovableHandle:
+        """Hooks of a layer run in registration order; `prepend` puts this one first (it sees the
+        residual before the others of the layer change it)."""
         if not 0 <= layer <= self.n_layers:
             raise ValueError(f"residual hook layer must be in 0..{self.n_layers}, got {layer}")
         hooks = self._residual_hooks.setdefault(layer, OrderedDict())  # RemovableHandle needs a weakref-able dict
         handle = RemovableHandle(hooks)
         hooks[handle.id] = fn
+        if prepend:
+            hooks.move_to_end(handle.id, last=False)
         return handle
 
     def _run_hooks(self, layer, h, start_pos, pad_lengths):
@@ -313,10 +317,17 @@ class Transformer(nn.Module):
             freqs = self._freqs[device] = rope_frequencies(self.args, device=device)
         return freqs
 
-    def forward(self, tokens: torch.Tensor, start_pos: int = 0, *, pad_lengths=None,
-                output_positions=None, stop_at_layer: Optional[int] = None):
-        B, S = tokens.shape
-        device = tokens.device
+    def forward(self, tokens: Optional[torch.Tensor], start_pos: int = 0, *, pad_lengths=None,
+                output_positions=None, stop_at_layer: Optional[int] = None,
+                start_at: Optional[tuple[int, torch.Tensor]] = None):
+        """start_at = (layer, h [B,S,D]): h is the residual entering block `layer` (its hooks run on
+        it; tokens is not read and may be None); the blocks below it are skipped, so with a KV cache
+        only the layers from `layer` on need their cached keys and values."""
+        first, h = start_at if start_at is not None else (0, None)
+        if not 0 <= first < max(self.n_layers, 1):
+            raise ValueError(f"start_at layer must be in 0..{self.n_layers - 1}, got {first}")
+        B, S = (h if h is not None else tokens).shape[:2]
+        device = (h if h is not None else tokens).device
         cached = self.layers[0].attention.cache_k is not None if self.n_layers else False
         if cached:
             max_b, _, max_len, _ = self.layers[0].attention.cache_k.shape
@@ -330,12 +341,13 @@ class Transformer(nn.Module):
         rot = rope_rotations(self._rope(device), positions)  # [B,S,1,hd/2]
         mask = self._mask(B, S, start_pos, pad_lengths, cached, device)
 
-        h = self.tok_embeddings(tokens)  # [B,S,D]
-        h = self._run_hooks(0, h, start_pos, pad_lengths)
-        if stop_at_layer == 0:
+        if h is None:
+            h = self.tok_embeddings(tokens)  # [B,S,D]
+        h = self._run_hooks(first, h, start_pos, pad_lengths)
+        if stop_at_layer == first:
             return None
-        for i, layer in enumerate(self.layers):
-            h = layer(h, start_pos, rot, mask)
+        for i in range(first, self.n_layers):
+            h = self.layers[i](h, start_pos, rot, mask)
             if i + 1 < self.n_layers:
                 h = self._run_hooks(i + 1, h, start_pos, pad_lengths)
                 if stop_at_layer == i + 1:

@@ -6,6 +6,8 @@ tokenizer needs it: one token per digit; CoT and answers in words: --cot_max_new
 integer parsed (prompts.parse_answer, parse_cot_answer after "Final Answer:", parse_word_answer for
 words), exact match against the solution, and the teacher-forced
 mean token cross-entropy of the answer tokens (without <|eot_id|>, as the original's evaluation).
+A method that answers by itself (Method.respond: read and print) replaces the generation; it has
+no answer distribution, so its cross-entropy is NaN.
 
 CoT cross-entropy (our choice, as the paper does not define the span; docs/METHOD.md): the
 answer tokens are scored after the prompt, the model's own generated text up to and including the
@@ -97,13 +99,16 @@ def evaluate(llama, method: Method, ex: Examples, *, max_new_tokens: int, batch_
             truth = ex.truth(idx)
             if iv is not None:
                 iv.set_truth(*truth)
-            gen = llama.generate(prompts, max_new_tokens)
+            if method.respond is None:
+                texts = [tok.decode(g) for g in llama.generate(prompts, max_new_tokens)]
+            else:
+                texts = method.respond(prompts, max_new_tokens)
             rec = iv.take_records() if iv is not None else {}
-            texts = [tok.decode(g) for g in gen]
             parse = parse_cot_answer if cot else parse_word_answer if ex.words else parse_answer
             parsed = [parse(t) for t in texts]
             ce_prompts = [p + c for p, c in zip(prompts, _cot_continuations(tok, texts))] if cot else prompts
-            ce = answer_cross_entropy(model, ce_prompts, answers, fill_id=tok.eot_id, intervention=iv, truth=truth)
+            ce = (answer_cross_entropy(model, ce_prompts, answers, fill_id=tok.eot_id, intervention=iv, truth=truth)
+                  if method.respond is None else torch.full((len(idx),), float("nan")))  # printed: no distribution
             part = pd.DataFrame({
                 "method": method.name,
                 "problem_type": rows["problem_type"].values,

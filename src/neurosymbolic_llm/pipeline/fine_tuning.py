@@ -77,9 +77,10 @@ class FineTuneConfig(FineTuneOptions, InterventionOptions, EvaluationOptions, Ba
     def methods(self) -> list[str]:
         """Methods of this run, in evaluation order (the plain model first: LoRA changes the model)."""
         main = "cot" if self.cot else "lora" if self.lora_baseline else "adapter" if self.adapter_baseline else "neurosymbolic"
+        printed = ["read_and_print"] if self.read_and_print else []  # before LoRA changes the model
         if self.test_baseline == 2:
-            return ["baseline"] + ([main] if main == "cot" else [])
-        return (["baseline"] if self.test_baseline == 1 else []) + [main]
+            return ["baseline"] + printed + ([main] if main == "cot" else [])
+        return (["baseline"] if self.test_baseline == 1 else []) + printed + [main]
 
     def trains(self) -> bool:
         return (any(m in self.methods() for m in ("neurosymbolic", "lora", "adapter")) and self.test_baseline != 2
@@ -87,7 +88,7 @@ class FineTuneConfig(FineTuneOptions, InterventionOptions, EvaluationOptions, Ba
 
     def needs_maps(self) -> bool:
         m = self.methods()
-        return "neurosymbolic" in m or self.test_on_unrelated_questions or (
+        return "neurosymbolic" in m or "read_and_print" in m or self.test_on_unrelated_questions or (
             "adapter" in m and self.adapter_init == "stage2")
 
 
@@ -434,6 +435,9 @@ def _build_method(name: str, cfg: FineTuneConfig, llama, maps: Optional[Maps]):
         return methods.plain()
     if name == "cot":
         return methods.plain("cot", prompt="cot")
+    if name == "read_and_print":
+        return methods.read_and_print(llama, maps.engine, maps.encoder, maps.decoders, cfg, complexity=cfg.complexity,
+                                      limit_solution_digits=cfg.limit_solution_digits)
     if name == "neurosymbolic":
         method = methods.neurosymbolic(llama.model, maps.engine, maps.encoder, maps.decoders, cfg, lr=cfg.learning_rate,
                                        complexity=cfg.complexity, limit_solution_digits=cfg.limit_solution_digits)

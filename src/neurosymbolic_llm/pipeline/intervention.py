@@ -173,6 +173,18 @@ class SymbolicIntervention(nn.Module):
         o = self.opts
         return not (o.simulate_perfect_encoder and o.multi_token_intervention and not o.static_encoding)
 
+    @property
+    def pending(self) -> Optional[tuple[int, int, torch.Tensor, torch.Tensor]]:
+        """The write the decoding hooks make in the current forward: (lo, hi, a [B,K,V], gate [B,K])
+        over chunk indices lo..hi-1, set by the encoding hook (None: nothing to write). Training's
+        cache (prefix_cache.py) keeps it per row and sets it back for a forward that starts above
+        the encoding layer."""
+        return self._pending
+
+    @pending.setter
+    def pending(self, value) -> None:
+        self._pending = value
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 

@@ -27,9 +27,9 @@ import pandas as pd
 from neurosymbolic_llm.pipeline.files import atomic_savefig, atomic_write_csv, atomic_write_json, atomic_write_text
 
 RESULT_COLUMNS = ["method", "problem_type", "seen", "n", "accuracy", "cross_entropy"]
-METHOD_ORDER = ["neurosymbolic", "baseline", "cot", "adapter", "lora"]
+METHOD_ORDER = ["neurosymbolic", "baseline", "cot", "adapter", "lora", "read_and_print"]
 PAPER_NAMES = {"neurosymbolic": "NS LLM", "baseline": "standard LLM", "cot": "CoT", "adapter": '"LoRA" (adapter)',
-               "lora": "LoRA (peft)"}
+               "lora": "LoRA (peft)", "read_and_print": "read and print"}  # the last is not in the paper
 
 
 # ----------------------------------------------------------------------------- tables
@@ -133,6 +133,20 @@ def _fmt(v, pct: bool) -> str:
     return f"{100 * v:.1f}" if pct else f"{v:.3f}"
 
 
+def wilson_interval(solved: float, asked: float, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion solved/asked (95% for z = 1.96); (nan, nan) for none asked."""
+    if not asked > 0:
+        return math.nan, math.nan
+    p = solved / asked
+    centre = (p + z * z / (2 * asked)) / (1 + z * z / asked)
+    half = z * math.sqrt(p * (1 - p) / asked + z * z / (4 * asked * asked)) / (1 + z * z / asked)
+    return max(centre - half, 0.0), min(centre + half, 1.0)  # exactly 0 / 1 at p = 0 / 1, not -1e-17
+
+
+def _fmt_interval(lo: float, hi: float) -> str:
+    return "-" if math.isnan(lo) else f"{100 * lo:.1f}-{100 * hi:.1f}"
+
+
 def markdown(results: pd.DataFrame, title: str = "Results") -> str:
     """Accuracy (%) and cross-entropy tables in the layout of the paper's Table 1, plus seen means."""
     lines = [f"# {title}", ""]
@@ -148,8 +162,13 @@ def markdown(results: pd.DataFrame, title: str = "Results") -> str:
             name = t if t in seen else f"{t} (unseen)"
             lines.append(f"| {name} | " + " | ".join(_fmt(row[c], pct) for c in cols) + " |")
         if seen:
-            means = table.loc[[t for t in table.index if t in seen]].mean()
+            seen_rows = [t for t in table.index if t in seen]
+            means = table.loc[seen_rows].mean()
             lines.append(f"| *mean, {len(seen)} seen types* | " + " | ".join(f"*{_fmt(means[c], pct)}*" for c in cols) + " |")
+            if pct:  # the questions of the seen types pooled (the mean, when every type has as many)
+                solved, asked = (table.loc[seen_rows] * n.loc[seen_rows]).sum(), n.loc[seen_rows].sum()
+                cells = [_fmt_interval(*wilson_interval(solved[c], asked[c])) for c in cols]
+                lines.append("| *95% interval (Wilson), seen-type questions* | " + " | ".join(cells) + " |")
         lines += ["", f"Questions per type: {int(np.nanmin(n.values))}-{int(np.nanmax(n.values))}.", ""]
     ratios = headline_ratios(results)
     if ratios:

@@ -58,7 +58,7 @@ class FineTuneOptions:
     prefix_split: bool = option(True, "methods acting only from the last prompt token on run the prompt before it once without gradients (same loss and gradients; which is faster depends on the batch: benchmarks/bench_paper_e2e.py --train_sweep)")
     learning_rate: float = option(1e-3, "Adam learning rate of the decoder (and skip / RMSNorm / adapter)")
     lr_decay: dict[int, float] = option(LR_DECAY_DEFAULT, "learning-rate multipliers {optimizer step: factor}, cumulative")
-    cache_prompt_prefixes: bool = option(False, "keep each training prompt's frozen prefix (keys and values) in memory after its first forward, so later epochs run only its last token and the answer (the neurosymbolic decoder and the adapter, which change nothing before it; memory per row: layers x 2 x KV width x prompt length)")
+    cache_prompt_prefixes: bool = option(False, "keep what later epochs would compute again in memory after a training row's first forward (the neurosymbolic decoder and the adapter, which change nothing before the last prompt token): the prompt's keys and values of the layers from the first trained one (the decoding layer; the adapter's encoding layer) and the residual entering that layer, so later epochs run only those layers over the last prompt token and the answer; same loss and gradients (memory per row: trained layers x 2 x KV width x prompt length)")
     validation_interval: int = option(1, "validate after every k-th epoch and after the last (0: never)")
     training_rows: int = option(0, "use the first this many rows of the training CSV (0: all)")
     validation_rows: int = option(200, "validation problems (random mode) / at most this many rows of the validation CSV (0: all; default 200)")
@@ -79,6 +79,12 @@ class Method:
     # read and write only at >= P-1): training then runs the prefix once without gradients
     # (answer_cross_entropy's prefix_frozen). False for methods that change every position (LoRA).
     prefix_frozen: bool = False
+    # The first residual layer whose input depends on the trained parameters (teacher forcing): the
+    # states entering the layers below are the same in every step (prefix_cache.py keeps them).
+    trained_from: int = 0
+    # Answers a batch itself instead of the model's generation: respond(prompts, max_new_tokens) ->
+    # texts (read_and_print); such a method has no answer distribution (cross-entropy NaN).
+    respond: Optional[Callable[[Sequence[Sequence[int]], int], list[str]]] = None
 
 
 @dataclass
@@ -170,7 +176,8 @@ def answer_cross_entropy(model, prompts, answers, *, fill_id: int, intervention=
     last prompt token + answers run with gradients on top of it. Same loss and gradients as the one
     forward over everything (causal attention), without the prefix's backward and saved activations.
     With `prefix_cache` (prefix_frozen only) the prefixes of rows `keys` are taken from it when all
-    are there, and stored in it otherwise (prefix_cache.py).
+    are there, and stored in it otherwise; with its from_layer L > 0 a cached batch runs only the
+    layers L.. from the kept residuals (prefix_cache.py).
     """
     tokens, pad, P, targets, _ = teacher_batch(prompts, answers, fill_id)
     device = device or next(model.parameters()).device
@@ -192,12 +199,19 @@ def answer_cross_entropy(model, prompts, answers, *, fill_id: int, intervention=
             with model.kv_cache(tokens.shape[0], tokens.shape[1]):
                 if prefix_cache is not None and prefix_cache.has(keys):
                     prefix_cache.load(model, keys, start)
+                    suffix = None if not prefix_cache.from_layer else (
+                        prefix_cache.from_layer, prefix_cache.suffix_state(keys, intervention))  # [B,A,D]
+                    logits = model(None if suffix else tokens[:, start:], start, pad_lengths=pad, output_positions=out,
+                                   start_at=suffix)  # [N,V]
                 else:
                     with torch.no_grad():
                         model(tokens[:, :start], 0, pad_lengths=pad, output_positions=torch.zeros(0, dtype=torch.long))
+                    capture = (prefix_cache.capturing(model, keys, lengths.tolist(), intervention)
+                               if prefix_cache is not None else contextlib.nullcontext())
+                    with capture:
+                        logits = model(tokens[:, start:], start, pad_lengths=pad, output_positions=out)  # [N,V]
                     if prefix_cache is not None:
                         prefix_cache.store(model, keys, pad, start)
-                logits = model(tokens[:, start:], start, pad_lengths=pad, output_positions=out)  # [N,V]
     ce = F.cross_entropy(logits, target.to(device), reduction="none")  # [N]
     total = torch.zeros(len(answers), dtype=ce.dtype, device=device).index_add(0, rows.to(device), ce)  # [B]
     return total / lengths.to(device).clamp_min(1)
@@ -255,7 +269,7 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(opts.lr_decay, s))
     answers = [a + [eot] for a in train_ex.answers]  # training also learns to stop
     use_cache = opts.cache_prompt_prefixes and method.prefix_frozen and opts.prefix_split
-    cache = PrefixCache() if use_cache else None
+    cache = PrefixCache(method.trained_from) if use_cache else None
     log, step, epoch0, s0, validated = [], 0, 0, 0, []
     saved = state.load() if state is not None else None
     if saved is not None:
