@@ -34,7 +34,7 @@ import sys, time, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {programs!r})
 from neurosymbolic_llm.llama.formats import open_checkpoint
-import neurosymbolic_llm.llama.gguf_checkpoint, utils.llama.hf_checkpoint, utils.llama.checkpoint, gguf, safetensors
+import neurosymbolic_llm.llama.gguf_checkpoint, neurosymbolic_llm.llama.hf_checkpoint, neurosymbolic_llm.llama.checkpoint, gguf, safetensors
 
 def rss(field):
     for line in open("/proc/self/status"):

@@ -73,7 +73,7 @@ def gguf_model_args(reader: GGUFFile, **runtime) -> ModelArgs:
     arch = field(reader, "general.architecture")
     if arch != "llama":
         raise CheckpointError(f"{path}: architecture {shown(arch)} is not supported: only 'llama' "
-                              f"(Llama 2/3, SmolLM2, TinyLlama, ... as llama.cpp names them)")
+                              f"(Llama 3, SmolLM2, ... as llama.cpp names them; SentencePiece-tokenized ones such as Llama 2 are refused)")
     a = lambda key, default=_MISSING: field(reader, f"llama.{key}", default)  # noqa: E731
     if a("expert_count", 0):
         raise CheckpointError(f"{path}: a mixture of experts (llama.expert_count = "

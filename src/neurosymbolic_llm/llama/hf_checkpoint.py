@@ -74,7 +74,7 @@ def hf_model_args(folder, **runtime) -> ModelArgs:
     mt = c.get("model_type")
     if mt != "llama":
         raise CheckpointError(f"{path}: model_type {shown(mt)} is not supported: only 'llama' "
-                              f"(LlamaForCausalLM: Llama 2/3, SmolLM2, TinyLlama, ...)")
+                              f"(LlamaForCausalLM with a byte-level BPE tokenizer: Llama 3, SmolLM2, ...)")
     for key, what in (("attention_bias", "attention biases"), ("mlp_bias", "MLP biases")):
         if c.get(key):
             raise CheckpointError(f"{path}: {what} ({key}: true) are not supported")
