@@ -1,0 +1,56 @@
+"""The methods stage 3 compares, in one table: how each is selected, whether it trains, what it
+needs, its prompt, its names (docs/METHOD.md, "Baselines"), and the function of methods.py that
+builds it.
+
+This module imports no torch (the command line's --help and the results tables use it). Adding a
+method: one row here and its builder in methods.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str                  # its key in results.csv, responses.csv and metrics
+    label: str                 # how tables, figures, the console and the docs name it
+    paper_name: Optional[str]  # the paper's name for it (None: not in the paper)
+    flag: Optional[str]        # the stage-3 option that selects it (None: the default main method)
+    main: bool                 # a run's main method (at most one per run) rather than an addition
+    trains: bool               # trains parameters on the training rows
+    needs_maps: Union[bool, Callable[[Any], bool]]  # reads the stage-2 map files (or: a test on the config)
+    hooks_layers: bool         # reads or writes residual layers (the layer options must fit the model)
+    prompt: str                # few_shot or cot (symbolic/prompts.py)
+    build: str                 # the function of methods.py that builds it
+
+
+METHODS: dict[str, MethodSpec] = {m.name: m for m in (  # in the order of tables and figures
+    MethodSpec("neurosymbolic", "neurosymbolic", "NS LLM", None, True, True, True, True, "few_shot", "neurosymbolic"),
+    MethodSpec("baseline", "plain model", "standard LLM", "test_baseline", False, False, False, False, "few_shot",
+               "plain"),
+    MethodSpec("cot", "chain of thought", "CoT", "cot", True, False, False, False, "cot", "plain"),
+    MethodSpec("adapter", "adapter (paper's LoRA)", "LoRA", "adapter_baseline", True, True,
+               lambda cfg: cfg.adapter_init == "stage2", True, "few_shot", "adapter"),
+    MethodSpec("lora", "LoRA (peft)", None, "lora_baseline", True, True, False, False, "few_shot", "lora"),
+    MethodSpec("read_and_print", "read and print", None, "read_and_print", False, False, True, True, "few_shot",
+               "read_and_print"),
+)}
+DEFAULT_MAIN = "neurosymbolic"
+MAIN_FLAGS = [m.flag for m in METHODS.values() if m.main and m.flag]
+
+
+def label(name: str) -> str:
+    """The display name of a method key (an unknown key, e.g. from another version's results, as it is)."""
+    return METHODS[name].label if name in METHODS else name
+
+
+def ordered(names) -> list[str]:
+    """Method keys in the table's order; unknown keys after them, in their own order."""
+    names = list(dict.fromkeys(names))
+    return [m for m in METHODS if m in names] + [m for m in names if m not in METHODS]
+
+
+def needs_maps(name: str, cfg: Any) -> bool:
+    spec = METHODS[name]
+    return spec.needs_maps(cfg) if callable(spec.needs_maps) else spec.needs_maps
