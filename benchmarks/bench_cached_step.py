@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch
 
 from neurosymbolic_llm.pipeline import methods
-from neurosymbolic_llm.pipeline.intervention import InterventionOptions
+from neurosymbolic_llm.pipeline.configs import InterventionOptions
 from neurosymbolic_llm.pipeline.prefix_cache import PrefixCache
 from neurosymbolic_llm.pipeline.training import answer_cross_entropy, build_examples
 from neurosymbolic_llm.symbolic.engine import SymbolicEngine
@@ -41,6 +41,7 @@ def load(model: str):
 
     if model == "tiny":
         from bench_fine_tune import tiny_llama
+
         from neurosymbolic_llm.llama.model import ModelArgs
 
         args = ModelArgs(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=128256, multiple_of=32,

@@ -29,17 +29,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch
 import torch.nn.functional as F
-
 from card import matmul_peak
-from neurosymbolic_llm.pipeline import methods
-from neurosymbolic_llm.pipeline.evaluation import evaluate
-from neurosymbolic_llm.pipeline.intervention import InterventionOptions
+
 from neurosymbolic_llm.llama.generation import Llama
 from neurosymbolic_llm.llama.model import ModelArgs, Transformer
 from neurosymbolic_llm.llama.tokenizer import Tokenizer, default_tokenizer_path
-from neurosymbolic_llm.symbolic.problems import generate_problems
+from neurosymbolic_llm.pipeline import methods
+from neurosymbolic_llm.pipeline.configs import FineTuneOptions, InterventionOptions
+from neurosymbolic_llm.pipeline.evaluation import evaluate
+from neurosymbolic_llm.pipeline.training import build_examples, train
 from neurosymbolic_llm.symbolic.engine import SymbolicEngine
-from neurosymbolic_llm.pipeline.training import FineTuneOptions, build_examples, train
+from neurosymbolic_llm.symbolic.problems import generate_problems
 
 COMPLEXITY = 2
 LAYER = 2

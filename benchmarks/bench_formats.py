@@ -32,7 +32,6 @@ from neurosymbolic_llm.llama.formats import open_checkpoint
 LOAD_SNIPPET = r"""
 import sys, time, torch
 torch.set_num_threads(1)
-sys.path.insert(0, {programs!r})
 from neurosymbolic_llm.llama.formats import open_checkpoint
 import neurosymbolic_llm.llama.gguf_checkpoint, neurosymbolic_llm.llama.hf_checkpoint, neurosymbolic_llm.llama.checkpoint, gguf, safetensors
 
@@ -151,7 +150,7 @@ def measure_load(path: Path) -> tuple[float, int]:
     """Best load time and its peak RSS increase over 2 fresh processes (a shared machine)."""
     runs = []
     for _ in range(2):
-        code = LOAD_SNIPPET.format(programs=str(HERE.parent / "Programs"), path=str(path))
+        code = LOAD_SNIPPET.format(path=str(path))
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env=dict(os.environ, OMP_NUM_THREADS="1"))
         if out.returncode:

@@ -26,10 +26,10 @@ import torch
 
 torch.set_num_threads(1)
 
-from neurosymbolic_llm.pipeline.gathering import LastTokenRecorder, record_hidden
 from neurosymbolic_llm.llama.generation import Llama, left_pad
 from neurosymbolic_llm.llama.model import ModelArgs, Transformer
 from neurosymbolic_llm.llama.tokenizer import ChatFormat, Tokenizer, default_tokenizer_path
+from neurosymbolic_llm.pipeline.gathering import LastTokenRecorder, record_hidden
 from neurosymbolic_llm.symbolic.problems import generate_problems
 from neurosymbolic_llm.symbolic.prompts import few_shot_dialog, row_rng
 
@@ -111,14 +111,14 @@ def bench_cpu(n_prompts: int) -> None:
 
 def bench_stage2() -> None:
     """Stage 2 for all 5 residual layers of the tiny model on gathered data, default epochs (1000 + 1000)."""
-    from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig
-    from neurosymbolic_llm.pipeline.options import parse_config
-    from neurosymbolic_llm.pipeline.encoder_training import run_training
-    from neurosymbolic_llm.pipeline.gathering import run_gather
-    from neurosymbolic_llm.llama.checkpoint import save_checkpoint
-
     import contextlib
     import io
+
+    from neurosymbolic_llm.llama.checkpoint import save_checkpoint
+    from neurosymbolic_llm.pipeline.configs import TrainEncodersConfig
+    from neurosymbolic_llm.pipeline.encoder_training import run_training
+    from neurosymbolic_llm.pipeline.gathering import run_gather
+    from neurosymbolic_llm.pipeline.options import parse_config
 
     with tempfile.TemporaryDirectory() as tmp:
         model = Transformer(ModelArgs.from_params(TINY)).init_weights(seed=0)

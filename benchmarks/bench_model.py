@@ -61,7 +61,6 @@ def bench_forward(name, params, B, S, repeats):
 LOAD_SNIPPET = r"""
 import os, sys, torch
 torch.set_num_threads(1)
-sys.path.insert(0, {programs!r})
 from neurosymbolic_llm.llama.checkpoint import load_model
 
 def rss(field):
@@ -101,7 +100,7 @@ def bench_load():
                             (True, "naive torch.load + load_state_dict")):
             row = []
             for warm in (False, True):
-                code = LOAD_SNIPPET.format(programs=str(HERE.parent / "Programs"), ckpt=big,
+                code = LOAD_SNIPPET.format(ckpt=big,
                                            small=small, naive=naive, warm=warm)
                 out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                      env=dict(os.environ, OMP_NUM_THREADS="1"))

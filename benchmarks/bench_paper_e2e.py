@@ -50,9 +50,8 @@ PROGRAMS = ROOT / "Programs"
 
 import pandas as pd
 import torch
-
-from card import (LLAMA_31_8B, kv_bytes_per_token, matmul_peak, memory_bandwidth, random_model,
-                  weight_counts, write_random_checkpoint)
+from card import (LLAMA_31_8B, kv_bytes_per_token, matmul_peak, memory_bandwidth, random_model, weight_counts,
+                  write_random_checkpoint)
 
 PAPER = dict(n_train=20000, n_val=200, n_test=2000)
 TINY = dict(dim=64, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=128256, multiple_of=32, norm_eps=1e-5,
@@ -352,7 +351,7 @@ def train_sweep(opt: argparse.Namespace) -> list[dict]:
     from neurosymbolic_llm.llama.generation import Llama
     from neurosymbolic_llm.llama.tokenizer import Tokenizer, default_tokenizer_path
     from neurosymbolic_llm.pipeline import methods, training
-    from neurosymbolic_llm.pipeline.intervention import InterventionOptions
+    from neurosymbolic_llm.pipeline.configs import InterventionOptions
     from neurosymbolic_llm.symbolic.engine import SymbolicEngine
     from neurosymbolic_llm.symbolic.problems import generate_problems
 

@@ -199,14 +199,14 @@ def main(argv=None) -> int:
         r = in_ns(f"mount -t tmpfs -o size=512k tmpfs {full}", stage3(ckpt, maps, full), f"find {full} -type f")
         record("stage 3: --programs_dir on a full disk (512 kB tmpfs)",
                f"`{w(last(r.stderr))}` (rc {rc_of(r)})", f"files on the disk: {files_after(r, work)}")
-        snippet = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from neurosymbolic_llm.pipeline.files import atomic_torch_save\n"
+        snippet = ("import sys, torch; from neurosymbolic_llm.pipeline.files import atomic_torch_save\n"
                    "from neurosymbolic_llm.pipeline.errors import run_entry_point\n"
-                   "atomic_torch_save({'w': torch.zeros(1000)}, sys.argv[2] + '/state.pt', what='the state')\n"
-                   "run_entry_point(lambda argv: atomic_torch_save({'w': torch.zeros(100000)}, sys.argv[2] + "
+                   "atomic_torch_save({'w': torch.zeros(1000)}, sys.argv[1] + '/state.pt', what='the state')\n"
+                   "run_entry_point(lambda argv: atomic_torch_save({'w': torch.zeros(100000)}, sys.argv[1] + "
                    "'/state.pt', what='the state'))\n")
         disk = work / "disk"
         disk.mkdir()
-        r = in_ns(f"mount -t tmpfs -o size=64k tmpfs {disk}", [sys.executable, "-c", snippet, str(PROGRAMS), str(disk)],
+        r = in_ns(f"mount -t tmpfs -o size=64k tmpfs {disk}", [sys.executable, "-c", snippet, str(disk)],
                   f"ls -A {disk}")
         record("a write that meets a full disk (torch.save of a state, 64 kB tmpfs)",
                f"`{w(last(r.stderr))}`", f"the previous file; on disk: {r.stdout.split('rc=')[1].split()[1:]}")
@@ -289,7 +289,7 @@ def main(argv=None) -> int:
     line = next((ln for ln in r.stdout.splitlines() if "times_more_solved_vs_baseline" in ln), "no ratio line")
     record("two identical methods (the gate never opens) with types both fail", f"`{line.strip()}`", "-")
 
-    print(f"\n| # | fault or bad input tried | what the user sees | what is kept |\n|---|---|---|---|")
+    print("\n| # | fault or bad input tried | what the user sees | what is kept |\n|---|---|---|---|")
     for i, (fault, seen, kept) in enumerate(ROWS, 1):
         print(f"| {i} | {fault} | {seen} | {kept} |")
     print(f"\n{len(ROWS)} faults and bad inputs tried; work folder {work}")

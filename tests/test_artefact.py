@@ -11,8 +11,8 @@ import torch
 from neurosymbolic_llm.llama.fingerprint import WeightSamples
 from neurosymbolic_llm.pipeline.artefact import (JSON_NAME, TENSORS_NAME, TrainedIntervention, load_intervention,
                                                  save_intervention)
+from neurosymbolic_llm.pipeline.configs import InterventionOptions
 from neurosymbolic_llm.pipeline.errors import DataError, EngineMismatchError
-from neurosymbolic_llm.pipeline.intervention import InterventionOptions
 from neurosymbolic_llm.pipeline.maps import model_info
 from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 

@@ -9,21 +9,23 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_fine_tuning import LAYER, stage3, write_csvs, write_maps
 
 from neurosymbolic_llm.pipeline import methods
 from neurosymbolic_llm.pipeline.artefact import load_intervention
-from neurosymbolic_llm.pipeline.ask import AskConfig, ExportConfig, ask, export, saved_config, with_run_config
+from neurosymbolic_llm.pipeline.ask import ask, export
+from neurosymbolic_llm.pipeline.configs import AskConfig, ExportConfig, FineTuneConfig
 from neurosymbolic_llm.pipeline.errors import ConfigError
 from neurosymbolic_llm.pipeline.evaluation import answer_token_budget, evaluate, gate_scores
-from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, load_maps_for
+from neurosymbolic_llm.pipeline.fine_tune_inputs import load_maps_for
 from neurosymbolic_llm.pipeline.maps import model_info_of
 from neurosymbolic_llm.pipeline.options import parse_config
 from neurosymbolic_llm.pipeline.runtime import build_llama
+from neurosymbolic_llm.pipeline.saved_runs import saved_config, with_run_config
 from neurosymbolic_llm.pipeline.training import build_examples
 from neurosymbolic_llm.symbolic.problems import generate_problems
 from neurosymbolic_llm.symbolic.prompts import non_math_dialog
 from neurosymbolic_llm.symbolic.solver import solve_one
-from test_fine_tuning import LAYER, stage3, write_csvs, write_maps
 
 ROOT = Path(__file__).resolve().parents[1]
 NON_MATH = "What makes a building beautiful?"

@@ -1,14 +1,9 @@
 """benchmarks/bench_paper_e2e.py runs the paper's stages end to end; --tiny is the same code on the
 CPU with a tiny model (the GPU run differs only in model size, dtype and row counts)."""
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import bench_paper_e2e as e2e  # noqa: E402
+import bench_paper_e2e as e2e  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
 
 
 def test_generation_limit_by_hand():

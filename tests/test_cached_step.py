@@ -7,13 +7,12 @@ import math
 
 import pytest
 import torch
+from test_prefix_cache import _loss_and_grads, ex, llama  # noqa: F401  (the tiny model, rows of other paddings)
 
 from neurosymbolic_llm.pipeline import methods
-from neurosymbolic_llm.pipeline.intervention import InterventionOptions
+from neurosymbolic_llm.pipeline.configs import InterventionOptions
 from neurosymbolic_llm.pipeline.prefix_cache import PrefixCache
 from neurosymbolic_llm.symbolic.engine import SymbolicEngine
-
-from test_prefix_cache import _loss_and_grads, ex, llama  # noqa: F401  (the tiny model, rows of other paddings)
 
 VSA, ENC, DEC = 64, 1, 3  # the tiny model has 4 blocks
 

@@ -154,7 +154,7 @@ def test_presets_are_valid_settings():
 def test_demo_data_splits_are_disjoint_and_typed(tmp_path):
     from neurosymbolic_llm.cli import make_demo_data
     from neurosymbolic_llm.pipeline.options import TRAINED_TYPES_DEFAULT
-    from neurosymbolic_llm.symbolic.problems import load_problems_csv
+    from neurosymbolic_llm.pipeline.problems_csv import load_problems_csv
 
     assert make_demo_data.main(["--out", str(tmp_path), "--n_train", "300", "--n_val", "20",
                                 "--n_test", "100", "--seed", "5"]) == 0

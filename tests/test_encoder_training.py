@@ -4,14 +4,14 @@ import pandas as pd
 import pytest
 import torch
 
-from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig
-from neurosymbolic_llm.pipeline.options import parse_config, to_dict
+from neurosymbolic_llm.pipeline.configs import TrainEncodersConfig
 from neurosymbolic_llm.pipeline.encoder_training import run_training, train_maps
 from neurosymbolic_llm.pipeline.errors import DataError, EngineMismatchError
 from neurosymbolic_llm.pipeline.gathering import split_source
-from neurosymbolic_llm.pipeline.runtime import make_engine
 from neurosymbolic_llm.pipeline.hidden_store import HiddenStore
 from neurosymbolic_llm.pipeline.maps import load_maps
+from neurosymbolic_llm.pipeline.options import parse_config, to_dict
+from neurosymbolic_llm.pipeline.runtime import make_engine
 from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 
 V, D, LAYERS = 384, 400, [0, 2, 5]
@@ -93,7 +93,8 @@ def test_synthetic_exact_decoding_and_files(tmp_path):
 def test_seen_types_come_from_the_training_split(tmp_path):
     """Maps trained on data holding addition (as the public 10,000-row CSV) label addition seen, in
     stage 2's table and in stage 3, whatever --problem_type says; the map file stores the types."""
-    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, Maps, seen_types
+    from neurosymbolic_llm.pipeline.configs import FineTuneConfig
+    from neurosymbolic_llm.pipeline.fine_tune_inputs import Maps, seen_types
 
     cfg = make_cfg(str(tmp_path), "--complexity", "1", "--training_epochs", "0", "--decoding_epochs", "0")
     write_synthetic_store(cfg, train_types=("addition", "gcd"), test_extra=("division",))
@@ -178,6 +179,7 @@ def test_least_squares_rank_deficient_layer_with_rounded_pivots(device):
     path for the one-direction case above), so only a numerical rank decision gives the bounded
     minimum-norm solution; it must equal the pseudo-inverse computed independently with numpy."""
     import numpy as np
+
     from neurosymbolic_llm.pipeline.encoder_training import least_squares
 
     g = torch.Generator().manual_seed(3)

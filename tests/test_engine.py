@@ -1,8 +1,8 @@
 """SymbolicEngine: codebook, encode/decode round trips, problem types, persistence."""
 import io
+import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -140,16 +140,15 @@ def test_no_host_sync_on_cuda():
         torch.cuda.set_sync_debug_mode(0)
 
 
-_PRINT_FP = ("import sys; sys.path.insert(0, sys.argv[1]);"
+_PRINT_FP = ("import sys;"
              "from neurosymbolic_llm.symbolic.engine import SymbolicEngine;"
-             "e = SymbolicEngine(VSA_dim=512, max_digits=4, seed=int(sys.argv[2]));"
+             "e = SymbolicEngine(VSA_dim=512, max_digits=4, seed=int(sys.argv[1]));"
              "print(e.fingerprint(), float(e.codebook.sum()), float(e.codebook[5, 7]))")
 
 
 def test_codebook_same_across_processes_and_differs_by_seed():
-    programs = str(Path(__file__).resolve().parents[1] / "Programs")
-    out = subprocess.run([sys.executable, "-c", _PRINT_FP, programs, "4"], capture_output=True,
-                         text=True, check=True, env={"OMP_NUM_THREADS": "1", "PATH": ""}).stdout.split()
+    out = subprocess.run([sys.executable, "-c", _PRINT_FP, "4"], capture_output=True, text=True, check=True,
+                         env={"OMP_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": os.environ["PYTHONPATH"]}).stdout.split()
     here = SymbolicEngine(VSA_dim=512, max_digits=4, seed=4)
     assert out == [here.fingerprint(), repr(float(here.codebook.sum())), repr(float(here.codebook[5, 7]))]
     other = SymbolicEngine(VSA_dim=512, max_digits=4, seed=5)

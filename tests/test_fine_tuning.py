@@ -3,19 +3,19 @@ import json
 import math
 
 import numpy as np
-import yaml
-
 import pandas as pd
 import pytest
 import torch
+import yaml
 
+from neurosymbolic_llm.pipeline.configs import FineTuneConfig
 from neurosymbolic_llm.pipeline.errors import DataError, EngineMismatchError
-from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, run
+from neurosymbolic_llm.pipeline.fine_tuning import run
+from neurosymbolic_llm.pipeline.maps import load_maps, model_info, save_maps
 from neurosymbolic_llm.pipeline.options import parse_config
 from neurosymbolic_llm.pipeline.runtime import build_llama
-from neurosymbolic_llm.pipeline.maps import load_maps, model_info, save_maps
-from neurosymbolic_llm.symbolic.problems import generate_problems
 from neurosymbolic_llm.symbolic.engine import SymbolicEngine
+from neurosymbolic_llm.symbolic.problems import generate_problems
 
 VSA, LAYER = 64, 2
 
@@ -57,7 +57,7 @@ def write_csvs(folder):
 
 def ns_method(llama, engine, threshold=-math.inf, **kw):
     from neurosymbolic_llm.pipeline import methods
-    from neurosymbolic_llm.pipeline.intervention import InterventionOptions
+    from neurosymbolic_llm.pipeline.configs import InterventionOptions
 
     g = torch.Generator().manual_seed(0)
     opts = InterventionOptions(symbolic_encoding_layer=LAYER, symbolic_decoding_layers=[LAYER],
@@ -86,7 +86,8 @@ def mean_ce(llama, method, ex):
 
 
 def test_one_step_lowers_ce_and_trains_only_the_decoder(llama):
-    from neurosymbolic_llm.pipeline.training import FineTuneOptions, train
+    from neurosymbolic_llm.pipeline.configs import FineTuneOptions
+    from neurosymbolic_llm.pipeline.training import train
 
     engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
     method = ns_method(llama, engine, simulate_perfect_encoder=True)  # perfect encoder, gate open
@@ -103,7 +104,8 @@ def test_one_step_lowers_ce_and_trains_only_the_decoder(llama):
 
 
 def test_lr_schedule_fires(llama):
-    from neurosymbolic_llm.pipeline.training import FineTuneOptions, lr_factor, train
+    from neurosymbolic_llm.pipeline.configs import FineTuneOptions
+    from neurosymbolic_llm.pipeline.training import lr_factor, train
 
     assert lr_factor({2: 0.5, 4: 0.1}, 1) == 1 and lr_factor({2: 0.5, 4: 0.1}, 4) == pytest.approx(0.05)
     engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
@@ -190,9 +192,11 @@ def _dp_worker(rank, world, port, ckpt, out_dir):
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     import torch.distributed as dist
+
+    from neurosymbolic_llm.pipeline.configs import FineTuneOptions
     from neurosymbolic_llm.pipeline.distributed import init_distributed
     from neurosymbolic_llm.pipeline.evaluation import evaluate
-    from neurosymbolic_llm.pipeline.training import FineTuneOptions, train
+    from neurosymbolic_llm.pipeline.training import train
 
     info = init_distributed("cpu")
     llama = build_llama(FineTuneConfig(chpt_dir=str(ckpt), max_seq_len=512), max_batch_size=8, device="cpu")
@@ -216,6 +220,7 @@ def test_data_parallel_evaluation_equals_one_process(llama, tiny_ckpt, tmp_path)
     import socket
 
     import torch.multiprocessing as mp
+
     from neurosymbolic_llm.pipeline.evaluation import evaluate
 
     with socket.socket() as s:
@@ -230,7 +235,8 @@ def test_data_parallel_evaluation_equals_one_process(llama, tiny_ckpt, tmp_path)
     assert dp["correct"].tolist() == one["correct"].tolist()
     assert np.allclose(dp["cross_entropy"], one["cross_entropy"], atol=1e-4)
     assert np.allclose(dp["gate_score"], one["gate_score"], atol=1e-4)
-    from neurosymbolic_llm.pipeline.training import FineTuneOptions, train
+    from neurosymbolic_llm.pipeline.configs import FineTuneOptions
+    from neurosymbolic_llm.pipeline.training import train
 
     method = ns_method(llama, engine, simulate_perfect_encoder=True)
     train(llama, method, examples(llama, engine), FineTuneOptions(n_samples=8), from_csv=True, seed=0)

@@ -86,8 +86,9 @@ def test_rows_in_the_wrong_rope_order_are_other_weights(copies):
 
 
 def test_stage3_option_reaches_the_check(copies, maps, tmp_path):
-    """--allow_other_weights on stage 3's maps (fine_tuning.load_maps_for) with the Q8_0 model loaded."""
-    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, load_maps_for
+    """--allow_other_weights on stage 3's maps (fine_tune_inputs.load_maps_for) with the Q8_0 model loaded."""
+    from neurosymbolic_llm.pipeline.configs import FineTuneConfig
+    from neurosymbolic_llm.pipeline.fine_tune_inputs import load_maps_for
     from neurosymbolic_llm.pipeline.runtime import build_llama
 
     engine = SymbolicEngine(VSA_dim=32, max_digits=3)

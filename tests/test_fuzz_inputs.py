@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig
+from neurosymbolic_llm.pipeline.configs import FineTuneConfig, TrainEncodersConfig
 from neurosymbolic_llm.pipeline.errors import UserError
-from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
 from neurosymbolic_llm.pipeline.options import parse_config
-from neurosymbolic_llm.symbolic.problems import generate_problems, load_problems_csv
+from neurosymbolic_llm.pipeline.problems_csv import load_problems_csv
+from neurosymbolic_llm.symbolic.problems import generate_problems
 
 PROGRAMS = Path(__file__).resolve().parents[1] / "Programs"
 FUZZ = settings(derandomize=True, max_examples=150, deadline=None, database=None,

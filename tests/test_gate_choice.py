@@ -5,10 +5,10 @@ import math
 import pandas as pd
 import pytest
 import torch
-
 from test_fine_tuning import write_csvs, write_maps
-from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
-from neurosymbolic_llm.pipeline.gate_choice import propose_maximum, run
+
+from neurosymbolic_llm.pipeline.configs import FineTuneConfig
+from neurosymbolic_llm.pipeline.gates import propose_maximum, run
 from neurosymbolic_llm.pipeline.options import parse_config
 from neurosymbolic_llm.pipeline.runtime import build_llama
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig, run
-from neurosymbolic_llm.pipeline.options import parse_config
+from neurosymbolic_llm.pipeline.configs import TrainEncodersConfig
+from neurosymbolic_llm.pipeline.encoders_and_decoders import run
 from neurosymbolic_llm.pipeline.errors import CheckpointError, ConfigError, DataError, run_entry_point
 from neurosymbolic_llm.pipeline.gathering import LastTokenRecorder, plan_gather, prompt_tokens, run_gather
 from neurosymbolic_llm.pipeline.hidden_store import HiddenStore
+from neurosymbolic_llm.pipeline.options import parse_config
 
 PROGRAMS = Path(__file__).resolve().parents[1] / "Programs"
 SMALL = ["--VSA_dim", "128", "--max_digits", "4", "--device", "cpu"]

@@ -17,15 +17,15 @@ import pandas as pd
 import pytest
 import torch
 
-from neurosymbolic_llm.pipeline.encoders_and_decoders import GatherConfig, TrainEncodersConfig
+from neurosymbolic_llm.pipeline.configs import FineTuneConfig, GatherConfig, TrainEncodersConfig
 from neurosymbolic_llm.pipeline.errors import (CheckpointError, ConfigError, DataError, OutputError, UserError,
                                                run_entry_point)
-from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
 from neurosymbolic_llm.pipeline.hidden_store import HiddenStore
 from neurosymbolic_llm.pipeline.maps import load_maps, model_info, save_maps
 from neurosymbolic_llm.pipeline.options import parse_config
+from neurosymbolic_llm.pipeline.problems_csv import load_problems_csv
 from neurosymbolic_llm.symbolic.engine import SymbolicEngine
-from neurosymbolic_llm.symbolic.problems import generate_problems, load_problems_csv
+from neurosymbolic_llm.symbolic.problems import generate_problems
 
 PROGRAMS = Path(__file__).resolve().parents[1] / "Programs"
 ENV = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")

@@ -4,9 +4,10 @@ import math
 import pytest
 import torch
 
-from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
-from neurosymbolic_llm.pipeline.intervention import InterventionOptions, SymbolicIntervention
 from neurosymbolic_llm.llama.model import ModelArgs, Transformer
+from neurosymbolic_llm.pipeline.configs import InterventionOptions
+from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
+from neurosymbolic_llm.pipeline.intervention import SymbolicIntervention
 from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 
 VOCAB, DIM, VSA = 300, 64, 64

@@ -6,9 +6,9 @@ import pytest
 import torch
 import yaml
 
+from neurosymbolic_llm.pipeline.configs import FineTuneConfig
 from neurosymbolic_llm.pipeline.encoder_training import best_encoding_layer, encoding_accuracy
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
-from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
 from neurosymbolic_llm.pipeline.hidden_store import SplitData
 from neurosymbolic_llm.pipeline.options import parse_config
 from neurosymbolic_llm.symbolic.engine import SymbolicEngine
@@ -61,6 +61,7 @@ def test_all_accuracy_counts_questions_with_x_y_and_type_all_right():
 
 def test_stage3_resolves_auto_from_the_encoder_file_and_records_it(tiny_ckpt, tmp_path):
     from test_fine_tuning import LAYER, stage3, write_csvs, write_maps
+
     from neurosymbolic_llm.pipeline.maps import load_maps, save_maps
 
     enc, dec, _ = write_maps(tmp_path, tiny_ckpt, layers=(1, 2, 3))

@@ -4,16 +4,17 @@ import math
 import pytest
 import torch
 
+from neurosymbolic_llm.pipeline.configs import FineTuneOptions
+from neurosymbolic_llm.pipeline.training import build_examples, train
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 from neurosymbolic_llm.symbolic.problems import generate_problems
 from neurosymbolic_llm.symbolic.prompts import parse_cot_answer
-from neurosymbolic_llm.symbolic.engine import SymbolicEngine
-from neurosymbolic_llm.pipeline.training import FineTuneOptions, build_examples, train
 
 VSA, LAYER = 64, 2
 
 
 def fresh_llama(tiny_ckpt):
-    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+    from neurosymbolic_llm.pipeline.configs import FineTuneConfig
     from neurosymbolic_llm.pipeline.runtime import build_llama
 
     return build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=512), max_batch_size=8, device="cpu")
@@ -35,7 +36,8 @@ def logits(llama, ex, method):
 
 
 def test_peft_lora_trains_only_lora_and_changes_outputs(tiny_ckpt):
-    from neurosymbolic_llm.pipeline.methods import BaselineOptions, lora, lora_disabled, plain
+    from neurosymbolic_llm.pipeline.configs import BaselineOptions
+    from neurosymbolic_llm.pipeline.methods import lora, lora_disabled, plain
 
     llama = fresh_llama(tiny_ckpt)
     ex = examples(llama)
@@ -57,8 +59,8 @@ def test_peft_lora_trains_only_lora_and_changes_outputs(tiny_ckpt):
 
 @pytest.mark.parametrize("init", ["stage2", "fresh"])
 def test_adapter_trains_encoder_and_decoder(tiny_ckpt, init):
+    from neurosymbolic_llm.pipeline.configs import InterventionOptions
     from neurosymbolic_llm.pipeline.methods import adapter, plain
-    from neurosymbolic_llm.pipeline.intervention import InterventionOptions
 
     llama = fresh_llama(tiny_ckpt)
     ex = examples(llama)
@@ -95,8 +97,8 @@ def test_cot_parser_and_ce_span(tokenizer):
 
 
 def test_cot_method_evaluates(tiny_ckpt):
-    from neurosymbolic_llm.pipeline.methods import plain
     from neurosymbolic_llm.pipeline.evaluation import evaluate
+    from neurosymbolic_llm.pipeline.methods import plain
 
     llama = fresh_llama(tiny_ckpt)
     ex = examples(llama, n=2, prompt="cot")

@@ -4,8 +4,8 @@ from typing import ClassVar
 
 import pytest
 
-from neurosymbolic_llm.pipeline.options import RunOptions, option, parse_config
 from neurosymbolic_llm.pipeline.errors import ConfigError
+from neurosymbolic_llm.pipeline.options import RunOptions, option, parse_config
 
 
 @dataclass
@@ -60,8 +60,7 @@ def test_unknown_yaml_key_and_bad_values_are_named(tmp_path):
 def test_shipped_presets_parse_for_every_entry_point(preset):
     from pathlib import Path
 
-    from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig
-    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+    from neurosymbolic_llm.pipeline.configs import FineTuneConfig, TrainEncodersConfig
 
     programs = Path(__file__).resolve().parents[1] / "Programs"
     path = programs / ("demo" if preset == "demo.yaml" else "configs") / preset
@@ -72,8 +71,7 @@ def test_shipped_presets_parse_for_every_entry_point(preset):
 
 
 def test_help_has_a_section_per_group_and_each_default_once(capsys):
-    from neurosymbolic_llm.pipeline.encoders_and_decoders import GatherConfig, TrainEncodersConfig
-    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+    from neurosymbolic_llm.pipeline.configs import FineTuneConfig, GatherConfig, TrainEncodersConfig
     from neurosymbolic_llm.pipeline.options import build_parser
 
     text = build_parser(TrainEncodersConfig).format_help()
@@ -99,7 +97,7 @@ def test_help_has_a_section_per_group_and_each_default_once(capsys):
 def test_the_original_options_exist_and_are_documented():
     """--modify_question_format, --encode_counter and --test_with_non_numerical_rep were "unrecognized
     arguments"; they parse, --help explains them, and the counter requires multi-token writing."""
-    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+    from neurosymbolic_llm.pipeline.configs import FineTuneConfig
     from neurosymbolic_llm.pipeline.options import build_parser
 
     cfg = parse_config(FineTuneConfig, ["--modify_question_format", "1", "--encode_counter", "1",
@@ -117,7 +115,8 @@ def test_paper_preset_evaluates_every_test_row(tmp_path):
     """The paper evaluated the whole test CSV; paper.yaml capped it at 200 questions per type."""
     from pathlib import Path
 
-    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, load_rows
+    from neurosymbolic_llm.pipeline.configs import FineTuneConfig
+    from neurosymbolic_llm.pipeline.fine_tune_inputs import load_rows
     from neurosymbolic_llm.symbolic.problems import generate_problems
 
     test = generate_problems(500, ["gcd"], seed=1)  # more than 200 rows of one type
@@ -128,3 +127,17 @@ def test_paper_preset_evaluates_every_test_row(tmp_path):
     assert from_csv and len(rows) == 500 and rows["x"].tolist() == test["x"].tolist()
     random_rows, _ = load_rows(parse_config(FineTuneConfig, ["--config", str(preset), "--testing_problems", "gcd"]), "test")
     assert len(random_rows) == 200  # without a CSV: testing_num_steps x testing_n_samples per type
+
+
+def test_unknown_problem_type_is_refused_before_anything_runs():
+    """--testing_problems / --problem_type with a name that is none of the ten: refused while parsing
+    (it used to surface only after the model had loaded, as no test rows of that type)."""
+    from neurosymbolic_llm.pipeline.configs import FineTuneConfig, TrainEncodersConfig
+    from neurosymbolic_llm.pipeline.errors import ConfigError
+    from neurosymbolic_llm.pipeline.options import parse_config
+
+    with pytest.raises(ConfigError, match=r"option 'testing_problems': unknown problem type 'xor' \(known: addition"):
+        parse_config(FineTuneConfig, ["--testing_problems", "[gcd, xor]"])
+    with pytest.raises(ConfigError, match=r"option 'problem_type': unknown problem type 'x{79}\.\.\. \(82 char"):
+        parse_config(TrainEncodersConfig, ["--problem_type", "[" + "x" * 80 + "]"])
+    assert parse_config(FineTuneConfig, ["--testing_problems", "[gcd]"]).testing_problems == ["gcd"]

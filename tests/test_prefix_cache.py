@@ -16,7 +16,7 @@ VSA, LAYER = 64, 2
 
 @pytest.fixture(scope="module")
 def llama(tiny_ckpt):
-    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+    from neurosymbolic_llm.pipeline.configs import FineTuneConfig
     from neurosymbolic_llm.pipeline.runtime import build_llama
 
     return build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=512), max_batch_size=8, device="cpu")
@@ -33,7 +33,7 @@ def ex(llama):
 
 def _method(llama):
     from neurosymbolic_llm.pipeline import methods
-    from neurosymbolic_llm.pipeline.intervention import InterventionOptions
+    from neurosymbolic_llm.pipeline.configs import InterventionOptions
 
     g = torch.Generator().manual_seed(1)
     enc, dec = torch.randn(VSA, 64, generator=g) / 8, {LAYER: torch.randn(64, VSA, generator=g) / 8}

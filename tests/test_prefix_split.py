@@ -6,16 +6,16 @@ import math
 import pytest
 import torch
 
-from neurosymbolic_llm.symbolic.problems import generate_problems
-from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 from neurosymbolic_llm.pipeline.training import answer_cross_entropy, build_examples
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine
+from neurosymbolic_llm.symbolic.problems import generate_problems
 
 VSA, LAYER = 64, 2
 
 
 @pytest.fixture(scope="module")
 def llama(tiny_ckpt):
-    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+    from neurosymbolic_llm.pipeline.configs import FineTuneConfig
     from neurosymbolic_llm.pipeline.runtime import build_llama
 
     return build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=512), max_batch_size=8, device="cpu")
@@ -38,7 +38,7 @@ def ex(llama, engine):
 
 def _method(kind, llama, engine, **kw):
     from neurosymbolic_llm.pipeline import methods
-    from neurosymbolic_llm.pipeline.intervention import InterventionOptions
+    from neurosymbolic_llm.pipeline.configs import InterventionOptions
 
     g = torch.Generator().manual_seed(1)
     enc, dec = torch.randn(VSA, 64, generator=g) / 8, {LAYER: torch.randn(64, VSA, generator=g) / 8}
@@ -93,9 +93,9 @@ def test_split_forward_equals_unsplit(llama, engine, ex, case):
 
 
 def test_lora_keeps_the_unsplit_forward(tiny_ckpt):
-    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+    from neurosymbolic_llm.pipeline.configs import BaselineOptions, FineTuneConfig
+    from neurosymbolic_llm.pipeline.methods import lora, plain
     from neurosymbolic_llm.pipeline.runtime import build_llama
-    from neurosymbolic_llm.pipeline.methods import BaselineOptions, lora, plain
 
     assert not plain().prefix_frozen
     model = build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=512), max_batch_size=8, device="cpu").model

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from neurosymbolic_llm.symbolic import problems as P
 from neurosymbolic_llm.pipeline.errors import DataError
-from neurosymbolic_llm.symbolic.solver import solve_one
-from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
+from neurosymbolic_llm.pipeline.problems_csv import load_problems_csv
+from neurosymbolic_llm.symbolic import problems as P
+from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES, solve_one
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CSVS = ["symbolic_math_train_10000.csv", "symbolic_math_val_100.csv"]
@@ -18,7 +18,7 @@ def test_shared_csvs_load_and_match(name):
     path = DATA / name
     if not path.is_file():
         pytest.skip(f"{path} absent (CI keeps shared/ beside the checkout)")
-    df = P.load_problems_csv(path, max_digits=5)
+    df = load_problems_csv(path, max_digits=5)
     assert list(df.columns) == list(P.COLUMNS)
     assert len(df) == sum(1 for _ in open(path)) - 1
     for row in df.itertuples():
@@ -53,7 +53,7 @@ def test_generate_problems(tmp_path):
     # round trip through a CSV
     path = tmp_path / "gen.csv"
     df.to_csv(path, index=False)
-    back = P.load_problems_csv(path, max_digits=5)
+    back = load_problems_csv(path, max_digits=5)
     assert (back.solution.to_numpy() == df.solution.to_numpy()).all()
     loose = P.generate_problems(2000, ["modulo", "gcd"], complexity=1, x_gt_y=False, seed=0)
     assert (loose[loose.problem_type == "modulo"].eval("x >= y")).all()
@@ -90,7 +90,7 @@ GOOD = HEADER + "addition,1,2,What is 1 plus 2?,3\ngcd,12,8,What is the GCD of 1
 def test_bad_csv_messages(tmp_path, text, needles):
     p = _write(tmp_path, text)
     with pytest.raises(DataError) as ei:
-        P.load_problems_csv(p, max_digits=5)
+        load_problems_csv(p, max_digits=5)
     msg = str(ei.value)
     assert "bad.csv" in msg
     for n in needles:
@@ -100,16 +100,16 @@ def test_bad_csv_messages(tmp_path, text, needles):
 def test_bad_csv_first_row_and_count(tmp_path):
     text = GOOD + "gcd,12,8,q,5\n" + "addition,1,1,What is 1 plus 1?,2\n" + "power,1,1,q,2\n"
     with pytest.raises(DataError, match=r"line 4 .*solution 5 disagrees.*\(1 more bad rows\)"):
-        P.load_problems_csv(_write(tmp_path, text), max_digits=5)
+        load_problems_csv(_write(tmp_path, text), max_digits=5)
 
 
 def test_csv_type_filter_and_missing_file(tmp_path):
     p = _write(tmp_path, GOOD, "ok.csv")
-    assert len(P.load_problems_csv(p, max_digits=5)) == 2
+    assert len(load_problems_csv(p, max_digits=5)) == 2
     with pytest.raises(DataError, match=r"ok.csv: line 2 .*field 'problem_type'.*not among the selected"):
-        P.load_problems_csv(p, max_digits=5, problem_types=["gcd"])
+        load_problems_csv(p, max_digits=5, problem_types=["gcd"])
     with pytest.raises(DataError, match="no such file"):
-        P.load_problems_csv(tmp_path / "nope.csv", max_digits=5)
+        load_problems_csv(tmp_path / "nope.csv", max_digits=5)
 
 
 def test_load_10000_rows_round_trip(tmp_path):
@@ -117,7 +117,7 @@ def test_load_10000_rows_round_trip(tmp_path):
     df = P.generate_problems(10_000, complexity=2, seed=1)
     path = tmp_path / "big.csv"
     df.to_csv(path, index=False)
-    back = P.load_problems_csv(path, max_digits=5)
+    back = load_problems_csv(path, max_digits=5)
     assert len(back) == 10_000
     for col in ("problem_type", "x", "y", "solution"):
         assert back[col].tolist() == df[col].tolist()
@@ -131,9 +131,9 @@ def test_load_10000_rows_round_trip(tmp_path):
 def test_question_must_name_its_operands(tmp_path, row, needle):
     """A question whose text does not ask about the row's x and y is an error naming the row."""
     with pytest.raises(DataError, match=r"bad.csv: line 4 \(data row 3; .*field 'question'.*" + needle):
-        P.load_problems_csv(_write(tmp_path, GOOD + row + "\n"), max_digits=5)
+        load_problems_csv(_write(tmp_path, GOOD + row + "\n"), max_digits=5)
     ok = GOOD + "gcd,12,8,\"gcd(012, 8)?\",4\n"  # leading zeros and other phrasings are fine
-    assert len(P.load_problems_csv(_write(tmp_path, ok, "ok.csv"), max_digits=5)) == 3
+    assert len(load_problems_csv(_write(tmp_path, ok, "ok.csv"), max_digits=5)) == 3
 
 
 def test_number_words_and_question_variants():

@@ -6,15 +6,14 @@ import math
 
 import pytest
 import torch
+from test_prefix_cache import llama  # noqa: F401  (the tiny model)
 
+from neurosymbolic_llm.pipeline.configs import InterventionOptions
 from neurosymbolic_llm.pipeline.evaluation import evaluate
-from neurosymbolic_llm.pipeline.intervention import InterventionOptions
 from neurosymbolic_llm.pipeline.training import build_examples
 from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 from neurosymbolic_llm.symbolic.problems import generate_problems
 from neurosymbolic_llm.symbolic.solver import solve_one
-
-from test_prefix_cache import llama  # noqa: F401  (the tiny model)
 
 VSA, LAYER, FITTED = 256, 2, 6
 TYPES = ["gcd", "lcm", "multiplication", "bitwise_or", "modulo"]
@@ -96,7 +95,7 @@ def test_a_closed_gate_leaves_the_question_to_the_plain_model(llama, engine, ex,
 
 
 def test_read_and_print_runs_before_the_main_method_and_needs_the_maps():
-    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+    from neurosymbolic_llm.pipeline.configs import FineTuneConfig
 
     cfg = FineTuneConfig(read_and_print=True, test_baseline=1, lora_baseline=True)
     assert cfg.methods() == ["baseline", "read_and_print", "lora"]  # before LoRA changes the model

@@ -20,8 +20,9 @@ import pandas as pd
 import pytest
 import torch
 
+from neurosymbolic_llm.pipeline.configs import FineTuneConfig
 from neurosymbolic_llm.pipeline.errors import ConfigError, OutputError, RunLockedError
-from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, run
+from neurosymbolic_llm.pipeline.fine_tuning import run
 from neurosymbolic_llm.pipeline.locks import stage_lock
 from neurosymbolic_llm.pipeline.maps import load_maps, model_info, save_maps
 from neurosymbolic_llm.pipeline.options import parse_config
@@ -181,9 +182,9 @@ def test_second_process_on_the_same_run_and_stage_is_refused(tiny_ckpt, tmp_path
 
 def test_lock_names_the_holder_and_dies_with_it(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, sys.argv[1]); from neurosymbolic_llm.pipeline.locks import stage_lock\n"
-        "with stage_lock(sys.argv[2], 'stage_x', 'R'):\n    print('locked', flush=True); time.sleep(600)"),
-        str(PROGRAMS), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        "import sys, time; from neurosymbolic_llm.pipeline.locks import stage_lock\n"
+        "with stage_lock(sys.argv[1], 'stage_x', 'R'):\n    print('locked', flush=True); time.sleep(600)"),
+        str(tmp_path)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(RunLockedError, match=rf"stage_x is already running in process {holder.pid} "):
         with stage_lock(tmp_path, "stage_x", "R"):
@@ -273,19 +274,18 @@ def test_full_output_folder_fails_before_training_and_a_full_write_keeps_the_old
 
     # a write that meets a full disk: one line naming the file, its previous version intact
     snippet = (
-        "import sys, torch; sys.path.insert(0, sys.argv[1])\n"
+        "import sys, torch\n"
         "from neurosymbolic_llm.pipeline.files import atomic_torch_save\n"
         "from neurosymbolic_llm.pipeline.errors import OutputError\n"
-        "atomic_torch_save({'step': 1, 'w': torch.zeros(1000)}, sys.argv[2] + '/state.pt', what='the state')\n"
+        "atomic_torch_save({'step': 1, 'w': torch.zeros(1000)}, sys.argv[1] + '/state.pt', what='the state')\n"
         "try:\n"
-        "    atomic_torch_save({'step': 2, 'w': torch.zeros(100000)}, sys.argv[2] + '/state.pt', what='the state')\n"
+        "    atomic_torch_save({'step': 2, 'w': torch.zeros(100000)}, sys.argv[1] + '/state.pt', what='the state')\n"
         "except OutputError as e:\n"
         "    print('ERROR', e)\n"
-        "print('STEP', torch.load(sys.argv[2] + '/state.pt')['step'])\n")
+        "print('STEP', torch.load(sys.argv[1] + '/state.pt')['step'])\n")
     full = tmp_path / "full"
     full.mkdir()
-    res = in_namespace(f"mount -t tmpfs -o size=64k tmpfs {full}", [sys.executable, "-c", snippet, str(PROGRAMS),
-                                                                    str(full)], after=f"ls -A {full}")
+    res = in_namespace(f"mount -t tmpfs -o size=64k tmpfs {full}", [sys.executable, "-c", snippet, str(full)], after=f"ls -A {full}")
     assert f"ERROR cannot write the state {full}/state.pt: No space left on device; its previous version is kept" \
         in res.stdout, res.stdout + res.stderr
     assert "STEP 1" in res.stdout and res.stdout.split("rc=0")[1].split() == ["state.pt"]

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 
 from neurosymbolic_llm.pipeline import rows
-from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig
+from neurosymbolic_llm.pipeline.configs import FineTuneConfig, TrainEncodersConfig
 from neurosymbolic_llm.pipeline.errors import DataError
-from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, load_rows
+from neurosymbolic_llm.pipeline.fine_tune_inputs import load_rows
 from neurosymbolic_llm.pipeline.gathering import load_split_problems
 
 KEY = ["problem_type", "x", "y", "question", "solution"]

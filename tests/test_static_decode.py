@@ -8,7 +8,7 @@ import torch
 from neurosymbolic_llm.llama.errors import LlamaError
 from neurosymbolic_llm.llama.generation import Llama, left_pad
 from neurosymbolic_llm.llama.static_decode import (StaticDecoder, capture_blockers, choose_mode, hook_capture_safe,
-                                       static_cache_len)
+                                                   static_cache_len)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def _intervention(llama, case):
     import math
 
     from neurosymbolic_llm.pipeline import methods
-    from neurosymbolic_llm.pipeline.intervention import InterventionOptions
+    from neurosymbolic_llm.pipeline.configs import InterventionOptions
     from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 
     kw = dict(INTERVENTIONS[case])
@@ -139,7 +139,8 @@ def test_intervention_in_static_steps(llama, case):
 
 
 def test_intervention_reading_cpu_truth_per_step_is_not_capture_safe(llama):
-    from neurosymbolic_llm.pipeline.intervention import InterventionOptions, SymbolicIntervention
+    from neurosymbolic_llm.pipeline.configs import InterventionOptions
+    from neurosymbolic_llm.pipeline.intervention import SymbolicIntervention
 
     def iv(**kw):
         opts = InterventionOptions(symbolic_encoding_layer=2, symbolic_decoding_layers=[2], **kw)

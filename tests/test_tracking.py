@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from neurosymbolic_llm.pipeline.encoders_and_decoders import TrainEncodersConfig, run as stage12
-from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, run as stage3
+from neurosymbolic_llm.pipeline.configs import FineTuneConfig, TrainEncodersConfig
+from neurosymbolic_llm.pipeline.encoders_and_decoders import run as stage12
+from neurosymbolic_llm.pipeline.fine_tuning import run as stage3
 from neurosymbolic_llm.pipeline.options import parse_config
 from neurosymbolic_llm.pipeline.tracking import Tracker
 

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from neurosymbolic_llm.pipeline.training import FineTuneOptions, build_examples, train
+from neurosymbolic_llm.pipeline.configs import FineTuneOptions
+from neurosymbolic_llm.pipeline.training import build_examples, train
 from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 from neurosymbolic_llm.symbolic.problems import generate_problems
 
@@ -15,7 +16,7 @@ VSA, LAYER = 64, 2
 
 @pytest.fixture(scope="module")
 def llama(tiny_ckpt):
-    from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
+    from neurosymbolic_llm.pipeline.configs import FineTuneConfig
     from neurosymbolic_llm.pipeline.runtime import build_llama
 
     return build_llama(FineTuneConfig(chpt_dir=str(tiny_ckpt), max_seq_len=512), max_batch_size=8, device="cpu")
@@ -24,7 +25,7 @@ def llama(tiny_ckpt):
 def _trained(llama, **opts):
     """Decoder weight after two optimizer steps of 8 samples, from a fixed start."""
     from neurosymbolic_llm.pipeline import methods
-    from neurosymbolic_llm.pipeline.intervention import InterventionOptions
+    from neurosymbolic_llm.pipeline.configs import InterventionOptions
 
     engine = SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4)
     g = torch.Generator().manual_seed(1)

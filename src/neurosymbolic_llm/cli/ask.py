@@ -16,17 +16,21 @@ when it is in one of the dataset's phrasings; see neurosymbolic_llm/pipeline/ask
 have been made on the same weights (any format or float dtype); --allow_other_weights 1 uses them
 on a quantized or otherwise different copy.
 """
-from neurosymbolic_llm.pipeline.ask import AskConfig, run, with_run_config
+import sys
+
+from neurosymbolic_llm.pipeline.configs import AskConfig
 from neurosymbolic_llm.pipeline.errors import run_entry_point
 from neurosymbolic_llm.pipeline.options import parse_config
+from neurosymbolic_llm.pipeline.saved_runs import with_run_config
 
 
 def main(argv=None) -> int:
-    import sys
-
     argv = sys.argv[1:] if argv is None else list(argv)
     given = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--")]
-    return run(parse_config(AskConfig, with_run_config(argv), __doc__), given)
+    cfg = parse_config(AskConfig, with_run_config(argv), __doc__)
+    from neurosymbolic_llm.pipeline.ask import run  # after parsing: --help loads no torch
+
+    return run(cfg, given)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import sys
 
 from neurosymbolic_llm.pipeline.errors import run_entry_point
 from neurosymbolic_llm.pipeline.options import parse_bool
-from neurosymbolic_llm.pipeline.results import compare_runs
 
 
 def main(argv=None) -> int:
@@ -32,6 +31,8 @@ def main(argv=None) -> int:
     ap.add_argument("--wandb_project", default="", help="wandb project (default: the stages' default)")
     ap.add_argument("--wandb_group", default="", help="wandb group (default: the output folder's name)")
     args = ap.parse_args(argv)
+    from neurosymbolic_llm.pipeline.results import compare_runs  # after parsing: --help loads no torch
+
     written, notes, warnings = compare_runs(args.runs, args.out, args.programs_dir, args.log_wandb, args.wandb_project,
                                             args.wandb_group, allow_mismatch=args.allow_mismatch)
     print(written["md"].read_text())

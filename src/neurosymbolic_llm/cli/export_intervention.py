@@ -9,16 +9,20 @@ Stage 3 writes one to Programs/results/<run>/intervention/ at the end of every n
 this command makes one from a run made before that, or from any maps and settings. No model is
 loaded. `nsllm ask --intervention DIR` uses it.
 """
-from neurosymbolic_llm.pipeline.ask import ExportConfig, export, with_run_config
+import sys
+
+from neurosymbolic_llm.pipeline.configs import ExportConfig
 from neurosymbolic_llm.pipeline.errors import run_entry_point
 from neurosymbolic_llm.pipeline.options import parse_config
+from neurosymbolic_llm.pipeline.saved_runs import with_run_config
 
 
 def main(argv=None) -> int:
-    import sys
-
     argv = sys.argv[1:] if argv is None else list(argv)
-    return export(parse_config(ExportConfig, with_run_config(argv), __doc__))
+    cfg = parse_config(ExportConfig, with_run_config(argv), __doc__)
+    from neurosymbolic_llm.pipeline.ask import export  # after parsing: --help loads no torch
+
+    return export(cfg)
 
 
 if __name__ == "__main__":

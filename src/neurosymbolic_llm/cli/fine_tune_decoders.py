@@ -12,13 +12,16 @@ input one as <decoder stem>_post_fine_tuning_R.pth (same checked file format).
 Ctrl-C or SIGTERM saves the training state after the current step and ends with one line saying
 where it is; rerunning the same command resumes from it (--restart 1 starts over).
 """
+from neurosymbolic_llm.pipeline.configs import FineTuneConfig
 from neurosymbolic_llm.pipeline.errors import run_entry_point
-from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, run
 from neurosymbolic_llm.pipeline.options import parse_config
 
 
 def main(argv=None) -> int:
-    return run(parse_config(FineTuneConfig, argv, __doc__))
+    cfg = parse_config(FineTuneConfig, argv, __doc__)
+    from neurosymbolic_llm.pipeline.fine_tuning import run  # after parsing: --help loads no torch
+
+    return run(cfg)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,16 @@ encoder at the encoding layer (same options as fine_tune_decoders.py), prints ea
 and score range and a proposed --problem_score_max, and writes gate_validation.csv/.png in
 Programs/results/R/.
 """
+from neurosymbolic_llm.pipeline.configs import FineTuneConfig
 from neurosymbolic_llm.pipeline.errors import run_entry_point
-from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig
-from neurosymbolic_llm.pipeline.gate_choice import run
 from neurosymbolic_llm.pipeline.options import parse_config
 
 
 def main(argv=None) -> int:
-    return run(parse_config(FineTuneConfig, argv, __doc__))
+    cfg = parse_config(FineTuneConfig, argv, __doc__)
+    from neurosymbolic_llm.pipeline.gates import run  # after parsing: --help loads no torch
+
+    return run(cfg)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@
     python Programs/gather_hidden_states.py --run_name R [--training_data_df_path T ...]
     torchrun --nproc_per_node N Programs/gather_hidden_states.py --run_name R ...   # data-parallel
 """
-from neurosymbolic_llm.pipeline.encoders_and_decoders import GatherConfig
+from neurosymbolic_llm.pipeline.configs import GatherConfig
 from neurosymbolic_llm.pipeline.errors import run_entry_point
-from neurosymbolic_llm.pipeline.gathering import run_gather
 from neurosymbolic_llm.pipeline.options import parse_config
 
 
 def main(argv=None) -> int:
-    run_gather(parse_config(GatherConfig, argv, __doc__))
+    cfg = parse_config(GatherConfig, argv, __doc__)
+    from neurosymbolic_llm.pipeline.gathering import run_gather  # after parsing: --help loads no torch
+
+    run_gather(cfg)
     return 0
 
 

@@ -15,13 +15,14 @@ from neurosymbolic_llm.pipeline.errors import UserError, run_entry_point
 from neurosymbolic_llm.pipeline.files import atomic_write_csv
 from neurosymbolic_llm.pipeline.options import TRAINED_TYPES_DEFAULT
 from neurosymbolic_llm.pipeline.paths import PROGRAMS_DIR
-from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
+from neurosymbolic_llm.symbolic.problem_types import PROBLEM_TYPES
 
 
 def make_splits(n_train: int, n_val: int, n_test: int, train_types, *, seed: int = 0,
                 complexity: int = 2, x_gt_y: bool = True, limit_solution_digits: bool = True):
     """-> dict split -> DataFrame (train/val: ``train_types`` only; test: all ten types)."""
     import numpy as np
+
     from neurosymbolic_llm.symbolic.problems import generate_problems
 
     unknown = sorted(set(train_types) - set(PROBLEM_TYPES))

@@ -24,7 +24,7 @@ KEY = ["problem_type", "x", "y"]
 def read_user_csv(path: str, split: str, n: int, complexity: int):
     """The CSV validated; train and validation keep the trained types only (the public training file
     has all ten, which would make addition and division seen types)."""
-    from neurosymbolic_llm.symbolic.problems import load_problems_csv
+    from neurosymbolic_llm.pipeline.problems_csv import load_problems_csv
 
     df = load_problems_csv(Path(path).expanduser(), max_digits=10, complexity=complexity)
     if split != "test":
@@ -35,6 +35,7 @@ def read_user_csv(path: str, split: str, n: int, complexity: int):
 def make_real_splits(n_train: int, n_val: int, n_test: int, *, given: dict, seed: int = 0, complexity: int = 2):
     """-> dict split -> DataFrame: the given CSVs (capped), the other splits seeded and disjoint from them."""
     import pandas as pd
+
     from neurosymbolic_llm.cli.make_demo_data import make_splits
 
     sizes = {"train": n_train, "val": n_val, "test": n_test}

@@ -18,8 +18,6 @@ from neurosymbolic_llm.pipeline.errors import UserError, run_entry_point
 
 
 def main(argv=None) -> int:
-    from neurosymbolic_llm.llama.checkpoint import load_params, reshard, shard_paths
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src", help="checkpoint folder to read (params.json, consolidated.*.pth)")
     ap.add_argument("dst", help="folder to write: new, empty, or an earlier reshard's output (its "
@@ -27,6 +25,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model_parallel_size", "-m", type=int, required=True,
                     help="number of shards to write (= processes per model under torchrun)")
     a = ap.parse_args(argv)
+    from neurosymbolic_llm.llama.checkpoint import load_params, reshard, shard_paths  # after parsing: fast --help
+
     src, dst = Path(a.src).expanduser(), Path(a.dst).expanduser()
     if src.resolve() == dst.resolve():
         raise UserError(f"reshard: source and destination are the same folder {src}; write to another one")

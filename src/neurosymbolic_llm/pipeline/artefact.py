@@ -35,10 +35,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 
+from neurosymbolic_llm.pipeline import methods
+from neurosymbolic_llm.pipeline.configs import InterventionOptions
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, UserError
 from neurosymbolic_llm.pipeline.files import atomic_write, atomic_write_json
-from neurosymbolic_llm.pipeline.intervention import InterventionOptions
+from neurosymbolic_llm.pipeline.fine_tune_inputs import fine_tuned, seen_types
 from neurosymbolic_llm.pipeline.maps import check_model
 from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 
@@ -67,9 +71,7 @@ def _options_of(cfg) -> InterventionOptions:
 
 
 def from_maps(cfg, maps, *, run: str = "") -> TrainedIntervention:
-    """The intervention of a run's map files (fine_tuning.load_maps_for) and settings (cfg, a FineTuneConfig)."""
-    from neurosymbolic_llm.pipeline.fine_tuning import fine_tuned, seen_types
-
+    """The intervention of a run's map files (fine_tune_inputs.load_maps_for) and settings (cfg, a FineTuneConfig)."""
     merge = maps.decoder_extra.get("merge_state", {}) if fine_tuned(maps.decoder_extra) else {}
     try:  # stage 3's rule: the maps' own record, else the training split's types
         trained = seen_types(cfg, maps, None, maps.engine.max_digits)[0]
@@ -93,8 +95,6 @@ def from_method(cfg, iv, *, model: dict, run: str, trained_types) -> TrainedInte
 
 def build_method(art: TrainedIntervention, llama):
     """The pipeline's neurosymbolic Method (methods.neurosymbolic, nothing trainable) of `art` on `llama`."""
-    from neurosymbolic_llm.pipeline import methods
-
     art.options.validate_layers(llama.args.n_layers)
     method = methods.neurosymbolic(llama.model, art.engine, art.encoder, art.decoders, art.options, lr=0.0,
                                    complexity=art.prompt["complexity"],
@@ -121,8 +121,6 @@ def _sha256(path: Path) -> str:
 
 def save_intervention(folder: str | Path, art: TrainedIntervention) -> Path:
     """Write the folder's two files (each atomically; the JSON last, naming the tensors' hash)."""
-    from safetensors.torch import save
-
     folder = Path(folder).expanduser()
     # through a Python file: the umask's permissions (save_file makes it private) and a full disk's OSError
     tensors = atomic_write(folder / TENSORS_NAME, lambda tmp: tmp.write_bytes(save(_tensors(art))),
@@ -140,9 +138,6 @@ def save_intervention(folder: str | Path, art: TrainedIntervention) -> Path:
 def load_intervention(folder: str | Path, *, model_info: Optional[dict] = None,
                       allow_other_weights: bool = False) -> TrainedIntervention:
     """Read and check an artefact folder; with `model_info` (maps.model_info_of(llama)) also the model."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = Path(folder).expanduser()
     jpath, tpath = folder / JSON_NAME, folder / TENSORS_NAME
     for p in (jpath, tpath):

@@ -11,134 +11,39 @@ the hook solves it) and one without (the plain model).
 Where the intervention comes from, first match wins: --intervention DIR (an artefact, artefact.py);
 --run R whose results/R/intervention/ exists; the maps of the configuration (--encoder_path,
 --decoder_path; with --run R those of R's config_fine_tune.yaml, the decoder it fine-tuned when there
-is one). `with_run_config(argv)` makes R's saved configuration the defaults of the command line,
+is one). `saved_runs.with_run_config(argv)` makes R's saved configuration the defaults of the command line,
 so `nsllm ask --run demo_ns "What is 12 times 7 mod 1000?"` needs nothing else; a stage-2 run name
 (no stage 3 of its own) is followed to the one neurosymbolic stage-3 run that used its maps.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional, Sequence
+from typing import Sequence
 
 import torch
-import yaml
 
+from neurosymbolic_llm.llama.fingerprint import WeightSamples
+from neurosymbolic_llm.llama.formats import open_checkpoint
 from neurosymbolic_llm.pipeline import artefact as artefacts
+from neurosymbolic_llm.pipeline.configs import AskConfig, ExportConfig, InterventionOptions
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
 from neurosymbolic_llm.pipeline.evaluation import answer_token_budget
-from neurosymbolic_llm.pipeline.fine_tuning import FineTuneConfig, decoder_output_path, load_maps_for
-from neurosymbolic_llm.pipeline.intervention import InterventionOptions
-from neurosymbolic_llm.llama.fingerprint import WeightSamples
+from neurosymbolic_llm.pipeline.fine_tune_inputs import load_maps_for
+from neurosymbolic_llm.pipeline.fine_tuning import decoder_output_path
 from neurosymbolic_llm.pipeline.maps import check_model, model_info, model_info_of
-from neurosymbolic_llm.pipeline.options import option
-from neurosymbolic_llm.pipeline.paths import check_run_name, programs_root, results_dir
+from neurosymbolic_llm.pipeline.paths import results_dir
 from neurosymbolic_llm.pipeline.runtime import build_llama
+from neurosymbolic_llm.pipeline.saved_runs import located
 from neurosymbolic_llm.symbolic.problems import parse_question, solve_one
 from neurosymbolic_llm.symbolic.prompts import few_shot_dialog, non_math_dialog, parse_answer, row_rng
-from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES, solve
+from neurosymbolic_llm.symbolic.solver import solve
 
 SPLIT = "ask"  # the few-shot examples of question i come from row_rng(seed, SPLIT, i)
 ARTEFACT = " (intervention)"  # how load_source names an artefact it read
-STAGE3_CONFIG, STAGE2_CONFIG = "config_fine_tune.yaml", "config_encoders.yaml"
-
-
-@dataclass
-class SavedRunOptions:
-    """a saved run: its configuration as the defaults"""
-    run: str = option("", "a run name (Programs/results/<run>/): its config_fine_tune.yaml gives the model, maps, layers and gate settings (command-line options override them), its intervention/ folder the artefact; a stage-2 run is followed to the one neurosymbolic stage-3 run that used its maps")
-
-
-@dataclass
-class AskOptions:
-    """ask: the questions and how they are asked"""
-    questions: list[str] = option([], "questions to ask, each one argument (quote them)")
-    questions_file: str = option("", "a text file of questions, one per line (blank lines and lines starting with # are skipped)")
-    intervention: str = option("", "an intervention artefact folder (intervention.json + intervention.safetensors); default: the run's")
-    examples_type: str = option("auto", "few-shot examples of this problem type; auto: the question's own type when it is in one of the dataset's phrasings, otherwise no examples (the gate statistics' non-math prompt)")
-    max_new_tokens: int = option(0, "new tokens per answer (0: the pipeline's budget for a bare-integer answer)")
-    json: bool = option(False, "print one JSON object per question (JSON lines) instead of text (a bare flag)")
-
-
-# What ask reads of stage 3's options; the others are accepted (a run's saved configuration loads)
-# but not listed in --help.
-_ASK_READS = {"encoder_path", "decoder_path", "decoder_init", "allow_other_weights", "eval_batch_size", "chpt_dir",
-              "tokenizer_path", "max_seq_len", "dtype", "device", "programs_dir", "seed", "complexity",
-              "limit_solution_digits", "run_name", *InterventionOptions.__dataclass_fields__}
-
-
-@dataclass
-class AskConfig(AskOptions, SavedRunOptions, FineTuneConfig):
-    """ask a trained intervention questions"""
-    positional_options: ClassVar[tuple] = ("questions",)
-    flag_options: ClassVar[tuple] = ("json",)
-    unused_options: ClassVar[tuple] = tuple(n for n in FineTuneConfig.__dataclass_fields__ if n not in _ASK_READS)
-    unused_reason: ClassVar[str] = "ask reads the model, the maps or artefact and the intervention's settings only"
-
-    def validate(self) -> None:
-        self.validate_intervention()
-        if self.examples_type != "auto" and self.examples_type not in PROBLEM_TYPES:
-            raise ConfigError(f"--examples_type {self.examples_type}: expected auto or one of {', '.join(PROBLEM_TYPES)}")
-
-
-# ----------------------------------------------------------------------------- the run's configuration
-def _stage3_runs_using(encoder: Path, root: Path) -> list[str]:
-    """Neurosymbolic stage-3 runs whose saved encoder_path is `encoder` (not the diagnostic runs with
-    --simulate_perfect_encoder, e.g. make real's real_perfect_encoder)."""
-    out = []
-    for path in sorted((root / "results").glob(f"*/{STAGE3_CONFIG}")):
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            continue  # not a readable run record: not a candidate
-        others = ("lora_baseline", "adapter_baseline", "cot", "simulate_perfect_encoder")
-        if any(data.get(k) for k in others) or data.get("test_baseline") == 2:
-            continue
-        if data.get("encoder_path") and _located(data["encoder_path"]).resolve() == encoder.resolve():
-            out.append(path.parent.name)
-    return out
-
-
-def saved_config(run: str, programs_dir: str = "") -> Path:
-    """results/<run>/config_fine_tune.yaml, or that of the one neurosymbolic stage-3 run that used the
-    maps of the stage-2 run <run>; a one-line error naming what was found otherwise."""
-    folder = results_dir(check_run_name(run, "--run"), programs_dir)
-    if (folder / STAGE3_CONFIG).is_file():
-        return folder / STAGE3_CONFIG
-    if not (folder / STAGE2_CONFIG).is_file():
-        raise ConfigError(f"--run {run}: {folder} holds no {STAGE3_CONFIG} (a stage-3 run) nor {STAGE2_CONFIG}")
-    root = programs_root(programs_dir)
-    users = _stage3_runs_using(root / "models" / f"encoders_{run}.pth", root)
-    if len(users) != 1:
-        found = f"stage-3 runs using its maps: {', '.join(users)}" if users else "no neurosymbolic stage-3 run used its maps"
-        raise ConfigError(f"--run {run} is a stage-2 run; {found}: pass one of them as --run, or give "
-                          f"--encoder_path, --decoder_path and the layers")
-    print(f"--run {run}: using stage-3 run {users[0]}, which used its maps", file=sys.stderr)
-    return results_dir(users[0], programs_dir) / STAGE3_CONFIG
-
-
-def with_run_config(argv: Sequence[str]) -> list[str]:
-    """argv with `--config <the run's saved configuration>` first when --run is given without --config."""
-    pre = argparse.ArgumentParser(add_help=False)
-    for name in ("--run", "--config", "--programs_dir"):
-        pre.add_argument(name, default="")
-    known, _ = pre.parse_known_args(list(argv))
-    if not known.run or known.config:
-        return list(argv)
-    return ["--config", str(saved_config(known.run, known.programs_dir))] + list(argv)
-
-
-def _located(path: str) -> Path:
-    """A saved relative path: from the working directory, else from the repository root (the
-    recipes run there)."""
-    p = Path(path).expanduser()
-    alt = programs_root().parent / p
-    return alt if not p.exists() and not p.is_absolute() and alt.exists() else p
 
 
 # ----------------------------------------------------------------------------- the intervention
@@ -155,7 +60,7 @@ def load_source(cfg: AskConfig, *, artefact_first: bool = True) -> tuple[artefac
     if not cfg.encoder_path or not cfg.decoder_path:
         raise ConfigError(f"{'--run ' + cfg.run + ' has no maps (not a neurosymbolic run?): ' if cfg.run else ''}"
                           f"ask needs --run, --intervention, or --encoder_path and --decoder_path")
-    cfg.encoder_path, cfg.decoder_path = str(_located(cfg.encoder_path)), str(_located(cfg.decoder_path))
+    cfg.encoder_path, cfg.decoder_path = str(located(cfg.encoder_path)), str(located(cfg.decoder_path))
     tuned = decoder_output_path(cfg, cfg.run_name) if cfg.run and cfg.run_name else None
     if tuned is not None and tuned.is_file():
         cfg.decoder_path = str(tuned)
@@ -278,7 +183,7 @@ def run(cfg: AskConfig, given: Sequence[str] = ()) -> int:
         art = with_gate_options(art, cfg, given)
     if cfg.chpt_dir == AskConfig.__dataclass_fields__["chpt_dir"].default and art.checkpoint:
         cfg.chpt_dir = art.checkpoint  # an artefact alone: the model it was made on, unless given
-    cfg.chpt_dir = str(_located(cfg.chpt_dir))
+    cfg.chpt_dir = str(located(cfg.chpt_dir))
     llama = build_llama(cfg, max_batch_size=min(cfg.eval_batch_size, len(questions)))
     note = check_model(art.model, model_info_of(llama), where, allow_other_weights=cfg.allow_other_weights)
     if note:
@@ -291,22 +196,6 @@ def run(cfg: AskConfig, given: Sequence[str] = ()) -> int:
 
 
 # ----------------------------------------------------------------------------- export
-@dataclass
-class ExportOptions:
-    """export: where the artefact goes"""
-    out: str = option("", "the artefact folder to write (default: Programs/results/<run>/intervention/)")
-
-
-@dataclass
-class ExportConfig(ExportOptions, SavedRunOptions, FineTuneConfig):
-    """export a run's trained intervention as one artefact"""
-    unused_options: ClassVar[tuple] = AskConfig.unused_options
-    unused_reason: ClassVar[str] = "export reads the maps and the intervention's settings only"
-
-    def validate(self) -> None:
-        self.validate_intervention()
-
-
 def export(cfg: ExportConfig) -> int:
     """Write the artefact of a run's map files and settings (no model is loaded: the maps' own
     record of their model goes into it)."""
@@ -324,9 +213,7 @@ def _restamped(cfg: ExportConfig, art: artefacts.TrainedIntervention, where: str
     """Maps of an older version name their model by a fingerprint of its files: with
     --allow_other_weights (the user vouches that --chpt_dir is the model they were made on) the
     artefact gets that checkpoint's content fingerprint instead (read without loading the model)."""
-    from neurosymbolic_llm.llama.formats import open_checkpoint
-
-    ckpt = open_checkpoint(_located(cfg.chpt_dir), cfg.tokenizer_path or None)
+    ckpt = open_checkpoint(located(cfg.chpt_dir), cfg.tokenizer_path or None)
     args = ckpt.args()
     info = model_info(ckpt.fingerprint(), args.dim, args.n_layers, ckpt.weight_samples())
     check_model(art.model, info, where, allow_other_weights=True)  # sizes must still agree

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from neurosymbolic_llm.llama.checkpoint import init_model_parallel
+from neurosymbolic_llm.pipeline.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,6 @@ def resolve_model_parallel_size(requested: int, ckpt_dir) -> int:
     """`requested` when > 0, else the number of .pth shards in `ckpt_dir` (at least 1)."""
     if requested and requested > 0:
         return int(requested)
-    from pathlib import Path
-
     folder = Path(ckpt_dir).expanduser()
     return max(1, len(list(folder.glob("*.pth")))) if folder.is_dir() else 1
 
@@ -72,8 +74,6 @@ def resolve_model_parallel_size(requested: int, ckpt_dir) -> int:
 def init_distributed(device: str, model_parallel_size: int = 1) -> DistInfo:
     """Start the process group (nccl on cuda, gloo on cpu) when launched by torchrun, and fairscale's
     model-parallel groups when model_parallel_size > 1. Idempotent: an existing process group is used."""
-    from neurosymbolic_llm.pipeline.errors import ConfigError
-
     device = str(device)
     mp = int(model_parallel_size)
     if not launched_by_torchrun():
@@ -93,8 +93,6 @@ def init_distributed(device: str, model_parallel_size: int = 1) -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     if mp > 1:
-        from neurosymbolic_llm.llama.checkpoint import init_model_parallel
-
         init_model_parallel(mp, torch.device(device))  # collective: every rank calls it, here
     return DistInfo(rank=dist.get_rank(), world_size=world, local_rank=local_rank, model_parallel_size=mp)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -28,7 +27,6 @@ import pandas as pd
 import torch
 
 from neurosymbolic_llm.pipeline import paths
-from neurosymbolic_llm.pipeline.options import option
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, EngineMismatchError
 from neurosymbolic_llm.pipeline.files import MiB, atomic_savefig, atomic_write_csv, check_output_folders
 from neurosymbolic_llm.pipeline.finite import DIVERGED, require_finite
@@ -41,26 +39,6 @@ STAGE = "train_encoders_and_decoders"  # the name of its lock (locks.py)
 # all_accuracy: x, y and the type all decoded right (what the symbolic route needs to answer)
 CSV_COLUMNS = ["layer", "split", "seen", "n", "x_accuracy", "y_accuracy", "type_accuracy", "all_accuracy",
                "digit_accuracy"]
-
-
-@dataclass
-class EncoderTrainingOptions:
-    """stage 2: training encoders and decoders"""
-    training_epochs: int = option(1000, "encoder training epochs")
-    decoding_epochs: int = option(1000, "decoder training epochs")
-    learning_rate: float = option(1e-3, "Adam learning rate of the encoders")
-    decoder_learning_rate: float = option(0.0, "Adam learning rate of the decoders (default 0: --learning_rate)")
-    batch_size: int = option(512, "rows per optimiser step")
-    encoder_lr_schedule: dict[int, float] = option({50: 0.5, 100: 0.5, 250: 0.1, 500: 0.4},
-                                                   "{epoch: multiplier} applied to the encoder learning rate")
-    decoder_lr_schedule: dict[int, float] = option({10: 0.1, 25: 0.5, 100: 0.5, 250: 0.4},
-                                                   "{epoch: multiplier} applied to the decoder learning rate")
-    map_init: str = option("least_squares", "initial maps: ridge least squares or PyTorch's random init",
-                           choices=["least_squares", "random"])
-    ridge: float = option(1e-4, "ridge of the least-squares init, relative to the mean input energy")
-    patience: int = option(100, "stop a training early when no layer's validation RMSE improved by 0.1 percent for this many epochs (0: never; default 100)")
-    weight_dtype: str = option("float32", "dtype of the trained weights (master copy and Adam state)",
-                               choices=["float32", "float64"])
 
 
 # ----------------------------------------------------------------------------- batched linear maps

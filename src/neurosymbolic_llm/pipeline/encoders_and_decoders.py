@@ -6,31 +6,11 @@ without those of stage 2 (accepted, so a shared preset still works, but not list
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass
-from typing import ClassVar
 
-from neurosymbolic_llm.pipeline.encoder_training import EncoderTrainingOptions, run_training
-from neurosymbolic_llm.pipeline.gathering import GatherOptions, run_gather
-from neurosymbolic_llm.pipeline.options import DataOptions, ModelOptions, RunOptions, SymbolicOptions, option
-
-
-@dataclass
-class TrainEncodersConfig(GatherOptions, EncoderTrainingOptions, ModelOptions, SymbolicOptions, DataOptions,
-                          RunOptions):
-    """which stage runs"""
-
-    config_section: ClassVar[str] = "train_encoders_and_decoders"
-    generate_data: bool = option(True, "1: stage 1, gather hidden states; 0: stage 2, train encoders and decoders")
-
-
-@dataclass
-class GatherConfig(TrainEncodersConfig):
-    """stage 1 alone (gather_hidden_states.py)"""
-
-    unused_options: ClassVar[tuple] = ("generate_data", *(f.name for f in dataclasses.fields(EncoderTrainingOptions)))
-    unused_reason: ClassVar[str] = "gather_hidden_states.py runs stage 1 only"
+from neurosymbolic_llm.pipeline.configs import TrainEncodersConfig
+from neurosymbolic_llm.pipeline.encoder_training import run_training
+from neurosymbolic_llm.pipeline.gathering import run_gather
 
 
 def run(cfg: TrainEncodersConfig) -> int:

@@ -20,31 +20,17 @@ all of them in row order, so the result equals a single process's.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import pandas as pd
 import torch
 
-from neurosymbolic_llm.pipeline.options import option
-from neurosymbolic_llm.pipeline.runtime import progress
+from neurosymbolic_llm.llama.generation import left_pad
 from neurosymbolic_llm.pipeline.distributed import DistInfo, gather_objects, row_slice
-from neurosymbolic_llm.symbolic.prompts import FINAL_MARKER, parse_answer, parse_cot_answer, parse_word_answer
+from neurosymbolic_llm.pipeline.results import RESULT_COLUMNS
+from neurosymbolic_llm.pipeline.runtime import progress
 from neurosymbolic_llm.pipeline.training import Examples, Method, answer_cross_entropy
-
-
-@dataclass
-class EvaluationOptions:
-    """stage 3: evaluation"""
-    test_baseline: int = option(0, "0: the neurosymbolic model only; 1: also the plain model on the same rows; 2: the plain model only (no training)", choices=(0, 1, 2))
-    testing_num_steps: int = option(100, "random test problems per type = testing_num_steps x testing_n_samples (without a test CSV; a test CSV is evaluated whole)")
-    testing_n_samples: int = option(2, "see testing_num_steps (the original's test batch size)")
-    modify_question_format: bool = option(False, "ask each test question in a phrasing drawn at random per question from a pool per type (bare expressions such as '515 * 424 mod 1000', commands, noun phrases) instead of the canonical one; training, validation and the few-shot examples keep the canonical phrasing")
-    test_with_non_numerical_rep: bool = option(False, "write the numbers of each test question, of its few-shot examples and their answers in English words; the answer is read in digits or in words and gets --cot_max_new_tokens new tokens")
-    eval_batch_size: int = option(16, "prompts per forward in evaluation")
-    record_score_per_problem: int = option(2, "gate scores per question: 0 none, 1 training, 2 test (responses.csv and gate histogram), 3 both")
-    save_responses: bool = option(True, "write responses.csv (every evaluated question and method)")
-
+from neurosymbolic_llm.symbolic.prompts import FINAL_MARKER, parse_answer, parse_cot_answer, parse_word_answer
 
 RESPONSE_COLUMNS = ["method", "problem_type", "seen", "question", "expected", "generated", "parsed", "correct",
                     "cross_entropy", "gate_score", "gate_open", "decoded_type", "decoded_x", "decoded_y"]
@@ -155,8 +141,6 @@ def gate_scores(llama, method: Method, prompts: Sequence[Sequence[int]], *, batc
                 info: DistInfo = DistInfo(), desc: str = "gate") -> torch.Tensor:
     """Best problem-type score at the last prompt position of each prompt: [N] float (rank 0: all)."""
     iv = method.intervention
-    from neurosymbolic_llm.llama.generation import left_pad
-
     mine = range(len(prompts))[row_slice(len(prompts), info)]
     out = []
     with method.attach():
@@ -174,8 +158,6 @@ def gate_scores(llama, method: Method, prompts: Sequence[Sequence[int]], *, batc
 
 def summarize(responses: pd.DataFrame) -> pd.DataFrame:
     """Per method and problem type: n, accuracy in [0, 1], mean cross-entropy (results.csv rows)."""
-    from neurosymbolic_llm.pipeline.results import RESULT_COLUMNS
-
     if responses.empty:
         return pd.DataFrame(columns=RESULT_COLUMNS)
     g = responses.groupby(["method", "problem_type", "seen"], sort=False)

@@ -79,11 +79,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], what: st
         raise OutputError(f"cannot write {what + ' ' if what else ''}{path}: {cause.strerror or cause}; "
                           f"{kept}") from exc
     finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+        _remove_quietly(tmp)
     return path
+
+
+def _remove_quietly(path: Path) -> None:
+    """Remove a temporary or probe file if it is there; a failure to remove it is not the error to report."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def atomic_write_text(path, text: str, what: str = "") -> Path:
@@ -128,10 +133,7 @@ def check_output_folders(needs: dict[Path, tuple[str, int]]) -> None:
             raise OutputError(f"{folder}: cannot write {what} there ({exc.strerror or exc}); "
                               f"nothing was started") from None
         finally:
-            try:
-                probe.unlink(missing_ok=True)
-            except OSError:
-                pass
+            _remove_quietly(probe)
         free = shutil.disk_usage(folder).free
         if free < need:
             raise OutputError(f"{folder}: {free / MiB:.1f} MiB free, {what} need about {need / MiB:.1f} MiB; "

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from neurosymbolic_llm.pipeline import paths, rows
-from neurosymbolic_llm.pipeline.options import option, to_dict
+from neurosymbolic_llm.pipeline.options import to_dict
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, Interrupted
 from neurosymbolic_llm.pipeline.files import MiB, check_output_folders
 from neurosymbolic_llm.pipeline.locks import stage_lock
@@ -34,19 +34,6 @@ from neurosymbolic_llm.pipeline.runtime import build_llama, make_engine, model_p
 
 ROUNDS_OPTION = {"train": "train_data_rounds", "val": "val_data_rounds", "test": "testing_data_rounds"}
 STAGE = "gather_hidden_states"  # the name of its lock (locks.py)
-
-
-@dataclass
-class GatherOptions:
-    """stage 1: gathering hidden states"""
-    n_samples: int = option(0, "prompts per forward pass (default 0: sized for the device, 64 on cuda, 16 on cpu)")
-    train_data_rounds: int = option(20000, "random training problems when no training CSV is given")
-    val_data_rounds: int = option(200, "random validation problems when no validation CSV is given")
-    testing_data_rounds: int = option(2000, "random test problems when no test CSV is given")
-    layer_numbers: list[int] = option([], "residual layers to record, 0..n_layers (default: all)")
-    save_frequency: int = option(1000, "rows per shard of gathered data (the unit of resuming)")
-    gathered_data_dir: str = option("", "folder of the gathered data (default: <programs_dir>/gathered_data_<run_name>)")
-    few_shot_seed: int = option(-1, "seed of the few-shot examples of each prompt (default -1: --seed)")
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -31,68 +31,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import nn
 
-from neurosymbolic_llm.pipeline.options import option
-from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
 from neurosymbolic_llm.llama.model import RMSNorm
+from neurosymbolic_llm.pipeline.configs import MERGES, InterventionOptions
+from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
 from neurosymbolic_llm.symbolic.solver import solve
-
-MERGES = ("convex", "add", "add_rmsnorm")
-
-
-@dataclass
-class InterventionOptions:
-    """stage 3: the neurosymbolic intervention (also the adapter's place)"""
-    symbolic_encoding_layer: int | str = option(17, "residual index read by the encoder (input of that block; 0 = embeddings), or auto: the layer whose stage-2 encoder decoded the most validation questions (x, y and type), among those not after the first decoding layer; the chosen layer is recorded in the run's config")
-    symbolic_decoding_layers: list[int] = option([17], "residual indices written by the decoder(s) (each >= the encoding layer)")
-    problem_score_threshold: float = option(0.8, "gate: intervene iff the best problem-type score exceeds this")
-    problem_score_max: float = option(math.inf, "gate: and is below this (inf: the paper's one-sided gate). A score far above 1 comes from a state unlike the encoder's training prompts (e.g. a non-math prompt); choose it on validation prompts with Programs/gate_statistics.py")
-    merge: str = option("convex", "how the decoded vector meets the residual: convex ((1-s)·dec + s·h), add (dec + h), add_rmsnorm (RMSNorm(dec + h), trainable)", choices=MERGES)
-    rms_layer: bool = option(False, "alias of --merge add_rmsnorm (the original's flag)")
-    starting_skip_strength: float = option(0.5, "s of the convex merge (weight of the original state)")
-    trainable_skip: bool = option(False, "train s (convex merge) together with the decoder")
-    static_encoding: bool = option(True, "reuse the answer vector of the last prompt position at later written positions")
-    multi_token_intervention: bool = option(False, "also write every position after the last prompt position (generated / answer positions)")
-    simulate_perfect_encoder: bool = option(False, "feed the true operands and type to the solver (the gate still uses the encoder)")
-    encode_counter: bool = option(False, "with --multi_token_intervention: add the counter x^t to the answer vector written at the t-th position after the last prompt position (t = 1, 2, ...; nothing at t = 0), so the decoder can tell the tokens of a multi-token answer apart")
-
-    def merge_mode(self) -> str:
-        return "add_rmsnorm" if self.rms_layer else self.merge
-
-    def validate_intervention(self) -> None:
-        """Option combinations that cannot work, before any model is loaded."""
-        if isinstance(self.symbolic_encoding_layer, str) and self.symbolic_encoding_layer != "auto":
-            raise ConfigError(f"--symbolic_encoding_layer {self.symbolic_encoding_layer!r}: expected a layer "
-                              f"number or auto")
-        if not self.problem_score_max > self.problem_score_threshold:
-            raise ConfigError(f"--problem_score_max {self.problem_score_max} must exceed --problem_score_threshold "
-                              f"{self.problem_score_threshold}: the gate would never open")
-        if self.encode_counter and not self.multi_token_intervention:
-            raise ConfigError("--encode_counter 1 needs --multi_token_intervention 1: the counter marks the "
-                              "positions after the last prompt position, which are written only then")
-
-    def validate_layers(self, n_layers: int) -> None:
-        """Layer numbers against the model; an `auto` encoding layer must have been resolved first
-        (fine_tuning.resolve_encoding_layer)."""
-        if not isinstance(self.symbolic_encoding_layer, int):
-            raise ConfigError(f"--symbolic_encoding_layer {self.symbolic_encoding_layer!r}: expected a layer "
-                              f"number or auto")
-        if not self.symbolic_decoding_layers:
-            raise ConfigError("--symbolic_decoding_layers is empty: give at least one residual layer to write")
-        if not 0 <= self.symbolic_encoding_layer <= n_layers:
-            raise ConfigError(f"--symbolic_encoding_layer {self.symbolic_encoding_layer}: this model has residual "
-                              f"layers 0..{n_layers}")
-        bad = [l for l in self.symbolic_decoding_layers if not 0 <= l <= n_layers]
-        if bad:
-            raise ConfigError(f"--symbolic_decoding_layers {bad}: this model has residual layers 0..{n_layers}")
-        if min(self.symbolic_decoding_layers) < self.symbolic_encoding_layer:
-            raise ConfigError(f"--symbolic_decoding_layers {self.symbolic_decoding_layers} must not precede "
-                              f"--symbolic_encoding_layer {self.symbolic_encoding_layer} (the answer is not known yet)")
 
 
 def gate_open(score, threshold: float, maximum: float = math.inf):

@@ -22,19 +22,19 @@ class MethodSpec:
     needs_maps: Union[bool, Callable[[Any], bool]]  # reads the stage-2 map files (or: a test on the config)
     hooks_layers: bool         # reads or writes residual layers (the layer options must fit the model)
     prompt: str                # few_shot or cot (symbolic/prompts.py)
-    build: str                 # the function of methods.py that builds it
+    build: str                 # the function of methods.py that builds it: (spec, cfg, llama, maps, train) -> Method
 
 
 METHODS: dict[str, MethodSpec] = {m.name: m for m in (  # in the order of tables and figures
-    MethodSpec("neurosymbolic", "neurosymbolic", "NS LLM", None, True, True, True, True, "few_shot", "neurosymbolic"),
+    MethodSpec("neurosymbolic", "neurosymbolic", "NS LLM", None, True, True, True, True, "few_shot", "build_neurosymbolic"),
     MethodSpec("baseline", "plain model", "standard LLM", "test_baseline", False, False, False, False, "few_shot",
-               "plain"),
-    MethodSpec("cot", "chain of thought", "CoT", "cot", True, False, False, False, "cot", "plain"),
+               "build_plain"),
+    MethodSpec("cot", "chain of thought", "CoT", "cot", True, False, False, False, "cot", "build_plain"),
     MethodSpec("adapter", "adapter (paper's LoRA)", "LoRA", "adapter_baseline", True, True,
-               lambda cfg: cfg.adapter_init == "stage2", True, "few_shot", "adapter"),
-    MethodSpec("lora", "LoRA (peft)", None, "lora_baseline", True, True, False, False, "few_shot", "lora"),
+               lambda cfg: cfg.adapter_init == "stage2", True, "few_shot", "build_adapter"),
+    MethodSpec("lora", "LoRA (peft)", None, "lora_baseline", True, True, False, False, "few_shot", "build_lora"),
     MethodSpec("read_and_print", "read and print", None, "read_and_print", False, False, True, True, "few_shot",
-               "read_and_print"),
+               "build_read_and_print"),
 )}
 DEFAULT_MAIN = "neurosymbolic"
 MAIN_FLAGS = [m.flag for m in METHODS.values() if m.main and m.flag]

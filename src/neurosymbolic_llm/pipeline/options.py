@@ -38,7 +38,7 @@ import yaml
 
 from neurosymbolic_llm.pipeline import paths
 from neurosymbolic_llm.pipeline.errors import ConfigError, echo
-from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
+from neurosymbolic_llm.symbolic.problem_types import PROBLEM_TYPES
 
 # The paper trains on eight types and holds addition and division out, to see what the gate does
 # with problems the encoder never learned.
@@ -62,6 +62,16 @@ def check_run_name(name: str) -> None:
     """--run_name: empty (today's date) or a plain name (paths.check_run_name, the one rule)."""
     if name:
         paths.check_run_name(name, "option 'run_name'")
+
+
+def known_types(option_name: str) -> typing.Callable[[Any], None]:
+    """A check that every name of a problem-type list option is one of the ten (before any model loads)."""
+    def check(names) -> None:
+        unknown = [n for n in names if n not in PROBLEM_TYPES]
+        if unknown:
+            raise ConfigError(f"option '{option_name}': unknown problem type {echo(unknown[0])} "
+                              f"(known: {', '.join(PROBLEM_TYPES)})")
+    return check
 
 
 # ----------------------------------------------------------------------------- shared groups
@@ -107,8 +117,10 @@ class DataOptions:
     training_data_df_path: str = option("", "training CSV (problem_type,x,y,question,solution) (default: none, random problems)")
     val_data_df_path: str = option("", "validation CSV (default: none, random problems)")
     testing_data_df_path: str = option("", "test CSV (default: none, random problems)")
-    problem_type: list[str] = option(TRAINED_TYPES_DEFAULT, "problem types seen in training (random problems are drawn from them)")
-    testing_problems: list[str] = option(list(PROBLEM_TYPES), "problem types evaluated on the test split")
+    problem_type: list[str] = option(TRAINED_TYPES_DEFAULT, "problem types seen in training (random problems are drawn from them)",
+                                     check=known_types("problem_type"))
+    testing_problems: list[str] = option(list(PROBLEM_TYPES), "problem types evaluated on the test split",
+                                          check=known_types("testing_problems"))
     x_gt_y: bool = option(True, "random problems have x > y")
 
 
@@ -345,9 +357,3 @@ def parse_config(schema: type, argv: Optional[Sequence[str]] = None, description
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
-
-
-def save_config(cfg: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

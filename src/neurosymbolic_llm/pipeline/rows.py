@@ -16,8 +16,10 @@ from typing import Sequence
 
 import pandas as pd
 
+from neurosymbolic_llm.llama.checkpoint import file_fingerprint
 from neurosymbolic_llm.pipeline.errors import DataError
-from neurosymbolic_llm.symbolic.problems import distinct_problems, generate_problems, load_problems_csv
+from neurosymbolic_llm.pipeline.problems_csv import load_problems_csv
+from neurosymbolic_llm.symbolic.problems import distinct_problems, generate_problems
 
 SPLITS = ("train", "val", "test")
 CSV_OPTION = {"train": "training_data_df_path", "val": "val_data_df_path", "test": "testing_data_df_path"}
@@ -82,8 +84,6 @@ def draw_rows(cfg, split: str, n: int = 0, *, per_type: int = 0) -> pd.DataFrame
 def split_source(cfg, split: str, n_random: int) -> dict:
     """What a split's rows come from: its CSV (path and content fingerprint) or its random stream
     (the first `n_random` rows). Stage 1 records it, so that a rerun never mixes rows of two sources."""
-    from neurosymbolic_llm.llama.checkpoint import file_fingerprint
-
     if csv_path(cfg, split):
         path = Path(csv_path(cfg, split)).expanduser()
         if not path.is_file():

@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 from neurosymbolic_llm.llama.generation import Llama, default_device, default_dtype
 from neurosymbolic_llm.pipeline.distributed import resolve_model_parallel_size
 from neurosymbolic_llm.pipeline.errors import ConfigError
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -58,8 +59,6 @@ def build_llama(cfg, *, max_batch_size: int, device=None) -> Llama:
 
 def make_engine(cfg):
     """The VSA engine of the symbolic options (stages 1 and 2; stage 3 reads it from the map files)."""
-    from neurosymbolic_llm.symbolic.engine import SymbolicEngine
-
     return SymbolicEngine(cfg.VSA_dim, cfg.max_digits, cfg.possible_problems, cfg.vsa_seed)
 
 

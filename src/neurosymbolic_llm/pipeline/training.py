@@ -31,41 +31,17 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from neurosymbolic_llm.pipeline.options import option
-from neurosymbolic_llm.pipeline.distributed import DistInfo, all_reduce_dp, any_rank, broadcast_dp, gather_objects, row_slice
-from neurosymbolic_llm.pipeline.prefix_cache import PrefixCache
+from neurosymbolic_llm.pipeline.configs import FineTuneOptions
+from neurosymbolic_llm.pipeline.distributed import (DistInfo, all_reduce_dp, any_rank, broadcast_dp, gather_objects,
+                                                    row_slice)
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, Interrupted
+from neurosymbolic_llm.pipeline.prefix_cache import PrefixCache
 from neurosymbolic_llm.pipeline.runtime import progress
 from neurosymbolic_llm.pipeline.train_state import TrainingState, deferred_interrupts, rng_state, set_rng_state
 from neurosymbolic_llm.symbolic.problems import QUESTION_VARIANTS, number_words, question_text
 from neurosymbolic_llm.symbolic.prompts import cot_dialog, few_shot_dialog, row_rng
 
 IGNORE = -100
-LR_DECAY_DEFAULT = {100: 0.5, 500: 0.5, 1000: 0.4, 2000: 0.1, 4000: 0.5, 6000: 0.5, 8000: 0.5}
-
-
-@dataclass
-class FineTuneOptions:
-    """stage 3: the stage-2 maps and the training"""
-    encoder_path: str = option("", "stage-2 encoder file, Programs/models/encoders_<run>.pth (no default; needed by the neurosymbolic model, the stage-2 adapter and the gate statistics)")
-    decoder_path: str = option("", "stage-2 decoder file (no default); the fine-tuned one is saved beside it as <stem>_post_fine_tuning_<run>.pth")
-    decoder_init: str = option("file", "where the decoders start: file (the maps of --decoder_path) or zero (zero maps instead of stage 2's, so the first write is the convex merge's s·h; the decoding layers need not be in the file, nor gathered in stage 1). A fine-tuned decoder file (written by stage 3) is always used as it is", choices=("file", "zero"))
-    allow_other_weights: bool = option(False, "use encoder/decoder maps made on a model of the same architecture but other weights (a quantized or fine-tuned copy of the model they were trained on; the same weights in another format or float dtype are accepted without it), or map files of an older version whose fingerprint cannot be compared")
-    num_steps: int = option(1000, "optimizer steps per epoch with random problems (with a training CSV: ceil(rows / samples per step))")
-    num_epochs: int = option(1, "passes over the training data (0: no training, evaluate the given maps as they are)")
-    n_samples: int = option(8, "micro-batch: prompts per forward in training")
-    inference_to_backprop_ratio: int = option(1, "micro-batches per optimizer step (samples per step = n_samples x this)")
-    prefix_split: bool = option(True, "methods acting only from the last prompt token on run the prompt before it once without gradients (same loss and gradients; which is faster depends on the batch: benchmarks/bench_paper_e2e.py --train_sweep)")
-    learning_rate: float = option(1e-3, "Adam learning rate of the decoder (and skip / RMSNorm / adapter)")
-    lr_decay: dict[int, float] = option(LR_DECAY_DEFAULT, "learning-rate multipliers {optimizer step: factor}, cumulative")
-    cache_prompt_prefixes: bool = option(False, "keep what later epochs would compute again in memory after a training row's first forward (the neurosymbolic decoder and the adapter, which change nothing before the last prompt token): the prompt's keys and values of the layers from the first trained one (the decoding layer; the adapter's encoding layer) and the residual entering that layer, so later epochs run only those layers over the last prompt token and the answer; same loss and gradients (memory per row: trained layers x 2 x KV width x prompt length)")
-    validation_interval: int = option(1, "validate after every k-th epoch and after the last (0: never)")
-    training_rows: int = option(0, "use the first this many rows of the training CSV (0: all)")
-    validation_rows: int = option(200, "validation problems (random mode) / at most this many rows of the validation CSV (0: all; default 200)")
-    checkpoint_every: int = option(100, "optimizer steps between saves of the training state (results/<run>/training_state.pt; also saved at the end and on Ctrl-C/SIGTERM; 0: only then). A rerun with the same --run_name resumes from it")
-    restart: bool = option(False, "ignore a saved training state of this run and train from step 0 (it is replaced)")
-
-
 @dataclass
 class Method:
     """What one evaluated system is: hooks, trainable parameters, prompt format."""

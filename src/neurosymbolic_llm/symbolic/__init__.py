@@ -1,2 +1,2 @@
 """The symbolic half: VSA algebra, the engine (codebook, encode/decode), the exact solver, the
-problems (generation, CSV files) and the prompts. Plain torch/numpy/pandas; no language model."""
+problems (generation) and the prompts. Plain torch/numpy/pandas; no language model."""

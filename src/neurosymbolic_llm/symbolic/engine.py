@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from neurosymbolic_llm.symbolic import vsa
 from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
-from neurosymbolic_llm.pipeline.errors import EngineMismatchError, UserError
+from neurosymbolic_llm.errors import EngineMismatchError, UserError, echo
 
 
 DIGIT_THRESHOLD = 0.5
@@ -237,7 +237,7 @@ class SymbolicEngine:
             try:
                 out.append(self._type_index[n])
             except KeyError:
-                raise UserError(f"unknown problem type {n!r} (this engine knows "
+                raise UserError(f"unknown problem type {echo(n)} (this engine knows "
                                 f"{', '.join(self.possible_problems)})") from None
         return torch.tensor(out, dtype=torch.long, device=self.device)
 

@@ -22,7 +22,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from neurosymbolic_llm.pipeline.errors import UserError
+from neurosymbolic_llm.errors import UserError, echo
+from neurosymbolic_llm.symbolic.problem_types import PROBLEM_TYPES
 
 
 def _mulmod(a: torch.Tensor, b: torch.Tensor, m) -> torch.Tensor:
@@ -84,8 +85,8 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in [
     Operation("bitwise_xor", lambda x, y, m: x ^ y, lambda x, y, m: x ^ y),
     Operation("bitwise_or", lambda x, y, m: x | y, lambda x, y, m: x | y),
 ]}
-# The ten problem types, in the order the paper lists them; the order fixes each type's id and atom.
-PROBLEM_TYPES = tuple(OPERATIONS)
+if tuple(OPERATIONS) != PROBLEM_TYPES:  # one entry per problem type, in the order that fixes the ids
+    raise ImportError(f"solver.OPERATIONS {tuple(OPERATIONS)} does not follow problem_types.PROBLEM_TYPES")
 
 
 def solution_modulus(complexity: int = 2, limit_solution_digits: bool = True) -> int | None:
@@ -97,7 +98,7 @@ def _op(name: str) -> Operation:
     try:
         return OPERATIONS[name]
     except KeyError:
-        raise UserError(f"unknown problem type {name!r} (known: {', '.join(PROBLEM_TYPES)})") from None
+        raise UserError(f"unknown problem type {echo(name)} (known: {', '.join(PROBLEM_TYPES)})") from None
 
 
 def solve_one(name: str, x: int, y: int, *, complexity: int = 2, limit_solution_digits: bool = True) -> int:
