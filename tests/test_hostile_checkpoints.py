@@ -380,3 +380,24 @@ def test_gguf_tensor_types_the_loader_cannot_read(type_id, dims, message, tiny_f
     with pytest.raises(CheckpointError, match=message) as e:
         build(path)
     one_line(e)
+
+
+@pytest.mark.parametrize("content", [[torch.zeros(2)], torch.zeros(3)], ids=["list", "tensor"])
+def test_a_pth_without_a_state_dict_is_the_loaders_one_line_everywhere(content, tiny_ckpt, tmp_path):
+    """A consolidated.00.pth holding a list (or a bare tensor): the fingerprint and reshard gave an
+    AttributeError traceback; every reader now gives the loader's line naming the file."""
+    from neurosymbolic_llm.llama.checkpoint import checkpoint_fingerprint, reshard
+    folder = Path(shutil.copytree(tiny_ckpt, tmp_path / "m"))
+    shard = folder / "consolidated.00.pth"
+    torch.save(content, shard)
+    readers = {"load": lambda: build(folder), "fingerprint": lambda: open_checkpoint(folder).fingerprint(),
+               "checkpoint_fingerprint": lambda: checkpoint_fingerprint(folder),
+               "reshard": lambda: reshard(folder, tmp_path / "resharded", 1)}
+    lines = {}
+    for name, read in readers.items():
+        with pytest.raises(CheckpointError) as e:
+            read()
+        lines[name] = one_line(e)
+    expected = f"{shard} must hold a state dict, got {type(content).__name__}"
+    assert lines == dict.fromkeys(readers, expected)
+    assert not (tmp_path / "resharded").exists()

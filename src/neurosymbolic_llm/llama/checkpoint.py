@@ -267,12 +267,7 @@ def checkpoint_weight_samples(ckpt_dir):
         args = ModelArgs.from_params(load_params(ckpt_dir))
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{ckpt_dir / 'params.json'}: {e}") from e
-    shards = []
-    for shard in shard_paths(ckpt_dir):
-        try:
-            shards.append(torch.load(shard, map_location="cpu", mmap=True, weights_only=True))
-        except Exception as e:
-            raise CheckpointError(f"cannot read {shard} as a torch state dict: {e}") from e
+    shards = [read_shard(shard) for shard in shard_paths(ckpt_dir)]  # the loader's own check
 
     def read(key, shape, idx):
         parts = [s.get(key) for s in shards]
@@ -347,7 +342,7 @@ def reshard(src_dir, dst_dir, model_parallel_size: int) -> Path:
     if not srcs:
         raise CheckpointError(f"{src_dir} holds no .pth shard")
     old_shards = _check_reshard_destination(dst_dir)
-    states = [torch.load(p, map_location="cpu", mmap=True, weights_only=True) for p in srcs]
+    states = [read_shard(p) for p in srcs]
     outs: list[dict] = [{} for _ in range(mp)]
     for k in states[0]:
         if k in _IGNORED_KEYS:
