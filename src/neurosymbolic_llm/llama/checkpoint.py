@@ -1,4 +1,5 @@
-"""Meta-format checkpoints: load (strict, mmap, no second copy), save, fingerprint, reshard.
+"""Meta-format checkpoints: load (strict, mmap, no second copy), save, fingerprint, reshard, and
+``META``, the format's object for formats.py (neurosymbolic_llm/llama/checkpoint_format.py).
 
 A checkpoint folder holds ``params.json``, one ``consolidated.{rank:02d}.pth`` per model-parallel
 rank and usually ``tokenizer.model``. Shards split the weights along the dims of fairscale's layers:
@@ -17,6 +18,7 @@ from typing import Optional, Union
 
 import torch
 
+from neurosymbolic_llm.llama.checkpoint_format import CheckpointFormat
 from neurosymbolic_llm.llama.checks import meta_values, model_args
 from neurosymbolic_llm.llama.errors import CheckpointError, LlamaError, shown
 from neurosymbolic_llm.llama.layout import expected_shapes
@@ -367,3 +369,48 @@ def reshard(src_dir, dst_dir, model_parallel_size: int) -> Path:
         _atomic_write(dst_dir / f"consolidated.{r:02d}.pth", lambda p: torch.save(o, p))
         outs[r] = None
     return dst_dir
+
+
+# ----------------------------------------------------------------------------- the format
+
+def _has_shard(names) -> bool:
+    return any(n.endswith(".pth") for n in names)
+
+
+class MetaFormat(CheckpointFormat):
+    """A Meta folder; its tokenizer is ``resolve_tokenizer_path``'s (``--tokenizer_path`` applies)."""
+    name, title, marker = "meta", "Meta folder", "params.json"
+    needs = "a Meta folder needs params.json + consolidated.00.pth (+ tokenizer.model)"
+    tokenizer_override = model_parallel = exact_vocab = True
+
+    def find(self, path, names):
+        return path if names and "params.json" in names and _has_shard(names) else None
+
+    def refusal(self, path, names, found):
+        if names and _has_shard(names) and "params.json" not in names:
+            return (f"{path / 'params.json'} not found: a Meta folder needs params.json beside "
+                    f"consolidated.*.pth (found {found})")
+        return None
+
+    def tokenizer_file(self, ckpt) -> Path:
+        from neurosymbolic_llm.llama.tokenizer import resolve_tokenizer_path
+        return resolve_tokenizer_path(ckpt.path, ckpt.tokenizer_path)
+
+    def args(self, ckpt, **runtime):
+        return params_args(ckpt.path / "params.json", load_params(ckpt.path), **runtime)
+
+    def load_model(self, ckpt, **kw):
+        return load_model(ckpt.path, **kw)
+
+    def tokenizer(self, ckpt):
+        from neurosymbolic_llm.llama.tokenizer import Tokenizer
+        return Tokenizer(self.tokenizer_file(ckpt)), None  # Llama 3's chat format, by its special tokens
+
+    def weight_samples(self, ckpt):
+        return checkpoint_weight_samples(ckpt.path)
+
+    def tokenizer_fingerprint(self, ckpt) -> str:
+        return file_fingerprint(self.tokenizer_file(ckpt))
+
+
+META = MetaFormat()

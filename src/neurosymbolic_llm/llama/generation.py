@@ -6,7 +6,7 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
-from neurosymbolic_llm.llama.errors import CheckpointError, LlamaError
+from neurosymbolic_llm.llama.errors import LlamaError
 from neurosymbolic_llm.llama.formats import open_checkpoint
 from neurosymbolic_llm.llama.model import ModelArgs, Transformer
 from neurosymbolic_llm.llama.static_decode import choose_mode, static_cache_len, stepper
@@ -75,14 +75,7 @@ class Llama:
         ckpt = open_checkpoint(ckpt_dir, tokenizer_path)
         args = ckpt.args()
         tokenizer, formatter = ckpt.load_tokenizer()
-        meta = ckpt.format == "meta"
-        if tokenizer.n_words > args.vocab_size or (meta and tokenizer.n_words != args.vocab_size):
-            tok_where = tokenizer.model_path if meta else ckpt.path
-            args_where = {"meta": ckpt.path / "params.json", "hf": ckpt.path / "config.json"}.get(
-                ckpt.format, ckpt.path)
-            raise CheckpointError(f"tokenizer {tok_where} has {tokenizer.n_words} tokens but "
-                                  f"{args_where} says vocab_size {args.vocab_size}: "
-                                  f"{'they must be equal' if meta else 'the embedding has too few rows'}")
+        ckpt.check_vocabulary(tokenizer, args)
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype if dtype is not None else default_dtype(device)
         torch.manual_seed(seed)

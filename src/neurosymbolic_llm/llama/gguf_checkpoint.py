@@ -12,6 +12,10 @@
   Llama 3.1 scaling) becomes ``ModelArgs.rope_freq_factors``.
 - Tokenizer: ``tokenizer.ggml.model == "gpt2"`` (byte-level BPE) with a known ``tokenizer.ggml.pre``
   (see neurosymbolic_llm/llama/bpe.py); control/user-defined tokens are special tokens.
+
+``GGUF`` is the format's object for formats.py (neurosymbolic_llm/llama/checkpoint_format.py): a
+file is one by its magic bytes, whatever its name (Ollama's blobs have none), and a folder holding
+exactly one ``*.gguf`` means that file.
 """
 from __future__ import annotations
 
@@ -25,9 +29,10 @@ import numpy as np
 import torch
 
 from neurosymbolic_llm.llama.bpe import PRE_TOKENIZER_PATTERNS, BPETokenizer
+from neurosymbolic_llm.llama.checkpoint_format import CheckpointFormat
 from neurosymbolic_llm.llama.checks import model_args, need_int
 from neurosymbolic_llm.llama.errors import CheckpointError, shown
-from neurosymbolic_llm.llama.gguf_file import GGUFFile
+from neurosymbolic_llm.llama.gguf_file import GGUFFile, has_gguf_magic
 from neurosymbolic_llm.llama.layout import expected_shapes
 from neurosymbolic_llm.llama.model import ModelArgs, Transformer
 from neurosymbolic_llm.llama.tensor_names import TensorNames
@@ -296,3 +301,48 @@ def gguf_tokenizer_fingerprint(path, reader=None) -> str:
     for key in sorted(k for k in reader.fields if k.startswith("tokenizer.")):
         h.update(json.dumps([key, field(reader, key)]).encode())
     return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- the format
+
+def _ggufs(names) -> list[str]:
+    return [n for n in names if n.endswith(".gguf")]
+
+
+class GGUFFormat(CheckpointFormat):
+    """A GGUF file (the module docstring); its parsed metadata is shared by the readers."""
+    name, title = "gguf", "GGUF file"
+    needs = "a GGUF checkpoint is one .gguf file"
+
+    def find(self, path, names):
+        if names is None:
+            return path if has_gguf_magic(path) else None
+        ggufs = _ggufs(names)
+        return path / ggufs[0] if len(ggufs) == 1 else None
+
+    def refusal(self, path, names, found):
+        if names is None:
+            return f"{path} is a file but not a GGUF file (no GGUF magic bytes)"
+        n = len(_ggufs(names))
+        return f"{path} holds {n} .gguf files ({found}): pass one of them" if n > 1 else None
+
+    def open(self, path) -> GGUFFile:
+        return open_gguf(path)
+
+    def args(self, ckpt, **runtime):
+        return gguf_model_args(ckpt.handle(), **runtime)
+
+    def load_model(self, ckpt, **kw):
+        return load_gguf_model(ckpt.path, reader=ckpt.handle(), **kw)
+
+    def tokenizer(self, ckpt):
+        return gguf_tokenizer(ckpt.handle())
+
+    def weight_samples(self, ckpt):
+        return gguf_weight_samples(ckpt.path, ckpt.handle())
+
+    def tokenizer_fingerprint(self, ckpt) -> str:
+        return gguf_tokenizer_fingerprint(ckpt.path, ckpt.handle())
+
+
+GGUF = GGUFFormat()

@@ -28,6 +28,7 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 _NUMPY = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32,
           6: np.float32, 7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}
 _STRING, _ARRAY = 8, 9
+MAGIC = b"GGUF"
 MAX_DIMS = 4  # ggml's GGML_MAX_DIMS
 _MAX_NESTING = 8  # arrays of arrays: llama.cpp writes none; deeper ones would exhaust the stack
 # the fewest bytes a metadata item (key length, type, 1-byte value) and a tensor info (name length,
@@ -45,6 +46,15 @@ class GGUFTensor:
     data: np.ndarray  # F32/F16/...: typed [rows, ne0]; quantized: uint8 [rows, bytes per row]
 
 
+def has_gguf_magic(path) -> bool:
+    """Whether the file at ``path`` begins with the GGUF magic bytes (False when unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
 class GGUFFile:
     """``fields``: metadata key -> value (str, int, float, bool or list); ``tensors``: in file order.
 
@@ -60,7 +70,7 @@ class GGUFFile:
         self._buf = memoryview(self.file.mmap)
         self._pos = 0
         try:
-            if bytes(self._buf[:4]) != b"GGUF":
+            if bytes(self._buf[:4]) != MAGIC:
                 raise CheckpointError(f"{self.path} is not a GGUF file (no GGUF magic bytes)")
             self._pos = 4
             version = self._unpack("<I")

@@ -11,6 +11,8 @@ or ``chat_template.jinja``), optionally ``generation_config.json`` (stop tokens)
   interleaved pairs (Meta's layout), so those rows are permuted back on load.
 - ``tokenizer.json`` must be a byte-level BPE (see neurosymbolic_llm/llama/bpe.py); every added token is a
   special token (the pipeline never lets text produce one).
+
+``HF`` is the format's object for formats.py (neurosymbolic_llm/llama/checkpoint_format.py).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from typing import Optional
 import torch
 
 from neurosymbolic_llm.llama.bpe import BPETokenizer, pattern_from_tokenizer_json
+from neurosymbolic_llm.llama.checkpoint_format import CheckpointFormat
 from neurosymbolic_llm.llama.checks import model_args, need_dict, need_int
 from neurosymbolic_llm.llama.errors import CheckpointError, shown
 from neurosymbolic_llm.llama.layout import expected_shapes
@@ -458,3 +461,39 @@ def hf_tokenizer_fingerprint(folder) -> str:
         p = Path(folder) / name
         h.update(f"{name}:".encode() + (p.read_bytes() if p.is_file() else b"-") + b"\n")
     return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- the format
+
+class HFFormat(CheckpointFormat):
+    """A Hugging Face folder (the module docstring)."""
+    name, title, marker = "hf", "Hugging Face folder", "config.json"
+    needs = (f"a Hugging Face folder needs config.json + {SINGLE} or {INDEX} with its shards + "
+             f"tokenizer.json")
+
+    def find(self, path, names):
+        return path if names and "config.json" in names and {SINGLE, INDEX} & set(names) else None
+
+    def refusal(self, path, names, found):
+        if names and "config.json" in names and not {SINGLE, INDEX} & set(names):
+            return (f"{path} has config.json but no {SINGLE} or {INDEX}: a Hugging Face folder "
+                    f"needs safetensors weights (found {found})")
+        return None
+
+    def args(self, ckpt, **runtime):
+        return hf_model_args(ckpt.path, **runtime)
+
+    def load_model(self, ckpt, **kw):
+        return load_hf_model(ckpt.path, **kw)
+
+    def tokenizer(self, ckpt):
+        return hf_tokenizer(ckpt.path)
+
+    def weight_samples(self, ckpt):
+        return hf_weight_samples(ckpt.path)
+
+    def tokenizer_fingerprint(self, ckpt) -> str:
+        return hf_tokenizer_fingerprint(ckpt.path)
+
+
+HF = HFFormat()
