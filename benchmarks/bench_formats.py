@@ -167,7 +167,7 @@ def token_agreement(gguf_path: Path):
     from neurosymbolic_llm.llama.gguf_checkpoint import field
     ckpt = open_checkpoint(gguf_path)
     ours, _ = ckpt.load_tokenizer()
-    r = ckpt._gguf()
+    r = ckpt.handle()
     real = Tokenizer(models.BPE({t: i for i, t in enumerate(field(r, "tokenizer.ggml.tokens"))},
                                 [tuple(m.split(" ")) for m in field(r, "tokenizer.ggml.merges")]))
     real.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),

@@ -392,7 +392,7 @@ def test_smollm2_tokenizer_equals_its_real_split():
     path = _smollm2_gguf()
     ckpt = open_checkpoint(path)
     ours, fmt = ckpt.load_tokenizer()
-    reader = ckpt._gguf()
+    reader = ckpt.handle()
     tokens, merges = field(reader, "tokenizer.ggml.tokens"), field(reader, "tokenizer.ggml.merges")
     real = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, [tuple(m.split(" ")) for m in merges]))
     real.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
