@@ -28,7 +28,7 @@ import torch
 
 from neurosymbolic_llm.pipeline import paths
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, EngineMismatchError
-from neurosymbolic_llm.pipeline.files import MiB, atomic_savefig, atomic_write_csv, check_output_folders
+from neurosymbolic_llm.pipeline.files import MiB, atomic_write_csv, check_output_folders
 from neurosymbolic_llm.pipeline.finite import DIVERGED, require_finite
 from neurosymbolic_llm.pipeline.gathering import split_source
 from neurosymbolic_llm.pipeline.hidden_store import HiddenStore, SplitData
@@ -239,32 +239,12 @@ def log_accuracy(tracker, table: pd.DataFrame, csv: Path, png: Path, split: str 
 
 
 def plot_accuracy(table: pd.DataFrame, path: Path, split: str = "test") -> Path:
-    import matplotlib
+    """encoding_accuracy.png: one split's accuracy against the layer (figures.encoding_lines)."""
+    from neurosymbolic_llm.pipeline import figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    sub = table[table["split"] == split]
-    for seen, style in (("seen", "-"), ("unseen", "--")):
-        part = sub[sub["seen"] == seen]
-        if part.empty:
-            continue
-        for col, color in (("x_accuracy", "C0"), ("y_accuracy", "C1"), ("type_accuracy", "C2"),
-                           ("all_accuracy", "k"), ("digit_accuracy", "C3")):
-            ax.plot(part["layer"], part[col], style, color=color, marker=".",
-                    label=f"{col.replace('_accuracy', '')} ({seen} types)")
-    ax.set_xlabel("layer (residual stream entering the block)")
-    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"Linear encoder decoding accuracy vs layer ({split} split)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=120)
-    plt.close(fig)
-    return path
+    fig = figures.encoding_lines(table[table["split"] == split],
+                                 f"Linear encoder decoding accuracy vs layer ({split} split)")
+    return figures.save(fig, path)
 
 
 def best_encoding_layer(val_accuracy: dict[int, float], max_layer: int) -> int:
