@@ -106,7 +106,7 @@ def test_seen_types_come_from_the_training_split(tmp_path):
     enc = load_maps(out["encoders"], "encoder")
     assert enc.extra["trained_types"] == ["addition", "gcd"]
     stage3 = FineTuneConfig(encoder_path=str(out["encoders"]), problem_type=["gcd", "modulo"])
-    maps = Maps(None, None, {}, enc.extra, {})
+    maps = Maps(engine=None, encoding_layer=0, encoder=None, decoders={}, encoder_extra=enc.extra, decoder_extra={})
     assert seen_types(stage3, maps, None, 3) == (["addition", "gcd"],
                                                  f"the types the maps were trained on ({out['encoders']})")
     assert seen_types(stage3, None, None, 3) == (["gcd", "modulo"], "--problem_type")
