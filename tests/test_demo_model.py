@@ -172,4 +172,4 @@ def test_report_runs(tmp_path, capsys):
     out = dp.build_demo_model(tmp_path / "demo", TINY, progress=False)
     report.report(out, n_test=20, n_train=100, vsa_settings=((256, 4),))
     text = capsys.readouterr().out
-    assert "plain greedy accuracy" in text and "linear encoder" in text and "held-out types" in text
+    assert "plain model: greedy accuracy" in text and "linear encoder" in text and "held-out types" in text

@@ -106,7 +106,7 @@ def test_seen_types_come_from_the_training_split(tmp_path):
     enc = load_maps(out["encoders"], "encoder")
     assert enc.extra["trained_types"] == ["addition", "gcd"]
     stage3 = FineTuneConfig(encoder_path=str(out["encoders"]), problem_type=["gcd", "modulo"])
-    maps = Maps(None, None, {}, enc.extra, {})
+    maps = Maps(engine=None, encoding_layer=0, encoder=None, decoders={}, encoder_extra=enc.extra, decoder_extra={})
     assert seen_types(stage3, maps, None, 3) == (["addition", "gcd"],
                                                  f"the types the maps were trained on ({out['encoders']})")
     assert seen_types(stage3, None, None, 3) == (["gcd", "modulo"], "--problem_type")
@@ -125,6 +125,26 @@ def test_random_init_learns_and_schedule_applies():
     assert max(stats["best_val_rmse"]) < 0.2 * hist[0]["t_val_rmse"]
     assert W.shape == (2, 16, 8)
 
+
+
+def test_early_stop_says_so_and_finishes_its_bar(capsys):
+    """Least squares already found the optimum of exactly linear data: no validation epoch improves,
+    so the training stops after `patience` epochs, says when and why, and its bar ends full (it
+    was left at 2/50, as if it hung)."""
+    g = torch.Generator().manual_seed(2)
+    A = torch.randn(3, 16, 8, generator=g)  # [L,out,in]
+    X = torch.randn(256, 3, 8, generator=g)  # [N,L,in]
+    Y = torch.einsum("nli,loi->nlo", X, A)
+    _, stats = train_maps("encoder", X, Y, X[:64], Y[:64], out_dim=16, epochs=50, lr=1e-3, schedule={},
+                          batch=64, init="least_squares", ridge=0.0, dtype=torch.float64, seed=0, patience=2)
+    assert stats["epochs_run"] == 2
+    out, err = capsys.readouterr()
+    assert "encoder training (all 3 layers together) stopped early at epoch 2 of 50: no layer's validation RMSE " \
+           "improved by 0.1% in the last 2 epochs" in out
+    assert "2/2 " in err.replace("\r", "\n").splitlines()[-1] + " ", err[-300:]
+    train_maps("encoder", X, Y, X[:64], Y[:64], out_dim=16, epochs=3, lr=1e-3, schedule={}, batch=64,
+               init="least_squares", ridge=0.0, dtype=torch.float64, seed=0, patience=0)
+    assert "stopped early" not in capsys.readouterr().out
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device")])]

@@ -80,6 +80,18 @@ def test_csv_rows_each_once_in_order(tiny_ckpt, tmp_path):
     assert len(list((root / "test").glob("shard_*.pt"))) == 3
 
 
+def test_model_loading_is_announced_before_and_after(tiny_ckpt, tmp_path, capsys):
+    """Stage 1's first output comes before the model loads (minutes for a large one), the second
+    after it, with its time and size; a resumed run with nothing left loads nothing and says so."""
+    import re
+
+    run_gather(cfg_of(*args(tiny_ckpt, tmp_path, rows=(2, 1, 1))))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"loading the model from {tiny_ckpt} (cpu, float32) ..."
+    assert re.fullmatch(r"loaded in \d+\.\d s: 4 layers, dim 64", lines[1]), lines[:3]
+    run_gather(cfg_of(*args(tiny_ckpt, tmp_path, rows=(2, 1, 1))))
+    assert "loading the model" not in capsys.readouterr().out
+
 def _gather_cmd(ckpt, root, rows):
     return [sys.executable, str(PROGRAMS / "gather_hidden_states.py"),
             *args(ckpt, root, "--n_samples", "2", "--save_frequency", "2", rows=rows)]

@@ -24,6 +24,23 @@ def test_best_layer_is_the_most_accurate_one_not_after_the_first_decoding_layer(
         best_encoding_layer({2: 0.5, 4: 0.7}, max_layer=1)
 
 
+def test_stage2_best_layer_is_chosen_on_validation_not_test():
+    """Layer 2 decodes the test split best, layer 5 the validation split: stage 2 names layer 5 (it
+    named 2, chosen on the test split), with the test split's figure beside it."""
+    from neurosymbolic_llm.pipeline.encoder_training import best_layer_line
+
+    rows = []
+    for layer, val, test in ((0, 0.1, 0.1), (2, 0.6, 0.95), (5, 0.9, 0.7), (7, 0.9, 0.5)):
+        for split, acc in (("train", 1.0), ("val", val), ("test", test)):
+            row = {"layer": layer, "split": split, "seen": "seen", "n": 10, "x_accuracy": acc, "y_accuracy": acc,
+                   "type_accuracy": acc, "all_accuracy": acc, "digit_accuracy": acc}
+            rows += [row, {**row, "seen": "unseen", "all_accuracy": float(layer == 0)}]  # unseen types never choose
+    layer, line = best_layer_line(pd.DataFrame(rows))
+    assert layer == 5  # ties (5 and 7) go to the earliest, as --symbolic_encoding_layer auto
+    assert line == "best layer on validation: 5 (seen types, x, y and type all decoded: 0.90; test split: 0.70)"
+    no_val = pd.DataFrame([r for r in rows if r["split"] != "val"])
+    assert best_layer_line(no_val)[0] is None
+
 def test_auto_parses_and_other_words_are_refused():
     cfg = parse_config(FineTuneConfig, ["--symbolic_encoding_layer", "auto"])
     assert cfg.symbolic_encoding_layer == "auto"

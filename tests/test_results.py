@@ -78,6 +78,26 @@ def test_summary_and_files(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
 
 
+def test_markdown_uses_the_method_tables_names_and_the_fixed_order():
+    """Column names are method_table's labels (the paper's names only in a footnote); rows are the
+    seen types, then the unseen ones, each in the order of solver.PROBLEM_TYPES, whatever order
+    results.csv has; columns in the table's order."""
+    from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
+
+    df = paper_results().sample(frac=1.0, random_state=3)  # rows (types, methods) in a random order
+    md = markdown(df)
+    assert "| problem type | neurosymbolic | plain model | chain of thought | adapter (paper's LoRA) |" in md
+    assert "NS LLM |" not in md and "standard LLM |" not in md
+    assert "Paper's names: neurosymbolic = NS LLM, plain model = standard LLM, chain of thought = CoT, " \
+           "adapter (paper's LoRA) = LoRA." in md
+    table = md.split("## Exact-match accuracy (%)")[1].split("Questions per type")[0]
+    rows = [line.split(" | ")[0][2:] for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    seen = [t for t in PROBLEM_TYPES if t in PAPER]
+    assert rows == seen + ["*mean, 8 seen types*", "*95% interval (Wilson), seen-type questions*"] + \
+        [f"{t} (unseen)" for t in PROBLEM_TYPES if t in UNSEEN]  # the seen means right under the seen types
+    lora = df[df["method"] == "adapter"].assign(method="lora")
+    assert "Not in the paper: LoRA (peft)." in markdown(pd.concat([df, lora]))
+
 PRINTS = {"test_rows": "a1b2", "n_test_rows": 2000, "model": "m0", "codebook": "c0",
           "test_questions": {"modify_question_format": False, "test_with_non_numerical_rep": False},
           "seen_types": sorted(PAPER), "seen_from": "maps"}
@@ -98,7 +118,8 @@ def test_compare_runs(tmp_path):
     assert len(merged) == 4 * 10 and written["csv"] == tmp_path / "cmp" / "results.csv"
     out = written["md"].read_text()
     assert "| modulo | 98.7 | 53.5 | 69.7 | 51.5 |" in out and "times_more_solved: 15.39" in out
-    assert notes == ["R2: kept the earlier run's ['baseline']"]
+    assert notes == ["R2: kept the earlier run's plain model"]
+    assert "- times_more_solved_vs_adapter: 13.83 (against adapter (paper's LoRA))" in out
     assert markdown(merged).count("\n| ") > 20
 
 

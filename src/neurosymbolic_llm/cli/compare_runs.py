@@ -3,8 +3,9 @@
     python Programs/compare_runs.py R1 R2 ... [--out FOLDER] [--programs_dir DIR] [--allow_mismatch] [--log_wandb 1]
 
 Each argument is a run name (Programs/results/<run>/results.csv) or a path to a results.csv (or
-its folder). Rows: problem types (seen first); columns: methods. Writes results.csv, results.md
-and results.png of the combination (default folder: Programs/results/compare_<R1>_<R2>...), prints
+its folder). Rows: problem types (seen first, then unseen, each in the solver's order); columns:
+methods, named as in every table and figure (the paper's names in a footnote). Writes results.csv,
+results.md and results.png of the combination (default folder: Programs/results/compare_<R1>_<R2>...), prints
 the Markdown table, and the paper's headline ratios (see neurosymbolic_llm/pipeline/results.py for how they are computed
 and how a zero accuracy is guarded). With --log_wandb 1 the combined table, figure and headline figures
 are also a wandb run of their own (job type "compare", see neurosymbolic_llm/pipeline/tracking.py).

@@ -10,6 +10,7 @@ import torch
 
 from neurosymbolic_llm.demo.pretraining import PretrainSettings, common_word_ids, non_math_example, number_example
 from neurosymbolic_llm.llama.tokenizer import ChatFormat
+from neurosymbolic_llm.pipeline.method_table import label
 from neurosymbolic_llm.pipeline.runtime import progress
 from neurosymbolic_llm.symbolic.problems import generate_problems
 from neurosymbolic_llm.symbolic.prompts import few_shot_dialog
@@ -106,7 +107,7 @@ def report(ckpt_dir, n_test: int = 300, seed: int = 1, n_train: int = 3000,
     df, prompts = test_prompts(n_test, seed + 2000, s, llama.formatter)
     acc = plain_accuracy(llama, df, prompts)
     table = acc.groupby("problem_type")[["correct", "well_formed"]].mean().mul(100).round(1)
-    print("\nplain greedy accuracy (%), fresh test problems:\n" + table.to_string())
+    print(f"\n{label('baseline')}: greedy accuracy (%), fresh test problems:\n" + table.to_string())
     print(f"overall {100 * acc.correct.mean():.1f}%  well-formed {100 * acc.well_formed.mean():.1f}%  "
           f"answers >= 1000: {100 * acc[acc.two_token].correct.mean():.1f}% of {int(acc.two_token.sum())}")
 

@@ -28,7 +28,7 @@ import torch
 
 from neurosymbolic_llm.pipeline import paths
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, EngineMismatchError
-from neurosymbolic_llm.pipeline.files import MiB, atomic_savefig, atomic_write_csv, check_output_folders
+from neurosymbolic_llm.pipeline.files import MiB, atomic_write_csv, check_output_folders
 from neurosymbolic_llm.pipeline.finite import DIVERGED, require_finite
 from neurosymbolic_llm.pipeline.gathering import split_source
 from neurosymbolic_llm.pipeline.hidden_store import HiddenStore, SplitData
@@ -133,8 +133,9 @@ def train_maps(name: str, X: torch.Tensor, Y: torch.Tensor, Xval: torch.Tensor, 
     best_epoch = torch.zeros(L, dtype=torch.long)
     progress_val, progress_epoch = best_val.clone(), 0  # for patience: improvements of >= 0.1 % only
     history = []
-    bar = progress(range(1, epochs + 1), desc=f"train {name}s ({L} layers)", unit="epoch")
-    for epoch in bar:
+    bar = progress(total=epochs, desc=f"train {name}s ({L} layers)", unit="epoch")
+    stopped = ""
+    for epoch in range(1, epochs + 1):
         if epoch in schedule:
             for group in opt.param_groups:
                 group["lr"] *= schedule[epoch]
@@ -160,13 +161,20 @@ def train_maps(name: str, X: torch.Tensor, Y: torch.Tensor, Xval: torch.Tensor, 
                f"{name}_val_rmse": val.mean().item(), f"{name}_lr": opt.param_groups[0]["lr"]}
         history.append(rec)
         bar.set_postfix(train=f"{rec[f'{name}_train_rmse']:.4f}", val=f"{rec[f'{name}_val_rmse']:.4f}", refresh=False)
+        bar.update()
         if tracker is not None:
             tracker.log(rec, step=epoch)
         if (val < progress_val * (1 - 1e-3)).any():
             progress_val, progress_epoch = torch.minimum(progress_val, val), epoch
         if patience and epoch - progress_epoch >= patience:
-            break  # no layer improved its validation RMSE by 0.1 % for `patience` epochs
+            stopped = (f"{name} training (all {L} layers together) stopped early at epoch {epoch} of {epochs}: "
+                       f"no layer's validation RMSE improved by 0.1% in the last {patience} epochs (--patience); "
+                       f"each layer keeps its best epoch")
+            bar.total = epoch  # the bar ends full: the training finished, it did not hang
+            break
     bar.close()
+    if stopped:
+        print(stopped, flush=True)
     stats = {"best_val_rmse": best_val.tolist(), "best_epoch": best_epoch.tolist(), "epochs_run": len(history),
              "history": history}
     return best_W, stats
@@ -215,14 +223,25 @@ def encoding_accuracy(engine, W_enc: torch.Tensor, data: SplitData, layers: list
     return rows
 
 
-def best_layer(table: pd.DataFrame, val_rmse: dict[int, float]) -> int:
-    """The layer whose encoder reads the question best: highest mean of x, y and type accuracy on
-    the seen types of the test split (of any split when the test split has none); ties go to the
-    lower validation RMSE."""
-    sub = table[(table["split"] == "test") & (table["seen"] == "seen")]
-    sub = sub if len(sub) else table
-    score = sub.groupby("layer")[["x_accuracy", "y_accuracy", "type_accuracy"]].mean().mean(axis=1)
-    return int(min(score.index, key=lambda l: (-score[l], val_rmse.get(int(l), 0.0))))
+def val_all_accuracy(table: pd.DataFrame) -> dict[int, float]:
+    """{layer: share of the validation split's seen-type questions with x, y and type all decoded}
+    (the encoder file's extra["val_all_accuracy"]; {} when that split holds no seen type)."""
+    val = table[(table["split"] == "val") & (table["seen"] == "seen")]
+    return {int(r.layer): float(r.all_accuracy) for r in val.itertuples()}
+
+
+def best_layer_line(table: pd.DataFrame) -> tuple[Optional[int], str]:
+    """The best layer on the validation split (`best_encoding_layer` over every layer: what stage 3's
+    --symbolic_encoding_layer auto picks when the decoding layers allow it) and the console line
+    saying so; the test split's accuracy of that layer is shown beside it, never used to choose."""
+    val = val_all_accuracy(table)
+    if not val:
+        return None, "best layer on validation: none (the validation split holds no seen-type question)"
+    layer = best_encoding_layer(val, max(val))
+    test = table[(table["split"] == "test") & (table["seen"] == "seen") & (table["layer"] == layer)]
+    beside = f"; test split: {test['all_accuracy'].iloc[0]:.2f}" if len(test) else ""
+    return layer, (f"best layer on validation: {layer} (seen types, x, y and type all decoded: "
+                   f"{val[layer]:.2f}{beside})")
 
 
 def log_accuracy(tracker, table: pd.DataFrame, csv: Path, png: Path, split: str = "test") -> None:
@@ -239,32 +258,12 @@ def log_accuracy(tracker, table: pd.DataFrame, csv: Path, png: Path, split: str 
 
 
 def plot_accuracy(table: pd.DataFrame, path: Path, split: str = "test") -> Path:
-    import matplotlib
+    """encoding_accuracy.png: one split's accuracy against the layer (figures.encoding_lines)."""
+    from neurosymbolic_llm.pipeline import figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    sub = table[table["split"] == split]
-    for seen, style in (("seen", "-"), ("unseen", "--")):
-        part = sub[sub["seen"] == seen]
-        if part.empty:
-            continue
-        for col, color in (("x_accuracy", "C0"), ("y_accuracy", "C1"), ("type_accuracy", "C2"),
-                           ("all_accuracy", "k"), ("digit_accuracy", "C3")):
-            ax.plot(part["layer"], part[col], style, color=color, marker=".",
-                    label=f"{col.replace('_accuracy', '')} ({seen} types)")
-    ax.set_xlabel("layer (residual stream entering the block)")
-    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"Linear encoder decoding accuracy vs layer ({split} split)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=120)
-    plt.close(fig)
-    return path
+    fig = figures.encoding_lines(table[table["split"] == split],
+                                 f"Linear encoder decoding accuracy vs layer ({split} split)")
+    return figures.save(fig, path)
 
 
 def best_encoding_layer(val_accuracy: dict[int, float], max_layer: int) -> int:
@@ -363,9 +362,8 @@ def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dty
     model = manifest["model"]
     info = model_info(model["fingerprint"], model["dim"], model["n_layers"], model.get("weights"))
     extra = {"run_name": run, "layers": layers, "gathered_data": str(store.root), "trained_types": trained_types}
-    val_seen = table[(table["split"] == "val") & (table["seen"] == "seen")]
     enc_extra = {**extra, "val_rmse": enc_stats["best_val_rmse"],  # stage 3's --symbolic_encoding_layer auto
-                 "val_all_accuracy": {int(r.layer): float(r.all_accuracy) for r in val_seen.itertuples()}}
+                 "val_all_accuracy": val_all_accuracy(table)}
     enc_path = save_maps(models / f"encoders_{run}.pth", "encoder", {l: W_enc[j] for j, l in enumerate(layers)},
                          engine.state_dict(), info, enc_extra)
     dec_path = save_maps(models / f"decoders_{run}.pth", "decoder", {l: W_dec[j] for j, l in enumerate(layers)},
@@ -375,7 +373,9 @@ def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dty
                "decoder_best_epoch": dec_stats["best_epoch"], "encoder_epochs_run": enc_stats["epochs_run"],
                "decoder_epochs_run": dec_stats["epochs_run"], "load_s": t_load, "train_s": t_train,
                "encoders": str(enc_path), "decoders": str(dec_path)}
-    summary["best_layer"] = best_layer(table, dict(zip(layers, enc_stats["best_val_rmse"])))
+    best, best_line = best_layer_line(table)
+    if best is not None:
+        summary["best_layer"] = best
     tracker.summary(summary)
     tracker.table("maps", pd.DataFrame({"layer": layers, "encoder_val_rmse": enc_stats["best_val_rmse"],
                                         "encoder_best_epoch": enc_stats["best_epoch"],
@@ -383,6 +383,5 @@ def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dty
                                         "decoder_best_epoch": dec_stats["best_epoch"]}))
     log_accuracy(tracker, table, csv_path, png)
     tracker.finish()
-    print(f"encoders: {enc_path}\ndecoders: {dec_path}\nresults: {csv_path}\n"
-          f"best layer (test split, seen types): {summary['best_layer']}")
+    print(f"encoders: {enc_path}\ndecoders: {dec_path}\nresults: {csv_path}\n{best_line}")
     return {"encoders": enc_path, "decoders": dec_path, "table": table, "summary": summary}

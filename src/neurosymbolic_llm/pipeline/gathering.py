@@ -223,7 +223,8 @@ def _gather(cfg, plan: GatherPlan, info, run: str) -> Path:
         check_output_folders({store.root: ("the gathered hidden states", shard_bytes(plan, all_todo + cfg.save_frequency)),
                               paths.results_dir(run, cfg.programs_dir): ("the run record", MiB)})
     fresh = not store.manifest_path.is_file()
-    llama = build_llama(cfg, max_batch_size=plan.batch_size, device=plan.device) if n_todo or fresh else None
+    llama = build_llama(cfg, max_batch_size=plan.batch_size, device=plan.device,
+                        say=(lambda line: print(line, flush=True)) if info.is_main else None) if n_todo or fresh else None
     if info.is_main:  # the manifest only once the model has loaded: a failed load leaves the folder as it was
         manifest = store.open_for_writing(plan.identity, plan.totals, to_dict(cfg))
         store.clean_temporaries()

@@ -2,11 +2,13 @@
 
 results.csv has exactly RESULT_COLUMNS, one row per method and evaluated problem type; accuracy is
 a fraction in [0, 1], cross_entropy the mean teacher-forced token CE of the answer. Every file is
-written atomically (temporary file in the same folder, then rename).
+written atomically (temporary file in the same folder, then rename). Tables and figures name the
+methods by method_table's labels, in its order, and list the problem types in `type_order`; the
+figures themselves are drawn by figures.py.
 
 Headline ratios (docs/METHOD.md, "Metrics"), over the seen (trained) problem types:
-- "times more problems solved": per type acc_NS / acc_X, averaged over seen types, for X = CoT and
-  X = the paper's "LoRA" row (our adapter; peft LoRA stands in when no adapter ran); the reported
+- "times more problems solved": per type acc_NS / acc_X, averaged over seen types, for X = chain of
+  thought and X = the adapter (paper's LoRA; LoRA (peft) stands in when no adapter ran); the reported
   figure is the mean of those two averages. Division by zero: a type where X solved nothing counts
   as if X had solved one question of that type (denominator max(acc_X, 1/n_X)), the measurement's
   resolution; so the ratio stays finite and errs against the NS model. A type where both solved
@@ -19,25 +21,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
-from neurosymbolic_llm.pipeline.files import atomic_savefig, atomic_write_csv, atomic_write_json, atomic_write_text
+from neurosymbolic_llm.pipeline import figures
+from neurosymbolic_llm.pipeline.files import atomic_write_csv, atomic_write_json, atomic_write_text
+from neurosymbolic_llm.pipeline.method_table import METHODS, label, ordered
 
 RESULT_COLUMNS = ["method", "problem_type", "seen", "n", "accuracy", "cross_entropy"]
-METHOD_ORDER = ["neurosymbolic", "baseline", "cot", "adapter", "lora", "read_and_print"]
-PAPER_NAMES = {"neurosymbolic": "NS LLM", "baseline": "standard LLM", "cot": "CoT", "adapter": '"LoRA" (adapter)',
-               "lora": "LoRA (peft)", "read_and_print": "read and print"}  # the last is not in the paper
 
 
 # ----------------------------------------------------------------------------- tables
-def _ordered_methods(methods: Iterable[str]) -> list[str]:
-    methods = list(dict.fromkeys(methods))
-    return [m for m in METHOD_ORDER if m in methods] + [m for m in methods if m not in METHOD_ORDER]
-
-
 def read_results(path: Path) -> pd.DataFrame:
     """A results.csv, checked: one DataError line naming the file, row and column of the first bad
     value (a hand-edited, truncated or foreign file), so that nothing is written from it."""
@@ -80,15 +76,43 @@ RESULT_VALUES = {"method": "a method name", "problem_type": "a problem type", "s
                  "cross_entropy": "a cross-entropy >= 0 (or empty)"}
 
 
+def type_order(results: pd.DataFrame) -> list[str]:
+    """The problem types of a results table in the order of every table and figure: seen types
+    first, then unseen ones, each in the order of symbolic.solver.PROBLEM_TYPES (types it does not
+    know after them, in order of appearance)."""
+    from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
+
+    seen = set(seen_types(results))
+    types = list(dict.fromkeys(results["problem_type"]))
+    rank = {t: i for i, t in enumerate(PROBLEM_TYPES)}
+    return sorted(types, key=lambda t: (t not in seen, rank.get(t, len(rank)), types.index(t)))
+
+
 def wide(results: pd.DataFrame, value: str) -> pd.DataFrame:
-    """Rows: problem types (seen first, in order of appearance); columns: methods."""
-    types = list(dict.fromkeys(results.sort_values("seen", ascending=False, kind="stable")["problem_type"]))
+    """Rows: problem types (`type_order`); columns: method keys (method_table's order)."""
     table = results.pivot_table(index="problem_type", columns="method", values=value, aggfunc="first")
-    return table.reindex(index=types, columns=_ordered_methods(results["method"]))
+    return table.reindex(index=type_order(results), columns=ordered(results["method"]))
 
 
 def seen_types(results: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(results.loc[results["seen"], "problem_type"]))
+
+
+def questions_per_type(n: pd.Series) -> str:
+    """ "n=20", or "n=20-40" when the methods were asked different numbers (runs merged); n: one
+    type's row of wide(results, "n")."""
+    n = n.dropna().astype(int)
+    if n.empty:
+        return "n=?"
+    return f"n={n.min()}" if n.min() == n.max() else f"n={n.min()}-{n.max()}"
+
+
+def paper_names(methods) -> str:
+    """The footnote under results.md: which paper row each method is (the tables use one set of names)."""
+    inside = [f"{label(m)} = {METHODS[m].paper_name}" for m in methods if m in METHODS and METHODS[m].paper_name]
+    outside = [label(m) for m in methods if m not in METHODS or not METHODS[m].paper_name]
+    return ("Paper's names: " + ", ".join(inside) + "." if inside else "") + \
+        (f" Not in the paper: {', '.join(outside)}." if outside else "")
 
 
 def headline_ratios(results: pd.DataFrame) -> dict[str, float]:
@@ -120,10 +144,10 @@ def headline_summary(results: pd.DataFrame) -> dict:
     """The paper's headline figures of a run: mean accuracy and cross-entropy of each method over
     the seen (and the unseen) types, and the headline ratios."""
     out = {}
-    for seen, label in ((True, "seen"), (False, "unseen")):
+    for seen, group in ((True, "seen"), (False, "unseen")):
         part = results[results["seen"] == seen].groupby("method")
-        out |= {f"{label}_accuracy/{m}": float(v) for m, v in part["accuracy"].mean().items()}
-        out |= {f"{label}_cross_entropy/{m}": float(v) for m, v in part["cross_entropy"].mean().items()}
+        out |= {f"{group}_accuracy/{m}": float(v) for m, v in part["accuracy"].mean().items()}
+        out |= {f"{group}_cross_entropy/{m}": float(v) for m, v in part["cross_entropy"].mean().items()}
     return out | headline_ratios(results)
 
 
@@ -151,56 +175,49 @@ def markdown(results: pd.DataFrame, title: str = "Results") -> str:
     """Accuracy (%) and cross-entropy tables in the layout of the paper's Table 1, plus seen means."""
     lines = [f"# {title}", ""]
     seen = set(seen_types(results))
-    for value, label, pct in (("accuracy", "Exact-match accuracy (%)", True),
-                              ("cross_entropy", "Answer cross-entropy (nats/token, teacher-forced)", False)):
+    for value, heading, pct in (("accuracy", "Exact-match accuracy (%)", True),
+                                ("cross_entropy", "Answer cross-entropy (nats/token, teacher-forced)", False)):
         table = wide(results, value)
         n = wide(results, "n")
         cols = list(table.columns)
-        lines += [f"## {label}", "", "| problem type | " + " | ".join(PAPER_NAMES.get(c, c) for c in cols) + " |",
+        lines += [f"## {heading}", "", "| problem type | " + " | ".join(label(c) for c in cols) + " |",
                   "|---|" + "---|" * len(cols)]
-        for t, row in table.iterrows():
-            name = t if t in seen else f"{t} (unseen)"
-            lines.append(f"| {name} | " + " | ".join(_fmt(row[c], pct) for c in cols) + " |")
-        if seen:
-            seen_rows = [t for t in table.index if t in seen]
+        seen_rows = [t for t in table.index if t in seen]  # type_order: the seen types come first
+        lines += [f"| {t} | " + " | ".join(_fmt(table.loc[t, c], pct) for c in cols) + " |" for t in seen_rows]
+        if seen:  # their means right under them, as in the paper's table
             means = table.loc[seen_rows].mean()
             lines.append(f"| *mean, {len(seen)} seen types* | " + " | ".join(f"*{_fmt(means[c], pct)}*" for c in cols) + " |")
             if pct:  # the questions of the seen types pooled (the mean, when every type has as many)
                 solved, asked = (table.loc[seen_rows] * n.loc[seen_rows]).sum(), n.loc[seen_rows].sum()
                 cells = [_fmt_interval(*wilson_interval(solved[c], asked[c])) for c in cols]
                 lines.append("| *95% interval (Wilson), seen-type questions* | " + " | ".join(cells) + " |")
+        lines += [f"| {t} (unseen) | " + " | ".join(_fmt(table.loc[t, c], pct) for c in cols) + " |"
+                  for t in table.index if t not in seen]
         lines += ["", f"Questions per type: {int(np.nanmin(n.values))}-{int(np.nanmax(n.values))}.", ""]
+    lines += [paper_names(wide(results, "n").columns).strip(), ""]
     ratios = headline_ratios(results)
     if ratios:
         lines += ["## Headline ratios (seen types)", ""]
-        lines += [f"- {k}: {v:.2f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in ratios.items()]
+        lines += [ratio_line(k, v) for k, v in ratios.items()]
         lines.append("")
     return "\n".join(lines)
 
 
+def ratio_line(key: str, value) -> str:
+    """A headline ratio in results.md: its key (as in the run's summary) and the method it compares with."""
+    if key == "lora_row":
+        return f"- {key}: {label(value)}"
+    against = key.split("_vs_", 1)[1] if "_vs_" in key else ""
+    return f"- {key}: {value:.2f}" + (f" (against {label(against)})" if against else "")
+
+
 def plot_accuracy(results: pd.DataFrame, path: Path, title: str = "Accuracy per problem type") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    table = wide(results, "accuracy")
-    seen = set(seen_types(results))
-    types, methods = list(table.index), list(table.columns)
-    x = np.arange(len(types))
-    width = 0.8 / max(len(methods), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(types)), 4))
-    for i, m in enumerate(methods):
-        ax.bar(x + (i - (len(methods) - 1) / 2) * width, 100 * table[m].fillna(0).values, width,
-               label=PAPER_NAMES.get(m, m))
-    ax.set_xticks(x, [t if t in seen else f"{t}\n(unseen)" for t in types], rotation=30, ha="right")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 105)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    out = atomic_savefig(fig, path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    """results.png (figures.accuracy_bars): problem types in `type_order`, with their question counts;
+    methods in method_table's order and names."""
+    n = wide(results, "n")
+    fig = figures.accuracy_bars(wide(results, "accuracy"), set(seen_types(results)),
+                                {t: questions_per_type(n.loc[t]) for t in n.index}, title)
+    return figures.save(fig, path)
 
 
 def write_results(run_dir: Path, results: pd.DataFrame, title: str = "Results") -> dict[str, Path]:
@@ -213,34 +230,21 @@ def write_results(run_dir: Path, results: pd.DataFrame, title: str = "Results") 
 
 
 # ----------------------------------------------------------------------------- gate figure
+# What the gate figures of each name show (their titles; another name: give `what`).
+GATE_FIGURES = {"gate_scores": "stage 3's test prompts", "gate_validation": "validation prompts (gate_statistics)"}
+
+
 def write_gate_scores(run_dir: Path, scores: pd.DataFrame, threshold: float, maximum: float = math.inf,
-                      name: str = "gate_scores") -> dict[str, Path]:
-    """scores: columns group (seen math | unseen math | non-math), problem_type, score -> <name>.csv/png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+                      name: str = "gate_scores", what: str = "") -> dict[str, Path]:
+    """scores: columns group (seen math | unseen math | non-math), problem_type, score -> <name>.csv/png
+    (figures.gate_histogram, titled with `what` the prompts are (default GATE_FIGURES[name]) and the run)."""
     from neurosymbolic_llm.pipeline.intervention import gate_open
 
     run_dir = Path(run_dir)
     scores = scores.assign(gate_open=gate_open(scores["score"], threshold, maximum))
     csv = atomic_write_csv(scores, run_dir / f"{name}.csv")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    finite = scores["score"][np.isfinite(scores["score"])]
-    lines = [threshold] + ([maximum] if math.isfinite(maximum) else [])
-    bins = np.linspace(min(finite.min(), *lines) - 0.05, max(finite.max(), *lines) + 0.05, 40) if len(finite) else 20
-    for group, part in scores.groupby("group", sort=False):
-        rate = part["gate_open"].mean()
-        ax.hist(part["score"], bins=bins, alpha=0.55, label=f"{group} (gate open {100 * rate:.0f}%)")
-    ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
-    if math.isfinite(maximum):
-        ax.axvline(maximum, color="k", ls=":", lw=1, label=f"maximum {maximum:g}")
-    ax.set_xlabel("max problem-type score")
-    ax.set_ylabel("questions")
-    ax.legend(fontsize=8)
-    png = atomic_savefig(fig, run_dir / f"{name}.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    title = f"Gate scores of {what or GATE_FIGURES.get(name, name)}, run {run_dir.name}"
+    png = figures.save(figures.gate_histogram(scores, threshold, maximum, title), run_dir / f"{name}.png")
     return {"csv": csv, "png": png}
 
 
@@ -259,7 +263,8 @@ def combine(frames: list[pd.DataFrame], names: Optional[list[str]] = None) -> tu
         keys = list(zip(df["method"], df["problem_type"]))
         dup = [k in have for k in keys]
         if any(dup):
-            notes.append(f"{names[i] if names else i}: kept the earlier run's {sorted({k[0] for k, d in zip(keys, dup) if d})}")
+            kept = ordered(k[0] for k, d in zip(keys, dup) if d)
+            notes.append(f"{names[i] if names else i}: kept the earlier run's {', '.join(label(m) for m in kept)}")
         parts.append(df[[not d for d in dup]])
         have.update(keys)
     out = pd.concat(parts, ignore_index=True)[RESULT_COLUMNS] if parts else pd.DataFrame(columns=RESULT_COLUMNS)
@@ -314,10 +319,10 @@ def mismatches(names: list[str], prints: list[Optional[dict]]) -> list[str]:
     out = [f"{n}: no {FINGERPRINTS} (not made by this version of stage 3), so its test rows, model and "
            f"codebook are unknown" for n, p in zip(names, prints) if p is None]
     have = {n: p for n, p in zip(names, prints) if p is not None}
-    for key, label in MUST_MATCH.items():
+    for key, what in MUST_MATCH.items():
         vals = {n: p.get(key) for n, p in have.items() if not (key == "codebook" and p.get(key) is None)}
         if len({json_key(v) for v in vals.values()}) > 1:
-            out.append(f"different {label} (" + ", ".join(f"{n}: {_show(key, v, have[n])}" for n, v in vals.items()) + ")")
+            out.append(f"different {what} (" + ", ".join(f"{n}: {_show(key, v, have[n])}" for n, v in vals.items()) + ")")
     return out
 
 

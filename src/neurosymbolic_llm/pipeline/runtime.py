@@ -1,7 +1,9 @@
 """What every stage sets up the same way: device, dtype, the frozen model, the VSA engine, progress bars."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -43,17 +45,25 @@ def model_parallel_size(cfg) -> int:
     return resolve_model_parallel_size(cfg.model_parallel_size, Path(cfg.chpt_dir).expanduser())
 
 
-def build_llama(cfg, *, max_batch_size: int, device=None) -> Llama:
+def build_llama(cfg, *, max_batch_size: int, device=None, say: Optional[Callable[[str], None]] = None) -> Llama:
     """The stage's frozen model from the model options (--chpt_dir, --tokenizer_path, --max_seq_len,
     --dtype, --model_parallel_size), in eval mode, no parameter trainable: only a method's own
-    parameters (decoder, adapter, LoRA) ever train."""
+    parameters (decoder, adapter, LoRA) ever train. `say` (e.g. print; None: silent) gets a line
+    before the load, which can take minutes, and one after it with its time and the model's size."""
     device = torch.device(device) if device is not None else resolve_device(cfg.device)
-    llama = Llama.build(Path(cfg.chpt_dir).expanduser(), tokenizer_path=cfg.tokenizer_path or None,
-                        max_seq_len=cfg.max_seq_len, max_batch_size=max_batch_size, device=device,
-                        dtype=resolve_dtype(cfg.dtype, device), model_parallel_size=model_parallel_size(cfg))
+    dtype = resolve_dtype(cfg.dtype, device)
+    path = Path(cfg.chpt_dir).expanduser()
+    if say:
+        say(f"loading the model from {path} ({device.type}, {str(dtype).removeprefix('torch.')}) ...")
+    t0 = time.perf_counter()
+    llama = Llama.build(path, tokenizer_path=cfg.tokenizer_path or None, max_seq_len=cfg.max_seq_len,
+                        max_batch_size=max_batch_size, device=device, dtype=dtype,
+                        model_parallel_size=model_parallel_size(cfg))
     llama.model.eval()
     for p in llama.model.parameters():
         p.requires_grad_(False)
+    if say:
+        say(f"loaded in {time.perf_counter() - t0:.1f} s: {llama.args.n_layers} layers, dim {llama.args.dim}")
     return llama
 
 
