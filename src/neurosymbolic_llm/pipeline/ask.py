@@ -184,7 +184,8 @@ def run(cfg: AskConfig, given: Sequence[str] = ()) -> int:
     if cfg.chpt_dir == AskConfig.__dataclass_fields__["chpt_dir"].default and art.checkpoint:
         cfg.chpt_dir = art.checkpoint  # an artefact alone: the model it was made on, unless given
     cfg.chpt_dir = str(located(cfg.chpt_dir))
-    llama = build_llama(cfg, max_batch_size=min(cfg.eval_batch_size, len(questions)))
+    llama = build_llama(cfg, max_batch_size=min(cfg.eval_batch_size, len(questions)),
+                        say=lambda line: print(line, file=sys.stderr))  # stdout stays the answers (--json)
     note = check_model(art.model, model_info_of(llama), where, allow_other_weights=cfg.allow_other_weights)
     if note:
         print(note, file=sys.stderr)

@@ -135,7 +135,8 @@ def run(cfg: FineTuneConfig) -> int:
 
 def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: DistInfo) -> int:
     torch.manual_seed(cfg.seed)
-    llama = build_llama(cfg, max_batch_size=max(cfg.eval_batch_size, cfg.n_samples), device=device)
+    llama = build_llama(cfg, max_batch_size=max(cfg.eval_batch_size, cfg.n_samples), device=device,
+                        say=print if info.is_main else None)
     names = cfg.methods()
     maps_at_start = map_fingerprints(cfg)  # the maps this run loads; checked again before its decoder is saved
     maps = load_maps_for(cfg, llama) if cfg.needs_maps() else None

@@ -77,7 +77,7 @@ def propose_maximum(scores: pd.DataFrame, threshold: float) -> tuple[float, floa
 def run(cfg: FineTuneConfig) -> int:
     run_name = run_name_or_today(cfg.run_name)
     device = str(resolve_device(cfg.device))
-    llama = build_llama(cfg, max_batch_size=cfg.eval_batch_size, device=device)
+    llama = build_llama(cfg, max_batch_size=cfg.eval_batch_size, device=device, say=print)
     maps = load_maps_for(cfg, llama)
     cfg = used_config(cfg, maps, llama)
     problem_list = list(maps.engine.possible_problems)
