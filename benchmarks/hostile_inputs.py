@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -29,9 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # faults.py beside this file, also when imported
-import faults  # noqa: E402
-from faults import PROGRAMS, ROOT, run, stage1, stage3  # noqa: E402
+import faults  # beside this file (a script's folder is on its path)
+from faults import PROGRAMS, ROOT, run, stage1, stage3
 
 CLASSES = {1: "a symbolic link at a run's lock file", 2: "reshard into a folder holding other files",
            3: "run names that are paths", 4: "NaN and inf (options, gathered data, training states)",

@@ -88,3 +88,8 @@ def test_reduced_make_real_runs_every_stage_and_method(env, tmp_path):
     assert printed.generated[~is_open].tolist() == plain.reset_index(drop=True).generated[~is_open].tolist()
     perfect = pd.read_csv(results / "real_perfect_encoder" / "results.csv")
     assert set(perfect.method) == {"neurosymbolic"}
+    # The write side alone: its own decoder, trained and evaluated with the true operands.
+    written = yaml.safe_load((results / "real_write_side" / "config_fine_tune.yaml").read_text())
+    assert written["simulate_perfect_encoder"] is True and written["num_epochs"] >= 1
+    assert set(pd.read_csv(results / "real_write_side" / "results.csv").method) == {"neurosymbolic"}
+    assert (tmp_path / "models" / "decoders_real_post_fine_tuning_real_write_side.pth").is_file()
