@@ -6,21 +6,25 @@ The recipe itself is in ``pretraining.py``; this module only looks at a built ch
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 from neurosymbolic_llm.demo.pretraining import PretrainSettings, common_word_ids, non_math_example, number_example
+from neurosymbolic_llm.llama.generation import Llama, left_pad
 from neurosymbolic_llm.llama.tokenizer import ChatFormat
 from neurosymbolic_llm.pipeline.method_table import label
+from neurosymbolic_llm.pipeline.options import TRAINED_TYPES_DEFAULT
 from neurosymbolic_llm.pipeline.runtime import progress
+from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 from neurosymbolic_llm.symbolic.problems import generate_problems
-from neurosymbolic_llm.symbolic.prompts import few_shot_dialog
+from neurosymbolic_llm.symbolic.prompts import (few_shot_dialog, non_math_dialog, non_math_questions, parse_answer,
+                                                row_rng)
 from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
 
 
 def test_prompts(n: int, seed: int, s: PretrainSettings, fmt: ChatFormat, types=PROBLEM_TYPES,
                  split: str = "test"):
     """Fresh problems (the pipeline's generator and prompts) -> (DataFrame, prompt token lists)."""
-    from neurosymbolic_llm.symbolic.prompts import row_rng
     df = generate_problems(n, list(types), complexity=s.complexity, x_gt_y=s.x_gt_y, seed=seed,
                            limit_solution_digits=s.limit_solution_digits)
     prompts = [fmt.encode_dialog_prompt(few_shot_dialog(p, q, row_rng(seed, split, i), complexity=s.complexity,
@@ -31,7 +35,6 @@ def test_prompts(n: int, seed: int, s: PretrainSettings, fmt: ChatFormat, types=
 
 def plain_accuracy(llama, df, prompts, max_gen_len: int = 8, batch: int = 64):
     """Greedy answers -> DataFrame (type, correct, well_formed: digits then a stop token)."""
-    from neurosymbolic_llm.symbolic.prompts import parse_answer
     rows = []
     for i in progress(range(0, len(prompts), batch), desc="generate", unit="batch"):
         outs = llama.generate(prompts[i:i + batch], max_gen_len)
@@ -41,7 +44,6 @@ def plain_accuracy(llama, df, prompts, max_gen_len: int = 8, batch: int = 64):
             rows.append({"problem_type": r.problem_type, "correct": ans == int(r.solution),
                          "well_formed": ans is not None and len(ids) < max_gen_len,
                          "two_token": int(r.solution) >= 1000})
-    import pandas as pd
     return pd.DataFrame(rows)
 
 
@@ -49,7 +51,6 @@ def plain_accuracy(llama, df, prompts, max_gen_len: int = 8, batch: int = 64):
 def last_position_states(llama, prompts, batch: int = 128) -> torch.Tensor:
     """Residual entering every block (and the final norm output) at the last prompt position:
     [N, n_layers+1, D]."""
-    from neurosymbolic_llm.llama.generation import left_pad
     model = llama.model
     grabbed = {}
     handles = [model.register_residual_hook(L, lambda h, ctx: grabbed.__setitem__(ctx.layer, h[:, -1].float()))
@@ -80,7 +81,6 @@ def fit_linear(H: torch.Tensor, T: torch.Tensor, ridge: float = 1e-3) -> torch.T
 
 def encoder_table(h_train, df_train, h_test, df_test, engine):
     """Least-squares linear encoder per layer (residual -> problem vector); exact-decode rates."""
-    import pandas as pd
     T = problem_vectors(df_train, engine)
     x, y = torch.tensor(df_test.x.to_numpy().copy()), torch.tensor(df_test.y.to_numpy().copy())
     t = engine.type_ids(list(df_test.problem_type))
@@ -99,9 +99,6 @@ def encoder_table(h_train, df_train, h_test, df_test, engine):
 def report(ckpt_dir, n_test: int = 300, seed: int = 1, n_train: int = 3000,
            vsa_settings=((2048, 10), (1024, 5), (512, 4), (256, 4))) -> None:
     """Print the demo model's plain accuracy per type and the per-layer linear read-outs."""
-    from neurosymbolic_llm.llama.generation import Llama
-    from neurosymbolic_llm.pipeline.options import TRAINED_TYPES_DEFAULT
-    from neurosymbolic_llm.symbolic.engine import SymbolicEngine
     s = PretrainSettings()
     llama = Llama.build(ckpt_dir, max_seq_len=256, max_batch_size=128, device="cpu")
     df, prompts = test_prompts(n_test, seed + 2000, s, llama.formatter)
@@ -131,7 +128,6 @@ def report(ckpt_dir, n_test: int = 300, seed: int = 1, n_train: int = 3000,
     score = engine.problem_type_scores((h_te[:, L].double() @ W).float()).max(-1).values
     held = ~df.problem_type.isin(TRAINED_TYPES_DEFAULT).to_numpy().copy()
     # non-math prompts: the pipeline's held-out questions (never trained on) and generated ones
-    from neurosymbolic_llm.symbolic.prompts import non_math_dialog, non_math_questions
     fmt = llama.formatter
     held_out = [fmt.encode_dialog_prompt(non_math_dialog(q)) for _, q in non_math_questions()]
     nm_rng = np.random.default_rng([seed, 99])

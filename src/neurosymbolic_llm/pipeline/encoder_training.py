@@ -26,14 +26,16 @@ from typing import Optional
 import pandas as pd
 import torch
 
-from neurosymbolic_llm.pipeline import paths
+from neurosymbolic_llm.pipeline import figures, paths
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, EngineMismatchError
 from neurosymbolic_llm.pipeline.files import MiB, atomic_write_csv, check_output_folders
 from neurosymbolic_llm.pipeline.finite import DIVERGED, require_finite
 from neurosymbolic_llm.pipeline.gathering import split_source
 from neurosymbolic_llm.pipeline.hidden_store import HiddenStore, SplitData
 from neurosymbolic_llm.pipeline.locks import stage_lock
+from neurosymbolic_llm.pipeline.maps import model_info, save_maps
 from neurosymbolic_llm.pipeline.runtime import make_engine, progress, resolve_device
+from neurosymbolic_llm.pipeline.tracking import Tracker
 
 STAGE = "train_encoders_and_decoders"  # the name of its lock (locks.py)
 # all_accuracy: x, y and the type all decoded right (what the symbolic route needs to answer)
@@ -259,8 +261,6 @@ def log_accuracy(tracker, table: pd.DataFrame, csv: Path, png: Path, split: str 
 
 def plot_accuracy(table: pd.DataFrame, path: Path, split: str = "test") -> Path:
     """encoding_accuracy.png: one split's accuracy against the layer (figures.encoding_lines)."""
-    from neurosymbolic_llm.pipeline import figures
-
     fig = figures.encoding_lines(table[table["split"] == split],
                                  f"Linear encoder decoding accuracy vs layer ({split} split)")
     return figures.save(fig, path)
@@ -322,9 +322,6 @@ def run_training(cfg) -> dict:
 
 def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dtype) -> dict:
     """Train the maps of every layer, measure them, write the files (run_training's work)."""
-    from neurosymbolic_llm.pipeline.maps import model_info, save_maps
-    from neurosymbolic_llm.pipeline.tracking import Tracker
-
     tracker = Tracker(out_dir, stage="encoders", run_name=run, config=cfg, project=cfg.wandb_project,
                       group=cfg.wandb_group, log_wandb=cfg.log_wandb)
     t0 = time.perf_counter()

@@ -17,6 +17,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from neurosymbolic_llm.pipeline.files import atomic_savefig
 from neurosymbolic_llm.pipeline.method_table import label
 
 SEEN, UNSEEN, NON_MATH = "#1f77b4", "#ff7f0e", "#7f7f7f"  # blue, orange, grey
@@ -65,8 +66,6 @@ def legend_outside(ax, *, upper: bool = True, **kwargs):
 
 def save(fig, path, what: str = ""):
     """Write the figure atomically (files.atomic_savefig) with room for outside legends, and close it."""
-    from neurosymbolic_llm.pipeline.files import atomic_savefig
-
     try:
         return atomic_savefig(fig, path, what, dpi=DPI, bbox_inches="tight")
     finally:

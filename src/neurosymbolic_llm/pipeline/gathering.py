@@ -24,13 +24,19 @@ from typing import Optional
 import pandas as pd
 import torch
 
+from neurosymbolic_llm.llama.formats import open_checkpoint
+from neurosymbolic_llm.llama.generation import left_pad
 from neurosymbolic_llm.pipeline import paths, rows
-from neurosymbolic_llm.pipeline.options import to_dict
+from neurosymbolic_llm.pipeline.distributed import barrier, gather_objects, init_distributed, row_slice
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, Interrupted
 from neurosymbolic_llm.pipeline.files import MiB, check_output_folders
-from neurosymbolic_llm.pipeline.locks import stage_lock
 from neurosymbolic_llm.pipeline.hidden_store import HiddenStore, n_shards, shard_range
-from neurosymbolic_llm.pipeline.runtime import build_llama, make_engine, model_parallel_size, progress, resolve_device, resolve_dtype
+from neurosymbolic_llm.pipeline.locks import stage_lock
+from neurosymbolic_llm.pipeline.options import to_dict
+from neurosymbolic_llm.pipeline.runtime import (build_llama, make_engine, model_parallel_size, progress, resolve_device,
+                                                resolve_dtype)
+from neurosymbolic_llm.pipeline.tracking import Tracker
+from neurosymbolic_llm.symbolic import prompts
 
 ROUNDS_OPTION = {"train": "train_data_rounds", "val": "val_data_rounds", "test": "testing_data_rounds"}
 STAGE = "gather_hidden_states"  # the name of its lock (locks.py)
@@ -83,8 +89,6 @@ class GatherPlan:
 
 def plan_gather(cfg) -> GatherPlan:
     """Check every input and describe the work, without loading the model."""
-    from neurosymbolic_llm.llama.formats import open_checkpoint
-
     if cfg.save_frequency < 1:
         raise ConfigError(f"--save_frequency {cfg.save_frequency}: must be at least 1 row per shard")
     if cfg.n_samples < 0:
@@ -148,8 +152,6 @@ class LastTokenRecorder:
 
 def prompt_tokens(plan: GatherPlan, formatter, split: str, df: pd.DataFrame, lo: int, hi: int) -> list[list[int]]:
     """Chat-format token ids of rows lo..hi-1 (each row's few-shot examples from its own rng)."""
-    from neurosymbolic_llm.symbolic import prompts
-
     cfg = plan.cfg
     rows = df.iloc[lo:hi]
     return [formatter.encode_dialog_prompt(prompts.few_shot_dialog(
@@ -162,8 +164,6 @@ def prompt_tokens(plan: GatherPlan, formatter, split: str, df: pd.DataFrame, lo:
 def record_hidden(model, recorder: LastTokenRecorder, prompts: list[list[int]], batch_size: int,
                   pad_id: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Hidden states [n, L, D] of the prompts' last tokens; prompts are batched by length (less padding)."""
-    from neurosymbolic_llm.llama.generation import left_pad
-
     n = len(prompts)
     D = model.args.dim
     out = torch.empty(n, len(recorder.layers), D, dtype=dtype, device=device)  # [n,L,D]
@@ -182,8 +182,6 @@ def record_hidden(model, recorder: LastTokenRecorder, prompts: list[list[int]], 
 # ----------------------------------------------------------------------------- the stage
 def run_gather(cfg) -> Path:
     """Gather every missing shard of every split; returns the store folder."""
-    from neurosymbolic_llm.pipeline.distributed import init_distributed
-
     plan = plan_gather(cfg)
     info = init_distributed(plan.device.type, model_parallel_size(cfg))
     run = paths.run_name_or_today(cfg.run_name)
@@ -198,9 +196,6 @@ def shard_bytes(plan: GatherPlan, n_rows: int) -> int:
 
 
 def _gather(cfg, plan: GatherPlan, info, run: str) -> Path:
-    from neurosymbolic_llm.pipeline.distributed import barrier, gather_objects, row_slice
-    from neurosymbolic_llm.pipeline.tracking import Tracker
-
     store = plan.store
     if not store.manifest_path.is_file() and store.any_shards():
         raise DataError(f"{store.root} holds shards but no manifest.json, so what they were made from is unknown; "

@@ -19,6 +19,8 @@ Headline ratios (docs/METHOD.md, "Metrics"), over the seen (trained) problem typ
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Optional
@@ -27,8 +29,13 @@ import numpy as np
 import pandas as pd
 
 from neurosymbolic_llm.pipeline import figures
+from neurosymbolic_llm.pipeline.errors import DataError, echo
 from neurosymbolic_llm.pipeline.files import atomic_write_csv, atomic_write_json, atomic_write_text
+from neurosymbolic_llm.pipeline.intervention import gate_open
 from neurosymbolic_llm.pipeline.method_table import METHODS, label, ordered
+from neurosymbolic_llm.pipeline.paths import check_run_name, results_dir
+from neurosymbolic_llm.pipeline.tracking import Tracker
+from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
 
 RESULT_COLUMNS = ["method", "problem_type", "seen", "n", "accuracy", "cross_entropy"]
 
@@ -37,8 +44,6 @@ RESULT_COLUMNS = ["method", "problem_type", "seen", "n", "accuracy", "cross_entr
 def read_results(path: Path) -> pd.DataFrame:
     """A results.csv, checked: one DataError line naming the file, row and column of the first bad
     value (a hand-edited, truncated or foreign file), so that nothing is written from it."""
-    from neurosymbolic_llm.pipeline.errors import DataError, echo
-
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -80,8 +85,6 @@ def type_order(results: pd.DataFrame) -> list[str]:
     """The problem types of a results table in the order of every table and figure: seen types
     first, then unseen ones, each in the order of symbolic.solver.PROBLEM_TYPES (types it does not
     know after them, in order of appearance)."""
-    from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
-
     seen = set(seen_types(results))
     types = list(dict.fromkeys(results["problem_type"]))
     rank = {t: i for i, t in enumerate(PROBLEM_TYPES)}
@@ -238,8 +241,6 @@ def write_gate_scores(run_dir: Path, scores: pd.DataFrame, threshold: float, max
                       name: str = "gate_scores", what: str = "") -> dict[str, Path]:
     """scores: columns group (seen math | unseen math | non-math), problem_type, score -> <name>.csv/png
     (figures.gate_histogram, titled with `what` the prompts are (default GATE_FIGURES[name]) and the run)."""
-    from neurosymbolic_llm.pipeline.intervention import gate_open
-
     run_dir = Path(run_dir)
     scores = scores.assign(gate_open=gate_open(scores["score"], threshold, maximum))
     csv = atomic_write_csv(scores, run_dir / f"{name}.csv")
@@ -249,8 +250,6 @@ def write_gate_scores(run_dir: Path, scores: pd.DataFrame, threshold: float, max
 
 
 def gate_summary(scores: pd.DataFrame, threshold: float, maximum: float = math.inf) -> dict[str, float]:
-    from neurosymbolic_llm.pipeline.intervention import gate_open
-
     return {f"gate_open_rate/{g}": float(gate_open(p["score"], threshold, maximum).mean())
             for g, p in scores.groupby("group")}
 
@@ -280,8 +279,6 @@ MUST_MATCH = {"test_rows": "test rows", "test_questions": "test question format"
 
 def rows_fingerprint(rows: pd.DataFrame) -> str:
     """sha256 (16 hex digits) of a split's rows: problem_type, x, y, question, solution, in order."""
-    import hashlib
-
     cols = ["problem_type", "x", "y", "question", "solution"]
     h = hashlib.sha256(rows[cols].astype(str).to_csv(index=False).encode())
     return h.hexdigest()[:16]
@@ -295,10 +292,6 @@ def write_fingerprints(run_dir: Path, info: dict) -> Path:
 
 def read_fingerprints(results_csv: Path) -> Optional[dict]:
     """The fingerprints.json beside a results.csv (None without one); a broken one is a DataError."""
-    import json
-
-    from neurosymbolic_llm.pipeline.errors import DataError, echo
-
     path = Path(results_csv).parent / FINGERPRINTS
     if not path.is_file():
         return None
@@ -327,8 +320,6 @@ def mismatches(names: list[str], prints: list[Optional[dict]]) -> list[str]:
 
 
 def json_key(v) -> str:
-    import json
-
     return json.dumps(v, sort_keys=True)
 
 
@@ -342,11 +333,6 @@ def _show(key: str, value, prints: dict) -> str:
 
 def resolve_results(arg: str, programs_dir: str = "") -> Path:
     """A run name (results/<run>/results.csv), a results.csv, or a folder holding one."""
-    from neurosymbolic_llm.pipeline.errors import DataError
-    from neurosymbolic_llm.pipeline.paths import results_dir
-
-    from neurosymbolic_llm.pipeline.paths import check_run_name
-
     p = Path(arg).expanduser()
     for cand in (p, p / "results.csv"):
         if cand.is_file():
@@ -366,10 +352,6 @@ def compare_runs(runs: list[str], out: str = "", programs_dir: str = "", log_wan
 
     Runs made on different test rows, models, codebooks or seen types are refused (DataError naming
     what differs) unless `allow_mismatch`; then the differences come back as warnings."""
-    from neurosymbolic_llm.pipeline.errors import DataError
-    from neurosymbolic_llm.pipeline.paths import check_run_name, results_dir
-    from neurosymbolic_llm.pipeline.tracking import Tracker
-
     paths = [resolve_results(r, programs_dir) for r in runs]
     names = [p.parent.name for p in paths]
     prints = [read_fingerprints(p) for p in paths]
