@@ -2,6 +2,7 @@
 virtual environment (no network: its dependencies come from the test's own environment through a
 .pth file), imported and run as console commands from a folder outside the checkout."""
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -21,9 +22,16 @@ ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 def installed(tmp_path_factory):
     """-> (bin folder of a fresh venv holding the wheel, a working directory outside the checkout)."""
     tmp = tmp_path_factory.mktemp("package")
+    # built from a copy: setuptools builds in <source>/build/, which two xdist workers (or a user's
+    # own build) would share
+    source = tmp / "source"
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (ROOT / name).is_file():
+            shutil.copy(ROOT / name, source / name)
     wheels = tmp / "wheels"
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                            "-w", str(wheels), str(ROOT)], capture_output=True, text=True, timeout=300)
+                            "-w", str(wheels), str(source)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = wheels.glob("neurosymbolic_llm-*.whl")
     env_dir = tmp / "venv"
