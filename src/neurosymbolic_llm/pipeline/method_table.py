@@ -26,15 +26,19 @@ class MethodSpec:
 
 
 METHODS: dict[str, MethodSpec] = {m.name: m for m in (  # in the order of tables and figures
-    MethodSpec("neurosymbolic", "neurosymbolic", "NS LLM", None, True, True, True, True, "few_shot", "build_neurosymbolic"),
-    MethodSpec("baseline", "plain model", "standard LLM", "test_baseline", False, False, False, False, "few_shot",
-               "build_plain"),
-    MethodSpec("cot", "chain of thought", "CoT", "cot", True, False, False, False, "cot", "build_plain"),
-    MethodSpec("adapter", "adapter (paper's LoRA)", "LoRA", "adapter_baseline", True, True,
-               lambda cfg: cfg.adapter_init == "stage2", True, "few_shot", "build_adapter"),
-    MethodSpec("lora", "LoRA (peft)", None, "lora_baseline", True, True, False, False, "few_shot", "build_lora"),
-    MethodSpec("read_and_print", "read and print", None, "read_and_print", False, False, True, True, "few_shot",
-               "build_read_and_print"),
+    MethodSpec("neurosymbolic", label="neurosymbolic", paper_name="NS LLM", flag=None, main=True, trains=True,
+               needs_maps=True, hooks_layers=True, prompt="few_shot", build="build_neurosymbolic"),
+    MethodSpec("baseline", label="plain model", paper_name="standard LLM", flag="test_baseline", main=False,
+               trains=False, needs_maps=False, hooks_layers=False, prompt="few_shot", build="build_plain"),
+    MethodSpec("cot", label="chain of thought", paper_name="CoT", flag="cot", main=True, trains=False,
+               needs_maps=False, hooks_layers=False, prompt="cot", build="build_plain"),
+    MethodSpec("adapter", label="adapter (paper's LoRA)", paper_name="LoRA", flag="adapter_baseline", main=True,
+               trains=True, needs_maps=lambda cfg: cfg.adapter_init == "stage2", hooks_layers=True,
+               prompt="few_shot", build="build_adapter"),
+    MethodSpec("lora", label="LoRA (peft)", paper_name=None, flag="lora_baseline", main=True, trains=True,
+               needs_maps=False, hooks_layers=False, prompt="few_shot", build="build_lora"),
+    MethodSpec("read_and_print", label="read and print", paper_name=None, flag="read_and_print", main=False,
+               trains=False, needs_maps=True, hooks_layers=True, prompt="few_shot", build="build_read_and_print"),
 )}
 DEFAULT_MAIN = "neurosymbolic"
 MAIN_FLAGS = [m.flag for m in METHODS.values() if m.main and m.flag]
