@@ -146,7 +146,17 @@ def test_end_to_end(tiny_ckpt, tmp_path, capsys):
     assert prints["seen_types"] == ["gcd", "modulo"] and "training_data_df_path" in prints["seen_from"]
     tuned = load_maps(tmp_path / "decoders_run_post_fine_tuning_R.pth", "decoder", engine=engine)
     assert not torch.equal(tuned.weights[LAYER], load_maps(dec, "decoder").weights[LAYER])
-    assert "mean, 2 seen types" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "mean, 2 seen types" in printed
+    # the console's closing lines: the gate's open rate per group (as gate_scores.csv has it) and
+    # where every output went; the model's loading announced
+    gates = pd.read_csv(out / "gate_scores.csv")
+    for group, part in gates.groupby("group"):
+        assert f"{group:<12} n={len(part):<5} open {part['gate_open'].mean():6.1%}" in printed, printed
+    assert f"outputs in {out}: results.csv, results.md, results.png, responses.csv" in printed
+    assert f"fine-tuned decoder: {tmp_path / 'decoders_run_post_fine_tuning_R.pth'}" in printed
+    assert f"intervention artefact: {out / 'intervention'}" in printed
+    assert "loading the model from" in printed and "loaded in" in printed
 
 
 def test_baseline_only_and_unrelated_questions(tiny_ckpt, tmp_path):

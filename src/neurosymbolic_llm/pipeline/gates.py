@@ -21,7 +21,7 @@ from neurosymbolic_llm.pipeline.evaluation import gate_scores
 from neurosymbolic_llm.pipeline.fine_tune_inputs import load_maps_for, load_rows, seen_types, used_config
 from neurosymbolic_llm.pipeline.intervention import gate_open
 from neurosymbolic_llm.pipeline.paths import results_dir, run_name_or_today
-from neurosymbolic_llm.pipeline.results import write_gate_scores
+from neurosymbolic_llm.pipeline.results import gate_summary, write_gate_scores
 from neurosymbolic_llm.pipeline.runtime import build_llama, resolve_device
 from neurosymbolic_llm.pipeline.training import build_examples
 from neurosymbolic_llm.symbolic.prompts import non_math_dialog, non_math_questions
@@ -47,10 +47,11 @@ def unrelated_gate_scores(cfg, llama, method, math_rows, ex_kw, seen_types, info
 def open_rate_lines(scores: pd.DataFrame, threshold: float, maximum: float = math.inf) -> list[str]:
     """One console line per group of `scores` (columns group, score): how many questions, the share
     the gate opens for, and the score range."""
+    rates = gate_summary(scores, threshold, maximum)
     lines = []
     for group, part in scores.groupby("group", sort=False):
         s = part["score"]
-        lines.append(f"  {group:<12} n={len(s):<5} open {gate_open(s, threshold, maximum).mean():6.1%}"
+        lines.append(f"  {group:<12} n={len(s):<5} open {rates[f'gate_open_rate/{group}']:6.1%}"
                      f"  score {s.min():.3f} .. {s.max():.3f} (mean {s.mean():.3f})")
     return lines
 
