@@ -29,7 +29,7 @@ torch.set_num_threads(1)
 from neurosymbolic_llm.llama.generation import Llama, left_pad
 from neurosymbolic_llm.llama.model import ModelArgs, Transformer
 from neurosymbolic_llm.llama.tokenizer import ChatFormat, Tokenizer, default_tokenizer_path
-from neurosymbolic_llm.pipeline.gathering import LastTokenRecorder, record_hidden
+from neurosymbolic_llm.stages.gather import LastTokenRecorder, record_hidden
 from neurosymbolic_llm.symbolic.problems import generate_problems
 from neurosymbolic_llm.symbolic.prompts import few_shot_dialog, row_rng
 
@@ -116,8 +116,8 @@ def bench_stage2() -> None:
 
     from neurosymbolic_llm.llama.checkpoint import save_checkpoint
     from neurosymbolic_llm.pipeline.configs import TrainEncodersConfig
-    from neurosymbolic_llm.pipeline.encoder_training import run_training
-    from neurosymbolic_llm.pipeline.gathering import run_gather
+    from neurosymbolic_llm.stages.train_maps import run_training
+    from neurosymbolic_llm.stages.gather import run_gather
     from neurosymbolic_llm.pipeline.options import parse_config
 
     with tempfile.TemporaryDirectory() as tmp:

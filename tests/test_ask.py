@@ -13,7 +13,8 @@ from test_fine_tuning import LAYER, stage3, write_csvs, write_maps
 
 from neurosymbolic_llm.pipeline import methods
 from neurosymbolic_llm.pipeline.artefact import load_intervention
-from neurosymbolic_llm.pipeline.ask import ask, export
+from neurosymbolic_llm.stages.ask import ask
+from neurosymbolic_llm.stages.export import export
 from neurosymbolic_llm.pipeline.configs import AskConfig, ExportConfig, FineTuneConfig
 from neurosymbolic_llm.pipeline.errors import ConfigError
 from neurosymbolic_llm.pipeline.evaluation import answer_token_budget, evaluate, gate_scores
@@ -126,7 +127,7 @@ def test_command_prints_the_functions_answers(run_dir):
 
 
 def test_user_errors_are_one_line(run_dir, capsys):
-    from neurosymbolic_llm.pipeline.ask import run
+    from neurosymbolic_llm.stages.ask import run
     from neurosymbolic_llm.pipeline.errors import run_entry_point
 
     def main(argv):
@@ -191,7 +192,7 @@ def test_export_restamps_maps_of_an_older_version(tiny_ckpt, tmp_path):
 
 def test_an_artefacts_gate_can_be_moved(run_dir):
     """--problem_score_threshold on the command line moves the artefact's gate (nothing else may change)."""
-    from neurosymbolic_llm.pipeline.ask import with_gate_options
+    from neurosymbolic_llm.stages.ask import with_gate_options
 
     cfg = parse_config(AskConfig, with_run_config(["--run", "R", "--programs_dir", str(run_dir),
                                                    "--problem_score_threshold", "-5", "Q?"]))

@@ -155,6 +155,7 @@ def test_demo_data_splits_are_disjoint_and_typed(tmp_path):
     from neurosymbolic_llm.cli import make_demo_data
     from neurosymbolic_llm.pipeline.options import TRAINED_TYPES_DEFAULT
     from neurosymbolic_llm.pipeline.problems_csv import load_problems_csv
+    from neurosymbolic_llm.pipeline.splits import make_splits
 
     assert make_demo_data.main(["--out", str(tmp_path), "--n_train", "300", "--n_val", "20",
                                 "--n_test", "100", "--seed", "5"]) == 0
@@ -164,7 +165,7 @@ def test_demo_data_splits_are_disjoint_and_typed(tmp_path):
     assert {"addition", "division"} <= set(dfs["test"].problem_type)
     keys = {s: set(zip(d.problem_type, d.x, d.y)) for s, d in dfs.items()}
     assert not (keys["train"] & keys["test"]) and not (keys["val"] & keys["test"]) and not (keys["train"] & keys["val"])
-    again = make_demo_data.make_splits(300, 20, 100, TRAINED_TYPES_DEFAULT, seed=5)
+    again = make_splits(300, 20, 100, TRAINED_TYPES_DEFAULT, seed=5)
     assert again["test"].reset_index(drop=True).equals(dfs["test"].astype(again["test"].dtypes))
 
 

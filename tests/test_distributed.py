@@ -35,7 +35,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
 def stage3(argv) -> int:
     """fine_tune_decoders.py's main in this process."""
     from neurosymbolic_llm.pipeline.configs import FineTuneConfig
-    from neurosymbolic_llm.pipeline.fine_tuning import run
+    from neurosymbolic_llm.stages.fine_tune import run
     from neurosymbolic_llm.pipeline.options import parse_config
 
     return run(parse_config(FineTuneConfig, argv))
@@ -113,7 +113,7 @@ def test_model_parallel_gather_equals_one_process(tiny_ckpt, mp2_ckpt, tmp_path)
     """torchrun --nproc_per_node 2 on a 2-shard checkpoint: M=2 by default (one model over both
     processes), rank 0 writes; the store equals a single process's on the 1-shard checkpoint."""
     from neurosymbolic_llm.pipeline.configs import TrainEncodersConfig
-    from neurosymbolic_llm.pipeline.gathering import run_gather
+    from neurosymbolic_llm.stages.gather import run_gather
     from neurosymbolic_llm.pipeline.options import parse_config
 
     res = torchrun("gather_hidden_states.py", _gather_args(mp2_ckpt, tmp_path / "mp"))
@@ -271,7 +271,7 @@ def test_model_parallel_needs_torchrun_and_no_lora(mp2_ckpt, tmp_path, capsys):
 def test_stage2_under_torchrun_runs_on_rank_0_only(tmp_path, monkeypatch):
     """Stage 2 has no language model to split: ranks other than 0 return at once (no store needed)."""
     from neurosymbolic_llm.pipeline.configs import TrainEncodersConfig
-    from neurosymbolic_llm.pipeline.encoders_and_decoders import run
+    from neurosymbolic_llm.cli.train_encoders_and_decoders import run
     from neurosymbolic_llm.pipeline.options import parse_config
 
     monkeypatch.setenv("RANK", "1")

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from neurosymbolic_llm.pipeline.configs import TrainEncodersConfig
-from neurosymbolic_llm.pipeline.encoder_training import run_training, train_maps
+from neurosymbolic_llm.stages.train_maps import run_training, train_maps
 from neurosymbolic_llm.pipeline.errors import DataError, EngineMismatchError
-from neurosymbolic_llm.pipeline.gathering import split_source
+from neurosymbolic_llm.pipeline.rows import split_source
 from neurosymbolic_llm.pipeline.hidden_store import HiddenStore
 from neurosymbolic_llm.pipeline.maps import load_maps
 from neurosymbolic_llm.pipeline.options import parse_config, to_dict
@@ -155,7 +155,7 @@ def test_least_squares_recovers_a_map_under_a_large_constant_residual(device):
     """A residual like SmolLM2's (a constant vector of norm about 68 plus question-dependent parts
     of about 0.08 per dimension, Programs/real/README.md) with a small ridge: the solve must recover
     a planted map on held-out rows on every device (a float32 solve on CUDA returned noise here)."""
-    from neurosymbolic_llm.pipeline.encoder_training import apply_maps, least_squares
+    from neurosymbolic_llm.stages.train_maps import apply_maps, least_squares
 
     g = torch.Generator().manual_seed(0)
     n, d, out = 3000, 96, 32
@@ -177,7 +177,7 @@ def test_least_squares_singular_layer_gets_the_pseudo_inverse(device):
     """A layer whose state is the same for every row (layer 0 when every prompt ends with the same
     token) has a singular Gram matrix without a ridge: the stage must not stop there; that layer
     gets the minimum-norm solution, which maps the common state to the mean target."""
-    from neurosymbolic_llm.pipeline.encoder_training import least_squares
+    from neurosymbolic_llm.stages.train_maps import least_squares
 
     g = torch.Generator().manual_seed(1)
     n, d, out = 200, 16, 4
@@ -200,7 +200,7 @@ def test_least_squares_rank_deficient_layer_with_rounded_pivots(device):
     minimum-norm solution; it must equal the pseudo-inverse computed independently with numpy."""
     import numpy as np
 
-    from neurosymbolic_llm.pipeline.encoder_training import least_squares
+    from neurosymbolic_llm.stages.train_maps import least_squares
 
     g = torch.Generator().manual_seed(3)
     n, d, rank, out = 300, 24, 6, 5

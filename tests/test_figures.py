@@ -98,7 +98,7 @@ def encoding_table() -> pd.DataFrame:
 
 
 def test_encoding_figure_legend_shows_dashes_and_covers_no_data(tmp_path, saved):
-    from neurosymbolic_llm.pipeline.encoder_training import plot_accuracy
+    from neurosymbolic_llm.stages.train_maps import plot_accuracy
 
     plot_accuracy(encoding_table(), tmp_path / "encoding_accuracy.png")
     fig = saved[-1]

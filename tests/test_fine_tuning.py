@@ -10,7 +10,7 @@ import yaml
 
 from neurosymbolic_llm.pipeline.configs import FineTuneConfig
 from neurosymbolic_llm.pipeline.errors import DataError, EngineMismatchError
-from neurosymbolic_llm.pipeline.fine_tuning import run
+from neurosymbolic_llm.stages.fine_tune import run
 from neurosymbolic_llm.pipeline.maps import load_maps, model_info, save_maps
 from neurosymbolic_llm.pipeline.options import parse_config
 from neurosymbolic_llm.pipeline.runtime import build_llama

@@ -11,9 +11,9 @@ import torch
 
 from neurosymbolic_llm.llama.formats import open_checkpoint
 from neurosymbolic_llm.pipeline.configs import FineTuneConfig, TrainEncodersConfig
-from neurosymbolic_llm.pipeline.encoders_and_decoders import run as run_stage12
+from neurosymbolic_llm.cli.train_encoders_and_decoders import run as run_stage12
 from neurosymbolic_llm.pipeline.evaluation import answer_token_budget
-from neurosymbolic_llm.pipeline.fine_tuning import run as run_stage3
+from neurosymbolic_llm.stages.fine_tune import run as run_stage3
 from neurosymbolic_llm.pipeline.hidden_store import HiddenStore
 from neurosymbolic_llm.pipeline.maps import load_maps
 from neurosymbolic_llm.pipeline.options import parse_config

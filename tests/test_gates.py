@@ -8,7 +8,7 @@ import torch
 from test_fine_tuning import write_csvs, write_maps
 
 from neurosymbolic_llm.pipeline.configs import FineTuneConfig
-from neurosymbolic_llm.pipeline.gates import propose_maximum, run
+from neurosymbolic_llm.stages.gate_statistics import propose_maximum, run
 from neurosymbolic_llm.pipeline.options import parse_config
 from neurosymbolic_llm.pipeline.runtime import build_llama
 

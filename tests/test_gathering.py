@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from neurosymbolic_llm.pipeline.configs import TrainEncodersConfig
-from neurosymbolic_llm.pipeline.encoders_and_decoders import run
+from neurosymbolic_llm.cli.train_encoders_and_decoders import run
 from neurosymbolic_llm.pipeline.errors import CheckpointError, ConfigError, DataError, run_entry_point
-from neurosymbolic_llm.pipeline.gathering import LastTokenRecorder, plan_gather, prompt_tokens, run_gather
+from neurosymbolic_llm.stages.gather import LastTokenRecorder, plan_gather, prompt_tokens, run_gather
 from neurosymbolic_llm.pipeline.hidden_store import HiddenStore
 from neurosymbolic_llm.pipeline.options import parse_config
 

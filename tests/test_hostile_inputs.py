@@ -271,7 +271,7 @@ def test_a_gathered_shard_that_is_not_one_names_its_file(tmp_path, content, matc
 def test_a_manifest_left_by_a_crashed_first_attempt_does_not_block_the_repaired_rerun(tiny_ckpt, tmp_path):
     """Stage 1 crashes on its first shard (a question too long for --max_seq_len) after writing its
     manifest; the rerun with the repaired CSV (another content fingerprint) gathers."""
-    from neurosymbolic_llm.pipeline.gathering import run_gather
+    from neurosymbolic_llm.stages.gather import run_gather
 
     csv = tmp_path / "train.csv"
     df = generate_problems(4, ["gcd", "modulo"], seed=1)
@@ -308,7 +308,7 @@ def _results(folder: Path, name: str, accuracy="0.5") -> None:
     (lambda run: (run / "fingerprints.json").write_text("[]"), r"fingerprints\.json: not the fingerprints"),
 ])
 def test_corrupt_compare_runs_inputs_are_one_line_and_write_nothing(tmp_path, corrupt, match):
-    from neurosymbolic_llm.pipeline.results import compare_runs
+    from neurosymbolic_llm.stages.compare_runs import compare_runs
 
     _results(tmp_path, "A")
     _results(tmp_path, "B")
@@ -360,7 +360,7 @@ def test_an_error_never_echoes_more_than_a_line(capsys):
 # ----------------------------------------------------------------------------- 8: maps replaced during stage 3
 def test_stage3_refuses_to_save_a_decoder_whose_maps_changed_under_it(tiny_ckpt, tmp_path, monkeypatch):
     from neurosymbolic_llm.llama.checkpoint import checkpoint_fingerprint
-    from neurosymbolic_llm.pipeline import fine_tuning
+    from neurosymbolic_llm.stages import fine_tune as fine_tuning
 
     engine = SymbolicEngine(VSA_dim=64, max_digits=4, seed=4)
     info = model_info(checkpoint_fingerprint(tiny_ckpt), 64, 4)

@@ -60,7 +60,7 @@ def test_mixed_batch_changes_only_open_samples(model, engine, bound):
     """A batch cut at its median score, by the threshold (score above opens) or by
     --problem_score_max (score below opens): closed samples keep their state bit for bit, open ones
     change at position P-1 only; the rule is the one the gate statistics use (gate_open)."""
-    from neurosymbolic_llm.pipeline.intervention import gate_open
+    from neurosymbolic_llm.pipeline.gate import gate_open
 
     tok, pad = batch()
     base = model(tok, pad_lengths=pad)

@@ -7,7 +7,8 @@ import torch
 import yaml
 
 from neurosymbolic_llm.pipeline.configs import FineTuneConfig
-from neurosymbolic_llm.pipeline.encoder_training import best_encoding_layer, encoding_accuracy
+from neurosymbolic_llm.pipeline.layer_choice import best_encoding_layer
+from neurosymbolic_llm.stages.train_maps import encoding_accuracy
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
 from neurosymbolic_llm.pipeline.hidden_store import SplitData
 from neurosymbolic_llm.pipeline.options import parse_config
@@ -27,7 +28,7 @@ def test_best_layer_is_the_most_accurate_one_not_after_the_first_decoding_layer(
 def test_stage2_best_layer_is_chosen_on_validation_not_test():
     """Layer 2 decodes the test split best, layer 5 the validation split: stage 2 names layer 5 (it
     named 2, chosen on the test split), with the test split's figure beside it."""
-    from neurosymbolic_llm.pipeline.encoder_training import best_layer_line
+    from neurosymbolic_llm.stages.train_maps import best_layer_line
 
     rows = []
     for layer, val, test in ((0, 0.1, 0.1), (2, 0.6, 0.95), (5, 0.9, 0.7), (7, 0.9, 0.5)):

@@ -57,7 +57,7 @@ def run(args, cwd):
 
 def test_the_wheel_is_imported_from_the_venv(installed):
     bindir, work = installed
-    proc = run([str(bindir / "python"), "-c", "import neurosymbolic_llm.pipeline.fine_tuning as m; print(m.__file__)"],
+    proc = run([str(bindir / "python"), "-c", "import neurosymbolic_llm.stages.fine_tune as m; print(m.__file__)"],
                work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert Path(proc.stdout.strip()).is_relative_to(bindir.parent), proc.stdout

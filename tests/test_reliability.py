@@ -22,7 +22,7 @@ import torch
 
 from neurosymbolic_llm.pipeline.configs import FineTuneConfig
 from neurosymbolic_llm.pipeline.errors import ConfigError, OutputError, RunLockedError
-from neurosymbolic_llm.pipeline.fine_tuning import run
+from neurosymbolic_llm.stages.fine_tune import run
 from neurosymbolic_llm.pipeline.locks import stage_lock
 from neurosymbolic_llm.pipeline.maps import load_maps, model_info, save_maps
 from neurosymbolic_llm.pipeline.options import parse_config

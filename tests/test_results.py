@@ -104,7 +104,8 @@ PRINTS = {"test_rows": "a1b2", "n_test_rows": 2000, "model": "m0", "codebook": "
 
 
 def test_compare_runs(tmp_path):
-    from neurosymbolic_llm.pipeline.results import compare_runs, write_fingerprints
+    from neurosymbolic_llm.pipeline.results import write_fingerprints
+    from neurosymbolic_llm.stages.compare_runs import compare_runs
 
     df = paper_results()
     a, b = tmp_path / "results" / "R1", tmp_path / "results" / "R2"
@@ -133,7 +134,8 @@ def test_runaway_digit_strings_parse_as_missing_not_a_crash():
 
 def test_compare_runs_refuses_runs_made_on_other_rows(tmp_path):
     from neurosymbolic_llm.pipeline.errors import DataError
-    from neurosymbolic_llm.pipeline.results import compare_runs, write_fingerprints
+    from neurosymbolic_llm.pipeline.results import write_fingerprints
+    from neurosymbolic_llm.stages.compare_runs import compare_runs
 
     df = paper_results()
     a, b, c = (tmp_path / "results" / r for r in ("A", "B", "C"))

@@ -6,7 +6,7 @@ from neurosymbolic_llm.pipeline import rows
 from neurosymbolic_llm.pipeline.configs import FineTuneConfig, TrainEncodersConfig
 from neurosymbolic_llm.pipeline.errors import DataError
 from neurosymbolic_llm.pipeline.fine_tune_inputs import load_rows
-from neurosymbolic_llm.pipeline.gathering import load_split_problems
+from neurosymbolic_llm.stages.gather import load_split_problems
 
 KEY = ["problem_type", "x", "y", "question", "solution"]
 

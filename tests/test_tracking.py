@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from neurosymbolic_llm.pipeline.configs import FineTuneConfig, TrainEncodersConfig
-from neurosymbolic_llm.pipeline.encoders_and_decoders import run as stage12
-from neurosymbolic_llm.pipeline.fine_tuning import run as stage3
+from neurosymbolic_llm.cli.train_encoders_and_decoders import run as stage12
+from neurosymbolic_llm.stages.fine_tune import run as stage3
 from neurosymbolic_llm.pipeline.options import parse_config
 from neurosymbolic_llm.pipeline.tracking import Tracker
 
@@ -148,8 +148,9 @@ def assert_numbers_only(run: dict):
 @pytest.mark.slow
 def test_a_run_name_in_wandb(tiny_ckpt, tmp_path, monkeypatch):
     """Stages 1-3 and the comparison of run R on the tiny model, wandb offline."""
-    from neurosymbolic_llm.pipeline.encoder_training import CSV_COLUMNS
-    from neurosymbolic_llm.pipeline.results import RESULT_COLUMNS, compare_runs
+    from neurosymbolic_llm.stages.train_maps import CSV_COLUMNS
+    from neurosymbolic_llm.pipeline.results import RESULT_COLUMNS
+    from neurosymbolic_llm.stages.compare_runs import compare_runs
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_home"))

@@ -12,7 +12,7 @@ intervention artefact (results/R/intervention/; of its settings only the gate's 
 changed) or maps (its fine-tuned decoder when there is one).
 A stage-2 run name is followed to the neurosymbolic stage-3 run that used its maps (after make demo:
 --run demo). Questions are asked as the pipeline asks them (few-shot examples of the question's type
-when it is in one of the dataset's phrasings; see neurosymbolic_llm/pipeline/ask.py). The maps must
+when it is in one of the dataset's phrasings; see neurosymbolic_llm/stages/ask.py). The maps must
 have been made on the same weights (any format or float dtype); --allow_other_weights 1 uses them
 on a quantized or otherwise different copy.
 """
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     given = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--")]
     cfg = parse_config(AskConfig, with_run_config(argv), __doc__)
-    from neurosymbolic_llm.pipeline.ask import run  # after parsing: --help loads no torch
+    from neurosymbolic_llm.stages.ask import run  # after parsing: --help loads no torch
 
     return run(cfg, given)
 

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--wandb_project", default="", help="wandb project (default: the stages' default)")
     ap.add_argument("--wandb_group", default="", help="wandb group (default: the output folder's name)")
     args = ap.parse_args(argv)
-    from neurosymbolic_llm.pipeline.results import compare_runs  # after parsing: --help loads no torch
+    from neurosymbolic_llm.stages.compare_runs import compare_runs  # after parsing: --help loads no torch
 
     written, notes, warnings = compare_runs(args.runs, args.out, args.programs_dir, args.log_wandb, args.wandb_project,
                                             args.wandb_group, allow_mismatch=args.allow_mismatch)

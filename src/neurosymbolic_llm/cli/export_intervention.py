@@ -20,7 +20,7 @@ from neurosymbolic_llm.pipeline.saved_runs import with_run_config
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg = parse_config(ExportConfig, with_run_config(argv), __doc__)
-    from neurosymbolic_llm.pipeline.ask import export  # after parsing: --help loads no torch
+    from neurosymbolic_llm.stages.export import export  # after parsing: --help loads no torch
 
     return export(cfg)
 

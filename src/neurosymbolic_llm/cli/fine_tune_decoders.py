@@ -19,7 +19,7 @@ from neurosymbolic_llm.pipeline.options import parse_config
 
 def main(argv=None) -> int:
     cfg = parse_config(FineTuneConfig, argv, __doc__)
-    from neurosymbolic_llm.pipeline.fine_tuning import run  # after parsing: --help loads no torch
+    from neurosymbolic_llm.stages.fine_tune import run  # after parsing: --help loads no torch
 
     return run(cfg)
 

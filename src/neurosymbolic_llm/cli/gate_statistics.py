@@ -16,7 +16,7 @@ from neurosymbolic_llm.pipeline.options import parse_config
 
 def main(argv=None) -> int:
     cfg = parse_config(FineTuneConfig, argv, __doc__)
-    from neurosymbolic_llm.pipeline.gates import run  # after parsing: --help loads no torch
+    from neurosymbolic_llm.stages.gate_statistics import run  # after parsing: --help loads no torch
 
     return run(cfg)
 

@@ -10,7 +10,7 @@ from neurosymbolic_llm.pipeline.options import parse_config
 
 def main(argv=None) -> int:
     cfg = parse_config(GatherConfig, argv, __doc__)
-    from neurosymbolic_llm.pipeline.gathering import run_gather  # after parsing: --help loads no torch
+    from neurosymbolic_llm.stages.gather import run_gather  # after parsing: --help loads no torch
 
     run_gather(cfg)
     return 0

@@ -36,7 +36,7 @@ def make_real_splits(n_train: int, n_val: int, n_test: int, *, given: dict, seed
     """-> dict split -> DataFrame: the given CSVs (capped), the other splits seeded and disjoint from them."""
     import pandas as pd
 
-    from neurosymbolic_llm.cli.make_demo_data import make_splits
+    from neurosymbolic_llm.pipeline.splits import make_splits
 
     sizes = {"train": n_train, "val": n_val, "test": n_test}
     out = {s: read_user_csv(p, s, sizes[s], complexity) for s, p in given.items() if p}

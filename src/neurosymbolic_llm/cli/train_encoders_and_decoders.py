@@ -7,16 +7,30 @@ Stage 1 writes Programs/gathered_data_R/; stage 2 writes Programs/models/{encode
 Programs/results/R/encoding_accuracy.{csv,png}. Under torchrun, stage 1 splits the rows over the
 data-parallel groups (docs/SCALING.md); stage 2 runs on rank 0 alone.
 """
+import os
+
 from neurosymbolic_llm.pipeline.configs import TrainEncodersConfig
 from neurosymbolic_llm.pipeline.errors import run_entry_point
 from neurosymbolic_llm.pipeline.options import parse_config
 
 
-def main(argv=None) -> int:
-    cfg = parse_config(TrainEncodersConfig, argv, __doc__)
-    from neurosymbolic_llm.pipeline.encoders_and_decoders import run  # after parsing: --help loads no torch
+def run(cfg: TrainEncodersConfig) -> int:
+    """Stage 1 (gather) or stage 2 (train). Under torchrun, stage 1 splits the rows over the
+    data-parallel groups; stage 2 (small linear maps on gathered states, no language model) runs on
+    rank 0 alone and the other ranks return at once."""
+    if cfg.generate_data:
+        from neurosymbolic_llm.stages.gather import run_gather  # here: --help loads no torch
 
-    return run(cfg)
+        run_gather(cfg)
+    elif int(os.environ.get("RANK", "0")) == 0:
+        from neurosymbolic_llm.stages.train_maps import run_training
+
+        run_training(cfg)
+    return 0
+
+
+def main(argv=None) -> int:
+    return run(parse_config(TrainEncodersConfig, argv, __doc__))
 
 
 if __name__ == "__main__":

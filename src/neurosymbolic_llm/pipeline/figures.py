@@ -21,7 +21,7 @@ from neurosymbolic_llm.pipeline.files import atomic_savefig
 from neurosymbolic_llm.pipeline.method_table import label
 
 SEEN, UNSEEN, NON_MATH = "#1f77b4", "#ff7f0e", "#7f7f7f"  # blue, orange, grey
-# gate figures name their groups "seen math", "unseen math", "non-math" (gates.py, fine_tuning.py)
+# gate figures name their groups "seen math", "unseen math", "non-math" (stages/gate_statistics.py, stages/fine_tune.py)
 GROUP_COLOURS = {"seen": SEEN, "unseen": UNSEEN, "non-math": NON_MATH,
                  "seen math": SEEN, "unseen math": UNSEEN}
 GROUP_ORDER = ["seen math", "unseen math", "non-math"]

@@ -14,7 +14,7 @@ import torch
 from neurosymbolic_llm.llama.checkpoint import file_fingerprint
 from neurosymbolic_llm.pipeline import rows
 from neurosymbolic_llm.pipeline.configs import FineTuneConfig
-from neurosymbolic_llm.pipeline.encoder_training import best_encoding_layer
+from neurosymbolic_llm.pipeline.layer_choice import best_encoding_layer
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
 from neurosymbolic_llm.pipeline.maps import MapFile, load_maps, model_info_of
 from neurosymbolic_llm.pipeline.training import samples_per_step

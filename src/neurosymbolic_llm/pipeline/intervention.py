@@ -39,12 +39,8 @@ from torch import nn
 from neurosymbolic_llm.llama.model import RMSNorm
 from neurosymbolic_llm.pipeline.configs import MERGES, InterventionOptions
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
+from neurosymbolic_llm.pipeline.gate import gate_open
 from neurosymbolic_llm.symbolic.solver import solve
-
-
-def gate_open(score, threshold: float, maximum: float = math.inf):
-    """The gate's rule, for tensors and pandas Series alike: threshold < score < maximum."""
-    return (score > threshold) & (score < maximum)
 
 
 class Merge(nn.Module):

@@ -55,3 +55,9 @@ def store_dir(cfg) -> Path:
     if cfg.gathered_data_dir:
         return Path(cfg.gathered_data_dir).expanduser().resolve()
     return gathered_data_dir(run_name_or_today(cfg.run_name), cfg.programs_dir)
+
+
+def decoder_output_path(cfg, run: str) -> Path:
+    """Where stage 3 of `run` writes its fine-tuned decoder: beside --decoder_path."""
+    src = Path(cfg.decoder_path).expanduser()
+    return src.with_name(f"{src.stem}_post_fine_tuning_{run}.pth")

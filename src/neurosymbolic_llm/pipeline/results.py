@@ -31,10 +31,9 @@ import pandas as pd
 from neurosymbolic_llm.pipeline import figures
 from neurosymbolic_llm.pipeline.errors import DataError, echo
 from neurosymbolic_llm.pipeline.files import atomic_write_csv, atomic_write_json, atomic_write_text
-from neurosymbolic_llm.pipeline.intervention import gate_open
+from neurosymbolic_llm.pipeline.gate import gate_open
 from neurosymbolic_llm.pipeline.method_table import METHODS, label, ordered
 from neurosymbolic_llm.pipeline.paths import check_run_name, results_dir
-from neurosymbolic_llm.pipeline.tracking import Tracker
 from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
 
 RESULT_COLUMNS = ["method", "problem_type", "seen", "n", "accuracy", "cross_entropy"]
@@ -343,36 +342,3 @@ def resolve_results(arg: str, programs_dir: str = "") -> Path:
     raise DataError(f"{arg}: neither a results.csv, a folder holding one, nor a run with "
                     f"{results_dir(arg, programs_dir) / 'results.csv'}")
 
-
-def compare_runs(runs: list[str], out: str = "", programs_dir: str = "", log_wandb: bool = False,
-                 wandb_project: str = "", wandb_group: str = "", *, allow_mismatch: bool = False
-                 ) -> tuple[dict[str, Path], list[str], list[str]]:
-    """Merge several runs' results into one table (compare_runs.py); -> (written files, notes, warnings).
-    The comparison is a run record of its own (stage "compare", named after its folder).
-
-    Runs made on different test rows, models, codebooks or seen types are refused (DataError naming
-    what differs) unless `allow_mismatch`; then the differences come back as warnings."""
-    paths = [resolve_results(r, programs_dir) for r in runs]
-    names = [p.parent.name for p in paths]
-    prints = [read_fingerprints(p) for p in paths]
-    differ = mismatches(names, prints)
-    if differ and not allow_mismatch:
-        raise DataError(f"runs {', '.join(names)} do not compare: {'; '.join(differ)}; "
-                        f"rerun them on the same rows and maps, or pass --allow_mismatch to merge anyway")
-    merged, notes = combine([read_results(p) for p in paths], names)
-    if not out:  # run folders of any name may be compared; the default output is a run name of its own
-        check_run_name("compare_" + "_".join(names), "compare_runs: the default output folder (give --out)")
-    folder = Path(out).expanduser() if out else results_dir("compare_" + "_".join(names), programs_dir)
-    written = write_results(folder, merged, title="Comparison of runs " + ", ".join(names))
-    if not differ:  # the merged table was made on what its runs share
-        codebooks = [p["codebook"] for p in prints if p.get("codebook")]
-        write_fingerprints(folder, {**prints[0], "codebook": codebooks[0] if codebooks else None})
-    warnings = [f"merged despite {d}" for d in differ]
-    tracker = Tracker(folder, stage="compare", run_name=folder.name, project=wandb_project, group=wandb_group,
-                      log_wandb=log_wandb,
-                      config={"runs": [str(p) for p in paths], "notes": notes, "warnings": warnings})
-    tracker.table("results", merged, written["csv"])
-    tracker.image("results_plot", written["png"])
-    tracker.summary(headline_summary(merged))
-    tracker.finish()
-    return written, notes, warnings

@@ -12,7 +12,7 @@ split of stage 3 takes the first rows of each evaluated type from its stream, as
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pandas as pd
 
@@ -23,6 +23,7 @@ from neurosymbolic_llm.symbolic.problems import distinct_problems, generate_prob
 
 SPLITS = ("train", "val", "test")
 CSV_OPTION = {"train": "training_data_df_path", "val": "val_data_df_path", "test": "testing_data_df_path"}
+ROUNDS_OPTION = {"train": "train_data_rounds", "val": "val_data_rounds", "test": "testing_data_rounds"}
 BLOCK = 512  # candidate rows per block of the random stream
 # Recorded with every random source (stage 1's manifest): a change of the drawing rule must not let
 # a rerun add rows drawn by another rule to data gathered earlier.
@@ -81,9 +82,12 @@ def draw_rows(cfg, split: str, n: int = 0, *, per_type: int = 0) -> pd.DataFrame
     return rows.iloc[:n].reset_index(drop=True)
 
 
-def split_source(cfg, split: str, n_random: int) -> dict:
+def split_source(cfg, split: str, n_random: Optional[int] = None) -> dict:
     """What a split's rows come from: its CSV (path and content fingerprint) or its random stream
-    (the first `n_random` rows). Stage 1 records it, so that a rerun never mixes rows of two sources."""
+    (the first `n_random` rows; None: the split's rounds option). Stage 1 records it in the store,
+    so that a rerun never mixes rows of two sources."""
+    if n_random is None:
+        n_random = getattr(cfg, ROUNDS_OPTION[split])
     if csv_path(cfg, split):
         path = Path(csv_path(cfg, split)).expanduser()
         if not path.is_file():

@@ -25,7 +25,7 @@ from typing import Optional
 import pandas as pd
 import torch
 
-from neurosymbolic_llm.pipeline import artefact, gates, methods
+from neurosymbolic_llm.pipeline import artefact, gate_scores, methods
 from neurosymbolic_llm.pipeline.configs import EvaluationOptions, FineTuneConfig
 from neurosymbolic_llm.pipeline.distributed import DistInfo, barrier, init_distributed
 from neurosymbolic_llm.pipeline.errors import ConfigError, Interrupted, Terminated
@@ -37,7 +37,7 @@ from neurosymbolic_llm.pipeline.locks import stage_lock
 from neurosymbolic_llm.pipeline.maps import model_info_of, save_maps
 from neurosymbolic_llm.pipeline.method_table import label
 from neurosymbolic_llm.pipeline.options import to_dict
-from neurosymbolic_llm.pipeline.paths import results_dir, run_name_or_today
+from neurosymbolic_llm.pipeline.paths import decoder_output_path, results_dir, run_name_or_today
 from neurosymbolic_llm.pipeline.results import (gate_summary, headline_summary, rows_fingerprint, write_fingerprints,
                                                 write_gate_scores, write_results)
 from neurosymbolic_llm.pipeline.runtime import build_llama, model_parallel_size, resolve_device
@@ -82,11 +82,6 @@ def training_identity(cfg: FineTuneConfig, method_name: str, llama, train_rows: 
     options = {k: v for k, v in to_dict(cfg).items() if k not in NOT_TRAINING}
     return {"method": method_name, "model": llama.fingerprint, **maps, "train_rows": rows_fingerprint(train_rows),
             "n_train_rows": len(train_rows), "data_parallel_groups": dp_size, "options": options}
-
-
-def decoder_output_path(cfg: FineTuneConfig, run: str) -> Path:
-    src = Path(cfg.decoder_path).expanduser()
-    return src.with_name(f"{src.stem}_post_fine_tuning_{run}.pth")
 
 
 def output_needs(cfg: FineTuneConfig, run: str, out_dir: Path, *, n_test: int = 0, params: int = 0,
@@ -204,7 +199,7 @@ def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: D
 
         gate_df = None
         if cfg.test_on_unrelated_questions:
-            gate_df = gates.unrelated_gate_scores(cfg, llama, ns_method or methods.build(
+            gate_df = gate_scores.unrelated_gate_scores(cfg, llama, ns_method or methods.build(
                 "neurosymbolic", cfg, llama, maps, train=False), test_rows, ex_kw, seen, info)
     except KeyboardInterrupt as exc:
         raise _interrupted(exc, state, evaluating) from None
@@ -280,7 +275,7 @@ def write_outputs(cfg, out_dir: Path, tracker, responses: pd.DataFrame, gate_df,
     print(paths["md"].read_text())
     if gate_df is not None:
         print(f"gate (open when {cfg.problem_score_threshold:g} < score < {cfg.problem_score_max:g}), test questions:")
-        print("\n".join(gates.open_rate_lines(gate_df, cfg.problem_score_threshold, cfg.problem_score_max)))
+        print("\n".join(gate_scores.open_rate_lines(gate_df, cfg.problem_score_threshold, cfg.problem_score_max)))
     print(f"outputs in {out_dir}: {', '.join(p.name for p in files)}, {tracker.config_path.name}, metrics.jsonl")
     for what, path in written.items():
         print(f"{what}: {path}")

@@ -1,7 +1,7 @@
 """The gate measured: its scores on sets of questions (seen math, unseen math, non-math), its open
 rates, and settings chosen on the validation split (Programs/gate_statistics.py, `run`).
 
-The gate opens when threshold < score < maximum (intervention.gate_open), score being the best
+The gate opens when threshold < score < maximum (pipeline/gate.py), score being the best
 problem-type score of the stage-2 encoder's output at the encoding layer. This module scores the
 validation CSV's questions and the canned non-math validation questions
 (prompts.non_math_questions("val")), never the test split's, and proposes the maximum that keeps the
@@ -17,43 +17,12 @@ import pandas as pd
 from neurosymbolic_llm.pipeline import methods
 from neurosymbolic_llm.pipeline.configs import FineTuneConfig
 from neurosymbolic_llm.pipeline.distributed import DistInfo
-from neurosymbolic_llm.pipeline.evaluation import gate_scores
 from neurosymbolic_llm.pipeline.fine_tune_inputs import load_maps_for, load_rows, seen_types, used_config
-from neurosymbolic_llm.pipeline.intervention import gate_open
+from neurosymbolic_llm.pipeline.gate import gate_open
+from neurosymbolic_llm.pipeline.gate_scores import open_rate_lines, unrelated_gate_scores
 from neurosymbolic_llm.pipeline.paths import results_dir, run_name_or_today
-from neurosymbolic_llm.pipeline.results import gate_summary, write_gate_scores
+from neurosymbolic_llm.pipeline.results import write_gate_scores
 from neurosymbolic_llm.pipeline.runtime import build_llama, resolve_device
-from neurosymbolic_llm.pipeline.training import build_examples
-from neurosymbolic_llm.symbolic.prompts import non_math_dialog, non_math_questions
-
-
-def unrelated_gate_scores(cfg, llama, method, math_rows, ex_kw, seen_types, info, split: str = "test") -> pd.DataFrame:
-    """Gate scores of seen math, unseen math and non-math prompts (the paper's gate figure): the
-    split's math rows and its canned non-math questions (prompts.non_math_questions).
-    Returns columns group, problem_type, score."""
-    math_ex = build_examples(math_rows, llama.formatter, split, **ex_kw)
-    topics = non_math_questions(split)
-    other = [llama.formatter.encode_dialog_prompt(non_math_dialog(q)) for _, q in topics]
-    s_math = gate_scores(llama, method, math_ex.prompts, batch_size=cfg.eval_batch_size, info=info, desc="gate math")
-    s_other = gate_scores(llama, method, other, batch_size=cfg.eval_batch_size, info=info, desc="gate non-math")
-    seen = math_rows["problem_type"].isin(seen_types)
-    return pd.concat([
-        pd.DataFrame({"group": ["seen math" if s else "unseen math" for s in seen],
-                      "problem_type": math_rows["problem_type"], "score": s_math.numpy()}),
-        pd.DataFrame({"group": "non-math", "problem_type": [t for t, _ in topics], "score": s_other.numpy()}),
-    ], ignore_index=True)
-
-
-def open_rate_lines(scores: pd.DataFrame, threshold: float, maximum: float = math.inf) -> list[str]:
-    """One console line per group of `scores` (columns group, score): how many questions, the share
-    the gate opens for, and the score range."""
-    rates = gate_summary(scores, threshold, maximum)
-    lines = []
-    for group, part in scores.groupby("group", sort=False):
-        s = part["score"]
-        lines.append(f"  {group:<12} n={len(s):<5} open {rates[f'gate_open_rate/{group}']:6.1%}"
-                     f"  score {s.min():.3f} .. {s.max():.3f} (mean {s.mean():.3f})")
-    return lines
 
 
 def propose_maximum(scores: pd.DataFrame, threshold: float) -> tuple[float, float]:

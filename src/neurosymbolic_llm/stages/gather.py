@@ -38,7 +38,6 @@ from neurosymbolic_llm.pipeline.runtime import (build_llama, make_engine, model_
 from neurosymbolic_llm.pipeline.tracking import Tracker
 from neurosymbolic_llm.symbolic import prompts
 
-ROUNDS_OPTION = {"train": "train_data_rounds", "val": "val_data_rounds", "test": "testing_data_rounds"}
 STAGE = "gather_hidden_states"  # the name of its lock (locks.py)
 
 
@@ -52,14 +51,9 @@ def resolve_layers(cfg, n_layers: int) -> list[int]:
     return layers
 
 
-def split_source(cfg, split: str) -> dict:
-    """What a split's rows come from (recorded in the store: a rerun must gather the same rows)."""
-    return rows.split_source(cfg, split, getattr(cfg, ROUNDS_OPTION[split]))
-
-
 def load_split_problems(cfg, split: str) -> tuple[pd.DataFrame, dict]:
     """The split's problems (CSV rows as given, or its random rows) and a description of the source."""
-    source = split_source(cfg, split)
+    source = rows.split_source(cfg, split)
     if "csv" in source:
         df = rows.read_csv_rows(cfg, split, cfg.max_digits)
     else:

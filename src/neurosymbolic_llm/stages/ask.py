@@ -26,16 +26,12 @@ from typing import Sequence
 
 import torch
 
-from neurosymbolic_llm.llama.fingerprint import WeightSamples
-from neurosymbolic_llm.llama.formats import open_checkpoint
 from neurosymbolic_llm.pipeline import artefact as artefacts
-from neurosymbolic_llm.pipeline.configs import AskConfig, ExportConfig, InterventionOptions
+from neurosymbolic_llm.pipeline.configs import AskConfig, InterventionOptions
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
 from neurosymbolic_llm.pipeline.evaluation import answer_token_budget
-from neurosymbolic_llm.pipeline.fine_tune_inputs import load_maps_for
-from neurosymbolic_llm.pipeline.fine_tuning import decoder_output_path
-from neurosymbolic_llm.pipeline.maps import check_model, model_info, model_info_of
-from neurosymbolic_llm.pipeline.paths import results_dir
+from neurosymbolic_llm.pipeline.intervention_source import ARTEFACT, load_source
+from neurosymbolic_llm.pipeline.maps import check_model, model_info_of
 from neurosymbolic_llm.pipeline.runtime import build_llama
 from neurosymbolic_llm.pipeline.saved_runs import located
 from neurosymbolic_llm.symbolic.problems import parse_question, solve_one
@@ -43,30 +39,6 @@ from neurosymbolic_llm.symbolic.prompts import few_shot_dialog, non_math_dialog,
 from neurosymbolic_llm.symbolic.solver import solve
 
 SPLIT = "ask"  # the few-shot examples of question i come from row_rng(seed, SPLIT, i)
-ARTEFACT = " (intervention)"  # how load_source names an artefact it read
-
-
-# ----------------------------------------------------------------------------- the intervention
-def load_source(cfg: AskConfig, *, artefact_first: bool = True) -> tuple[artefacts.TrainedIntervention, str]:
-    """(intervention, where it was read) from the artefact (--intervention, or the run's unless not
-    `artefact_first`) or the configuration's maps (the run's fine-tuned decoder when it exists),
-    checked in themselves; the model is checked by the caller."""
-    folder = Path(cfg.intervention).expanduser() if getattr(cfg, "intervention", "") else None
-    if folder is None and cfg.run and artefact_first:
-        run_folder = results_dir(cfg.run_name or cfg.run, cfg.programs_dir) / artefacts.FOLDER_NAME
-        folder = run_folder if (run_folder / artefacts.JSON_NAME).is_file() else None
-    if folder is not None:
-        return artefacts.load_intervention(folder), f"{folder}{ARTEFACT}"
-    if not cfg.encoder_path or not cfg.decoder_path:
-        raise ConfigError(f"{'--run ' + cfg.run + ' has no maps (not a neurosymbolic run?): ' if cfg.run else ''}"
-                          f"ask needs --run, --intervention, or --encoder_path and --decoder_path")
-    cfg.encoder_path, cfg.decoder_path = str(located(cfg.encoder_path)), str(located(cfg.decoder_path))
-    tuned = decoder_output_path(cfg, cfg.run_name) if cfg.run and cfg.run_name else None
-    if tuned is not None and tuned.is_file():
-        cfg.decoder_path = str(tuned)
-    if cfg.symbolic_encoding_layer == "auto":
-        raise ConfigError("--symbolic_encoding_layer auto: give the layer number (a run's saved configuration has it)")
-    return artefacts.from_maps(cfg, load_maps_for(cfg, None), run=cfg.run_name), f"{cfg.decoder_path} (maps)"
 
 
 # ----------------------------------------------------------------------------- asking
@@ -197,27 +169,3 @@ def run(cfg: AskConfig, given: Sequence[str] = ()) -> int:
 
 
 # ----------------------------------------------------------------------------- export
-def export(cfg: ExportConfig) -> int:
-    """Write the artefact of a run's map files and settings (no model is loaded: the maps' own
-    record of their model goes into it)."""
-    art, where = load_source(cfg, artefact_first=False)
-    if WeightSamples.from_json(art.model.get("weights")) is None and cfg.allow_other_weights:
-        art.model = _restamped(cfg, art, where)
-    out = Path(cfg.out).expanduser() if cfg.out else \
-        results_dir(cfg.run_name or cfg.run or "export", cfg.programs_dir) / artefacts.FOLDER_NAME
-    artefacts.save_intervention(out, art)
-    print(f"intervention of {where} written to {out}")
-    return 0
-
-
-def _restamped(cfg: ExportConfig, art: artefacts.TrainedIntervention, where: str) -> dict:
-    """Maps of an older version name their model by a fingerprint of its files: with
-    --allow_other_weights (the user vouches that --chpt_dir is the model they were made on) the
-    artefact gets that checkpoint's content fingerprint instead (read without loading the model)."""
-    ckpt = open_checkpoint(located(cfg.chpt_dir), cfg.tokenizer_path or None)
-    args = ckpt.args()
-    info = model_info(ckpt.fingerprint(), args.dim, args.n_layers, ckpt.weight_samples())
-    check_model(art.model, info, where, allow_other_weights=True)  # sizes must still agree
-    print(f"note: {where} carried an older fingerprint; the artefact names {ckpt.path} instead "
-          f"(--allow_other_weights: the model they were made on)", file=sys.stderr)
-    return info

@@ -26,12 +26,12 @@ from typing import Optional
 import pandas as pd
 import torch
 
-from neurosymbolic_llm.pipeline import figures, paths
+from neurosymbolic_llm.pipeline import figures, paths, rows
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, EngineMismatchError
 from neurosymbolic_llm.pipeline.files import MiB, atomic_write_csv, check_output_folders
 from neurosymbolic_llm.pipeline.finite import DIVERGED, require_finite
-from neurosymbolic_llm.pipeline.gathering import split_source
 from neurosymbolic_llm.pipeline.hidden_store import HiddenStore, SplitData
+from neurosymbolic_llm.pipeline.layer_choice import best_encoding_layer
 from neurosymbolic_llm.pipeline.locks import stage_lock
 from neurosymbolic_llm.pipeline.maps import model_info, save_maps
 from neurosymbolic_llm.pipeline.runtime import make_engine, progress, resolve_device
@@ -266,18 +266,6 @@ def plot_accuracy(table: pd.DataFrame, path: Path, split: str = "test") -> Path:
     return figures.save(fig, path)
 
 
-def best_encoding_layer(val_accuracy: dict[int, float], max_layer: int) -> int:
-    """The layer whose encoder decoded the most validation questions (x, y and type all right),
-    among layers <= max_layer (the first decoding layer: the answer must be known before it is
-    written); ties go to the earliest such layer. val_accuracy: {layer: fraction}, from the encoder
-    file's extra["val_all_accuracy"] (stage 2)."""
-    candidates = {int(l): float(a) for l, a in val_accuracy.items() if int(l) <= max_layer}
-    if not candidates:
-        raise DataError(f"no encoder layer with a validation accuracy at or before layer {max_layer} "
-                        f"(stage 2 measured layers {sorted(int(l) for l in val_accuracy)})")
-    return max(sorted(candidates), key=lambda l: candidates[l])  # max keeps the first of equals
-
-
 # ----------------------------------------------------------------------------- the stage
 def check_store_matches(cfg, manifest: dict, engine) -> None:
     """Stage 2 must use the engine and the data sources the hidden states were gathered with."""
@@ -288,7 +276,7 @@ def check_store_matches(cfg, manifest: dict, engine) -> None:
             f"{manifest['config'].get('max_digits')}, {manifest['config'].get('possible_problems')}, "
             f"{manifest['config'].get('vsa_seed')})")
     for split, source in manifest["sources"].items():
-        now = split_source(cfg, split)
+        now = rows.split_source(cfg, split)
         if now != source:
             raise DataError(f"split {split!r}: stage 1 gathered {source}, the options now describe {now}; "
                             f"give stage 2 the same data options as stage 1")
