@@ -274,7 +274,7 @@ class FineTuneConfig(FineTuneOptions, InterventionOptions, EvaluationOptions, Ba
 class SavedRunOptions:
     """a saved run: its configuration as the defaults"""
     run: str = option("", "a run name: its saved config_fine_tune.yaml as the defaults and its intervention/ artefact "
-                          "(docs/USAGE.md)")
+                          "(docs/RUNNING.md)")
 
 
 @dataclass
