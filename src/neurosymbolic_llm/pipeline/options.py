@@ -9,10 +9,14 @@ declaration come the default, the type check, the `--name` CLI flag and its help
 Options are grouped by concern (run, model, symbolic, data, and each stage's own), one dataclass per
 group; an entry's schema inherits the groups it reads, so a shared option is never declared twice,
 and `--help` prints one section per group (titled by the group's docstring). A YAML preset may
-serve several entry points (e.g. demo/demo.yaml for all stages): top-level keys are options of
-every entry that reads the file, and a mapping named after an entry's section (its script name, e.g.
-`fine_tune_decoders:`) holds options for that entry only, overriding the top level. Any other key
-is an error, so typos do not pass silently.
+serve every entry point (e.g. demo/demo.yaml): top-level keys are options of every entry that reads
+the file, a mapping named after an entry's section (e.g. `fine_tune_decoders:`) holds options for
+that entry only, and the options of other entries, or of the stage that saved the file, are ignored
+with a note; any other key is an error, so typos do not pass silently (config_files.py).
+
+Every value is checked while parsing, before any model loads: its type (a YAML boolean only where a
+bool is expected), `choices`, the bounds `low`/`high`/`above` of `option(...)` and its `check`. An
+option may have `aliases` (other flag and YAML names) and `names` (readable words for its values).
 
 A schema may list `unused_options` (with `unused_reason`): options of a group it inherits that
 this entry does not read (stage 3 takes its VSA engine from the map files, for one). They are accepted, so shared presets
