@@ -23,6 +23,10 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
         parse_config(FineTuneConfig, _yaml(tmp_path, "seed: 1\nlearning_rate: 0.1\nnum_epochs: 1\nlearning_rate: 0.2\n"))
     with pytest.raises(ConfigError, match=r"c.yaml: key 'num_epochs' is given twice \(lines 2 and 3\)"):
         parse_config(FineTuneConfig, _yaml(tmp_path, "fine_tune_decoders:\n  num_epochs: 1\n  num_epochs: 2\n"))
+    with pytest.raises(ConfigError, match=r"c.yaml: key '100' is given twice \(lines 1 and 1\)"):
+        parse_config(FineTuneConfig, _yaml(tmp_path, "lr_decay: {100: 0.5, 100: 0.1}\n"))
+    with pytest.raises(ConfigError, match=r"command line: option 'lr_decay'.*key '10' is given twice"):
+        parse_config(FineTuneConfig, ["--lr_decay", "{10: 0.5, 10: 0.1}"])
 
 
 def test_a_misspelled_section_or_an_unknown_mapping_is_refused(tmp_path):

@@ -52,14 +52,14 @@ class _StrictLoader(yaml.SafeLoader):
             for key_node, _ in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     continue
-                key = self.construct_object(key_node, deep=True)
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
                 try:
-                    first = lines.setdefault(key, key_node.start_mark.line + 1)
+                    if key in lines:
+                        raise _DuplicateKey(f"key {echo(str(key), 60)} is given twice (lines {lines[key]} and "
+                                            f"{line}); keep one")
+                    lines[key] = line
                 except TypeError:  # an unhashable key: the base constructor names it
                     continue
-                if first != key_node.start_mark.line + 1:
-                    raise _DuplicateKey(f"key {echo(str(key), 60)} is given twice (lines {first} and "
-                                        f"{key_node.start_mark.line + 1}); keep one")
         return super().construct_mapping(node, deep)
 
 

@@ -227,14 +227,15 @@ def _coerce(name: str, tp: Any, value: Any, source: str, default: Any = None) ->
             (item,) = typing.get_args(tp)
             if isinstance(value, str):
                 text = value.strip()
-                value = load_yaml(text, source) if text.startswith("[") else [v for v in text.replace(",", " ").split()]
+                value = (load_yaml(text, f"{source}: option {name!r}") if text.startswith("[")
+                         else text.replace(",", " ").split())
             if not isinstance(value, (list, tuple)):
                 value = [value]
             return [_coerce(name, item, v, source) for v in value]
         if origin is dict:
             key_t, val_t = typing.get_args(tp)
             if isinstance(value, str):
-                value = load_yaml(value, source) or {}
+                value = load_yaml(value, f"{source}: option {name!r}") or {}
             if not isinstance(value, dict):
                 raise ValueError("expected a mapping")
             return {_coerce(name, key_t, k, source): _coerce(name, val_t, v, source) for k, v in value.items()}
