@@ -133,7 +133,7 @@ class ModelOptions:
     chpt_dir: str = option("~/.llama/checkpoints/Llama3.1-8B-Instruct", "the model: a Meta folder, a Hugging Face "
                            "folder or a .gguf file (docs/RUNNING.md)", aliases=("ckpt_dir",))
     tokenizer_path: str = option("", "Meta folders only: tokenizer.model (default: <chpt_dir>/tokenizer.model, else "
-                                     "llama_models')")
+                                     "the one in llama_models)")
     max_seq_len: int = option(2048, "longest prompt plus answer the model must hold", low=1)
     model_parallel_size: int = option(0, "model-parallel ranks per model under torchrun (default 0: the number of .pth "
                                          "shards)", low=0)
@@ -312,8 +312,8 @@ def build_parser(schema: type, description: str = "") -> argparse.ArgumentParser
                 group.add_argument(*_flags(f), dest=name, default=argparse.SUPPRESS, action="store_const",
                                    const=True, help=_help(f))
                 continue
-            group.add_argument(*_flags(f), dest=name, default=argparse.SUPPRESS,
-                               metavar=_type_name(_unwrap_optional(f.type)).upper(), help=_help(f))
+            metavar = "|".join(f.metadata.get("names") or ()) or _type_name(_unwrap_optional(f.type)).upper()
+            group.add_argument(*_flags(f), dest=name, default=argparse.SUPPRESS, metavar=metavar, help=_help(f))
     for name in getattr(schema, "unused_options", ()):
         parser.add_argument(*_flags(fields[name]), dest=name, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
