@@ -87,6 +87,8 @@ def test_a_value_of_the_wrong_kind_is_one_line(tmp_path, text, message):
     (FineTuneConfig, ["--lora_dropout", "1"], "option lora_dropout must be from 0 to 0.99"),
     (FineTuneConfig, ["--lora_targets", "[wq, q_proj]"], "option 'lora_targets': 'q_proj' is not one of wq|wk|"),
     (FineTuneConfig, ["--cot_max_new_tokens", "0"], "option cot_max_new_tokens must be at least 1"),
+    (FineTuneConfig, ["--lora_baseline", "1", "--lora_targets", "[]"], "--lora_targets is empty"),
+    (FineTuneConfig, ["--symbolic_decoding_layers", "[]"], "--symbolic_decoding_layers is empty"),
     (FineTuneConfig, ["--symbolic_encoding_layer", "-1"], "option symbolic_encoding_layer must be at least 0"),
     (FineTuneConfig, ["--record_score_per_problem", "4"], "option 'record_score_per_problem': 4 is not one of 0|1|2|3 (or none|train|test|both)"),
     (AskConfig, ["--max_new_tokens", "-1"], "option max_new_tokens must be at least 0 (got -1)"),

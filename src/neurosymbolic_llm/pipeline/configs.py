@@ -158,6 +158,8 @@ class InterventionOptions:
         if isinstance(self.symbolic_encoding_layer, str) and self.symbolic_encoding_layer != "auto":
             raise ConfigError(f"--symbolic_encoding_layer {self.symbolic_encoding_layer!r}: expected a layer "
                               f"number or auto")
+        if not self.symbolic_decoding_layers:
+            raise ConfigError("--symbolic_decoding_layers is empty: give at least one residual layer to write")
         if not self.problem_score_max > self.problem_score_threshold:
             raise ConfigError(f"--problem_score_max {self.problem_score_max} must exceed --problem_score_threshold "
                               f"{self.problem_score_threshold}: the gate would never open")
@@ -239,6 +241,8 @@ class FineTuneConfig(FineTuneOptions, InterventionOptions, EvaluationOptions, Ba
     def validate(self) -> None:
         if sum(bool(getattr(self, f)) for f in MAIN_FLAGS) > 1:
             raise ConfigError(f"choose at most one of {', '.join('--' + f for f in MAIN_FLAGS)} per run")
+        if self.lora_baseline and not self.lora_targets:
+            raise ConfigError("--lora_targets is empty: name the modules LoRA wraps (wq wk wv wo w1 w2 w3)")
         self.validate_intervention()
 
     def methods(self) -> list[str]:
