@@ -355,7 +355,9 @@ class GateStatisticsConfig(FineTuneConfig):
     unused_options: ClassVar[tuple] = tuple(f.name for f in dataclasses.fields(FineTuneConfig)
                                         if f.name not in _GATE_READS)
     unused_reason: ClassVar[str] = "gate-statistics scores validation prompts with the stage-2 encoder; it trains nothing"
-    group_titles: ClassVar[dict] = {**_READ_ONLY_TITLES, "DataOptions": "data: the validation split (and the seen types)"}
+    group_titles: ClassVar[dict] = {**_READ_ONLY_TITLES, "FineTuneOptions": "maps: the stage-2 files (and the validation rows)",
+                                    "InterventionOptions": "intervention: the layers and the gate's bounds",
+                                    "DataOptions": "data: the validation split (and the seen types)"}
 
 
 # Every command's schema: an option of any of them is known to all (config_files.py), and the
