@@ -28,8 +28,10 @@ def test_defaults_come_from_the_schema():
 
 def test_yaml_top_level_then_section_then_cli(tmp_path):
     cfg_file = tmp_path / "preset.yaml"
+    import neurosymbolic_llm.pipeline.configs  # noqa: F401  (registers the commands' sections)
+
     cfg_file.write_text("learning_rate: 0.01\nseed: 7\nstage_a:\n  learning_rate: 0.03\n"
-                        "other_stage:\n  anything: 1\n")
+                        "fine_tune_decoders:\n  num_epochs: 1\n")  # another command's section
     cfg = parse_config(StageA, ["--config", str(cfg_file)])
     assert cfg.learning_rate == 0.03 and cfg.seed == 7
     cfg = parse_config(StageA, ["--config", str(cfg_file), "--learning_rate", "0.5", "--layers", "1,2",

@@ -9,13 +9,13 @@ encoder at the encoding layer (same options as fine_tune_decoders.py), prints ea
 and score range and a proposed --problem_score_max, and writes gate_validation.csv/.png in
 Programs/results/R/.
 """
-from neurosymbolic_llm.pipeline.configs import FineTuneConfig
+from neurosymbolic_llm.pipeline.configs import GateStatisticsConfig
 from neurosymbolic_llm.pipeline.errors import run_entry_point
 from neurosymbolic_llm.pipeline.options import parse_config
 
 
 def main(argv=None) -> int:
-    cfg = parse_config(FineTuneConfig, argv, __doc__)
+    cfg = parse_config(GateStatisticsConfig, argv, __doc__)
     from neurosymbolic_llm.stages.gate_statistics import run  # after parsing: --help loads no torch
 
     return run(cfg)

@@ -14,40 +14,55 @@ from typing import ClassVar, Optional
 from neurosymbolic_llm.errors import ConfigError
 from neurosymbolic_llm.pipeline.method_table import DEFAULT_MAIN, MAIN_FLAGS, METHODS
 from neurosymbolic_llm.pipeline.method_table import needs_maps as method_needs_maps
-from neurosymbolic_llm.pipeline.options import DataOptions, ModelOptions, RunOptions, SymbolicOptions, option
+from neurosymbolic_llm.pipeline.config_files import register_schemas
+from neurosymbolic_llm.pipeline.options import (SEED_MAX, DataOptions, ModelOptions, RunOptions, SymbolicOptions,
+                                                  option)
 from neurosymbolic_llm.symbolic.problem_types import PROBLEM_TYPES
+
+
+def step_keys(option_name: str):
+    """A check that every key of a {step or epoch: factor} schedule is a step, >= 0."""
+    def check(schedule: dict) -> None:
+        bad = [k for k in schedule if k < 0]
+        if bad:
+            raise ConfigError(f"option {option_name}: step {bad[0]} must be at least 0 (keys are steps or epochs)")
+    return check
 
 
 # ----------------------------------------------------------------------------- stages 1 and 2
 @dataclass
 class GatherOptions:
     """stage 1: gathering hidden states"""
-    n_samples: int = option(0, "prompts per forward pass (default 0: sized for the device, 64 on cuda, 16 on cpu)")
-    train_data_rounds: int = option(20000, "random training problems when no training CSV is given")
-    val_data_rounds: int = option(200, "random validation problems when no validation CSV is given")
-    testing_data_rounds: int = option(2000, "random test problems when no test CSV is given")
-    layer_numbers: list[int] = option([], "residual layers to record, 0..n_layers (default: all)")
-    save_frequency: int = option(1000, "rows per shard of gathered data (the unit of resuming)")
+    n_samples: int = option(0, "prompts per forward pass (default 0: sized for the device, 64 on cuda, 16 on cpu)", low=0)
+    train_data_rounds: int = option(20000, "random training problems when no training CSV is given", low=1)
+    val_data_rounds: int = option(200, "random validation problems when no validation CSV is given", low=1)
+    testing_data_rounds: int = option(2000, "random test problems when no test CSV is given", low=1)
+    layer_numbers: list[int] = option([], "residual layers to record, 0..n_layers (default: all)", low=0)
+    save_frequency: int = option(1000, "rows per shard of gathered data (the unit of resuming)", low=1)
     gathered_data_dir: str = option("", "folder of the gathered data (default: <programs_dir>/gathered_data_<run_name>)")
-    few_shot_seed: int = option(-1, "seed of the few-shot examples of each prompt (default -1: --seed)")
+    few_shot_seed: int = option(-1, "seed of the few-shot examples of each prompt (default -1: --seed)", low=-1,
+                                high=SEED_MAX)
 
 
 @dataclass
 class EncoderTrainingOptions:
     """stage 2: training encoders and decoders"""
-    training_epochs: int = option(1000, "encoder training epochs")
-    decoding_epochs: int = option(1000, "decoder training epochs")
-    learning_rate: float = option(1e-3, "Adam learning rate of the encoders")
-    decoder_learning_rate: float = option(0.0, "Adam learning rate of the decoders (default 0: --learning_rate)")
-    batch_size: int = option(512, "rows per optimiser step")
+    training_epochs: int = option(1000, "encoder training epochs", low=0)
+    decoding_epochs: int = option(1000, "decoder training epochs", low=0)
+    learning_rate: float = option(1e-3, "Adam learning rate of the encoders", above=0)
+    decoder_learning_rate: float = option(0.0, "Adam learning rate of the decoders (default 0: --learning_rate)", low=0)
+    batch_size: int = option(512, "rows per optimiser step", low=1)
     encoder_lr_schedule: dict[int, float] = option({50: 0.5, 100: 0.5, 250: 0.1, 500: 0.4},
-                                                   "{epoch: multiplier} applied to the encoder learning rate")
+                                                   "{epoch: multiplier} applied to the encoder learning rate",
+                                                   above=0, check=step_keys("encoder_lr_schedule"))
     decoder_lr_schedule: dict[int, float] = option({10: 0.1, 25: 0.5, 100: 0.5, 250: 0.4},
-                                                   "{epoch: multiplier} applied to the decoder learning rate")
+                                                   "{epoch: multiplier} applied to the decoder learning rate",
+                                                   above=0, check=step_keys("decoder_lr_schedule"))
     map_init: str = option("least_squares", "initial maps: ridge least squares or PyTorch's random init",
                            choices=["least_squares", "random"])
-    ridge: float = option(1e-4, "ridge of the least-squares init, relative to the mean input energy")
-    patience: int = option(100, "stop a training early when no layer's validation RMSE improved by 0.1 percent for this many epochs (0: never; default 100)")
+    ridge: float = option(1e-4, "ridge of the least-squares init, relative to the mean input energy", low=0)
+    patience: int = option(100, "stop early after this many epochs without a 0.1 percent better validation RMSE in any layer "
+                                "(0: never; default 100)", low=0)
     weight_dtype: str = option("float32", "dtype of the trained weights (master copy and Adam state)",
                                choices=["float32", "float64"])
 
@@ -59,6 +74,11 @@ class TrainEncodersConfig(GatherOptions, EncoderTrainingOptions, ModelOptions, S
 
     config_section: ClassVar[str] = "train_encoders_and_decoders"
     generate_data: bool = option(True, "1: stage 1, gather hidden states; 0: stage 2, train encoders and decoders")
+
+    def validate(self) -> None:
+        if self.complexity + 1 > self.max_digits:
+            raise ConfigError(f"option complexity {self.complexity}: operands of up to {self.complexity + 1} digits do "
+                              f"not fit --max_digits {self.max_digits}")
 
 
 @dataclass
@@ -77,22 +97,32 @@ LR_DECAY_DEFAULT = {100: 0.5, 500: 0.5, 1000: 0.4, 2000: 0.1, 4000: 0.5, 6000: 0
 @dataclass
 class FineTuneOptions:
     """stage 3: the stage-2 maps and the training"""
-    encoder_path: str = option("", "stage-2 encoder file, Programs/models/encoders_<run>.pth (no default; needed by the neurosymbolic model, the stage-2 adapter and the gate statistics)")
-    decoder_path: str = option("", "stage-2 decoder file (no default); the fine-tuned one is saved beside it as <stem>_post_fine_tuning_<run>.pth")
-    decoder_init: str = option("file", "where the decoders start: file (the maps of --decoder_path) or zero (zero maps instead of stage 2's, so the first write is the convex merge's s·h; the decoding layers need not be in the file, nor gathered in stage 1). A fine-tuned decoder file (written by stage 3) is always used as it is", choices=("file", "zero"))
-    allow_other_weights: bool = option(False, "use encoder/decoder maps made on a model of the same architecture but other weights (a quantized or fine-tuned copy of the model they were trained on; the same weights in another format or float dtype are accepted without it), or map files of an older version whose fingerprint cannot be compared")
-    num_steps: int = option(1000, "optimizer steps per epoch with random problems (with a training CSV: ceil(rows / samples per step))")
-    num_epochs: int = option(1, "passes over the training data (0: no training, evaluate the given maps as they are)")
-    n_samples: int = option(8, "micro-batch: prompts per forward in training")
-    inference_to_backprop_ratio: int = option(1, "micro-batches per optimizer step (samples per step = n_samples x this)")
-    prefix_split: bool = option(True, "methods acting only from the last prompt token on run the prompt before it once without gradients (same loss and gradients; which is faster depends on the batch: benchmarks/bench_paper_e2e.py --train_sweep)")
-    learning_rate: float = option(1e-3, "Adam learning rate of the decoder (and skip / RMSNorm / adapter)")
-    lr_decay: dict[int, float] = option(LR_DECAY_DEFAULT, "learning-rate multipliers {optimizer step: factor}, cumulative")
-    cache_prompt_prefixes: bool = option(False, "keep what later epochs would compute again in memory after a training row's first forward (the neurosymbolic decoder and the adapter, which change nothing before the last prompt token): the prompt's keys and values of the layers from the first trained one (the decoding layer; the adapter's encoding layer) and the residual entering that layer, so later epochs run only those layers over the last prompt token and the answer; same loss and gradients (memory per row: trained layers x 2 x KV width x prompt length)")
-    validation_interval: int = option(1, "validate after every k-th epoch and after the last (0: never)")
-    training_rows: int = option(0, "use the first this many rows of the training CSV (0: all)")
-    validation_rows: int = option(200, "validation problems (random mode) / at most this many rows of the validation CSV (0: all; default 200)")
-    checkpoint_every: int = option(100, "optimizer steps between saves of the training state (results/<run>/training_state.pt; also saved at the end and on Ctrl-C/SIGTERM; 0: only then). A rerun with the same --run_name resumes from it")
+    encoder_path: str = option("", "stage-2 encoder file, Programs/models/encoders_<run>.pth (no default; see docs/RUNNING.md)")
+    decoder_path: str = option("", "stage-2 decoder file (no default); the fine-tuned one is saved beside it")
+    decoder_init: str = option("file", "where the decoders start: file (--decoder_path's maps) or zero (docs/RUNNING.md)",
+                               choices=("file", "zero"))
+    allow_other_weights: bool = option(False, "use maps made on other weights of the same architecture (a quantized copy; "
+                                              "docs/RUNNING.md)")
+    num_steps: int = option(1000, "optimizer steps per epoch with random problems (with a training CSV: ceil(rows / "
+                                  "samples per step))", low=1)
+    num_epochs: int = option(1, "passes over the training data (0: no training, evaluate the given maps as they are)",
+                            low=0)
+    n_samples: int = option(8, "micro-batch: prompts per forward in training", low=1)
+    inference_to_backprop_ratio: int = option(1, "micro-batches per optimizer step (samples per step = n_samples x this)",
+                                              low=1)
+    prefix_split: bool = option(True, "run the prompt before its last token once without gradients (same gradients; "
+                                      "docs/RUNNING.md)")
+    learning_rate: float = option(1e-3, "Adam learning rate of the decoder (and skip / RMSNorm / adapter)", above=0)
+    lr_decay: dict[int, float] = option(LR_DECAY_DEFAULT, "learning-rate multipliers {optimizer step: factor}, cumulative",
+                                        above=0, check=step_keys("lr_decay"))
+    cache_prompt_prefixes: bool = option(False, "keep the prompts' keys and values after the first epoch in memory "
+                                                "(same gradients; docs/RUNNING.md)")
+    validation_interval: int = option(1, "validate after every k-th epoch and after the last (0: never)", low=0)
+    training_rows: int = option(0, "use the first this many rows of the training CSV (0: all)", low=0)
+    validation_rows: int = option(200, "validation problems (random) / at most this many validation CSV rows (0: all; "
+                                       "default 200)", low=0)
+    checkpoint_every: int = option(100, "optimizer steps between saves of the training state (0: only at the end and "
+                                        "on Ctrl-C; default 100)", low=0)
     restart: bool = option(False, "ignore a saved training state of this run and train from step 0 (it is replaced)")
 
 
@@ -102,18 +132,23 @@ MERGES = ("convex", "add", "add_rmsnorm")
 @dataclass
 class InterventionOptions:
     """stage 3: the neurosymbolic intervention (also the adapter's place)"""
-    symbolic_encoding_layer: int | str = option(17, "residual index read by the encoder (input of that block; 0 = embeddings), or auto: the layer whose stage-2 encoder decoded the most validation questions (x, y and type), among those not after the first decoding layer; the chosen layer is recorded in the run's config")
-    symbolic_decoding_layers: list[int] = option([17], "residual indices written by the decoder(s) (each >= the encoding layer)")
+    symbolic_encoding_layer: int | str = option(17, "residual index read by the encoder (0 = embeddings), or auto: the "
+                                                    "best stage-2 layer on validation", low=0)
+    symbolic_decoding_layers: list[int] = option([17], "residual indices written by the decoder(s) (each >= the encoding "
+                                                       "layer)", low=0)
     problem_score_threshold: float = option(0.8, "gate: intervene iff the best problem-type score exceeds this")
-    problem_score_max: float = option(math.inf, "gate: and is below this (inf: the paper's one-sided gate). A score far above 1 comes from a state unlike the encoder's training prompts (e.g. a non-math prompt); choose it on validation prompts with Programs/gate_statistics.py")
-    merge: str = option("convex", "how the decoded vector meets the residual: convex ((1-s)·dec + s·h), add (dec + h), add_rmsnorm (RMSNorm(dec + h), trainable)", choices=MERGES)
+    problem_score_max: float = option(math.inf, "gate: and is below this (inf: the paper's one-sided gate; choose it "
+                                                "with gate-statistics)")
+    merge: str = option("convex", "how the decoded vector meets the residual: convex ((1-s)·dec + s·h), add, add_rmsnorm",
+                        choices=MERGES)
     rms_layer: bool = option(False, "alias of --merge add_rmsnorm (the original's flag)")
-    starting_skip_strength: float = option(0.5, "s of the convex merge (weight of the original state)")
+    starting_skip_strength: float = option(0.5, "s of the convex merge (weight of the original state)", low=0, high=1)
     trainable_skip: bool = option(False, "train s (convex merge) together with the decoder")
     static_encoding: bool = option(True, "reuse the answer vector of the last prompt position at later written positions")
     multi_token_intervention: bool = option(False, "also write every position after the last prompt position (generated / answer positions)")
     simulate_perfect_encoder: bool = option(False, "feed the true operands and type to the solver (the gate still uses the encoder)")
-    encode_counter: bool = option(False, "with --multi_token_intervention: add the counter x^t to the answer vector written at the t-th position after the last prompt position (t = 1, 2, ...; nothing at t = 0), so the decoder can tell the tokens of a multi-token answer apart")
+    encode_counter: bool = option(False, "with --multi_token_intervention: add the counter x^t to the answer vector "
+                                         "written t positions on (docs/RUNNING.md)")
 
     def merge_mode(self) -> str:
         return "add_rmsnorm" if self.rms_layer else self.merge
@@ -123,6 +158,8 @@ class InterventionOptions:
         if isinstance(self.symbolic_encoding_layer, str) and self.symbolic_encoding_layer != "auto":
             raise ConfigError(f"--symbolic_encoding_layer {self.symbolic_encoding_layer!r}: expected a layer "
                               f"number or auto")
+        if not self.symbolic_decoding_layers:
+            raise ConfigError("--symbolic_decoding_layers is empty: give at least one residual layer to write")
         if not self.problem_score_max > self.problem_score_threshold:
             raise ConfigError(f"--problem_score_max {self.problem_score_max} must exceed --problem_score_threshold "
                               f"{self.problem_score_threshold}: the gate would never open")
@@ -152,13 +189,19 @@ class InterventionOptions:
 @dataclass
 class EvaluationOptions:
     """stage 3: evaluation"""
-    test_baseline: int = option(0, "0: the neurosymbolic model only; 1: also the plain model on the same rows; 2: the plain model only (no training)", choices=(0, 1, 2))
-    testing_num_steps: int = option(100, "random test problems per type = testing_num_steps x testing_n_samples (without a test CSV; a test CSV is evaluated whole)")
-    testing_n_samples: int = option(2, "see testing_num_steps (the original's test batch size)")
-    modify_question_format: bool = option(False, "ask each test question in a phrasing drawn at random per question from a pool per type (bare expressions such as '515 * 424 mod 1000', commands, noun phrases) instead of the canonical one; training, validation and the few-shot examples keep the canonical phrasing")
-    test_with_non_numerical_rep: bool = option(False, "write the numbers of each test question, of its few-shot examples and their answers in English words; the answer is read in digits or in words and gets --cot_max_new_tokens new tokens")
-    eval_batch_size: int = option(16, "prompts per forward in evaluation")
-    record_score_per_problem: int = option(2, "gate scores per question: 0 none, 1 training, 2 test (responses.csv and gate histogram), 3 both")
+    test_baseline: int = option(0, "the plain model: none (0, the neurosymbolic model only), also (1) or only (2, no "
+                                   "training)", choices=(0, 1, 2), names={"none": 0, "also": 1, "only": 2})
+    testing_num_steps: int = option(100, "random test problems per type = this x testing_n_samples (a test CSV is "
+                                         "evaluated whole)", low=0)
+    testing_n_samples: int = option(2, "see testing_num_steps (the original's test batch size)", low=1)
+    modify_question_format: bool = option(False, "ask each test question in a phrasing drawn at random from a pool per "
+                                                 "type (docs/RUNNING.md)")
+    test_with_non_numerical_rep: bool = option(False, "write the numbers of each test question and its examples in "
+                                                      "English words (docs/RUNNING.md)")
+    eval_batch_size: int = option(16, "prompts per forward in evaluation", low=1)
+    record_score_per_problem: int = option(2, "gate scores per question: none (0), train (1), test (2: responses.csv, "
+                                              "histogram) or both (3)", choices=(0, 1, 2, 3),
+                                           names={"none": 0, "train": 1, "test": 2, "both": 3})
     save_responses: bool = option(True, "write responses.csv (every evaluated question and method)")
 
 
@@ -172,14 +215,15 @@ class BaselineOptions:
     adapter_baseline: bool = option(False, "train and evaluate the paper's 'LoRA' row: an ungated Enc/Dec bottleneck at the intervention point")
     adapter_init: str = option("stage2", "adapter start: stage2 (the encoder/decoder files) or fresh (random init)", choices=("stage2", "fresh"))
     cot: bool = option(False, "evaluate chain-of-thought prompting of the plain model (no training)")
-    read_and_print: bool = option(False, "also evaluate 'read and print' (no training): the solver's answer for the encoder's reading is printed as the reply, no write-back (the plain model answers where the gate is closed)")
-    cot_max_new_tokens: int = option(1000, "new-token budget of a chain-of-thought answer")
+    read_and_print: bool = option(False, "also evaluate 'read and print': the solver's answer for the encoder's reading "
+                                         "as the reply (docs/RUNNING.md)")
+    cot_max_new_tokens: int = option(1000, "new-token budget of a chain-of-thought answer", low=1)
     test_on_unrelated_questions: bool = option(False, "gate statistics on seen math, unseen math and non-math prompts (gate_scores.csv/png)")
-    lora_rank: int = option(8, "LoRA rank r")
-    lora_alpha: float = option(16.0, "LoRA alpha (scaling alpha / r)")
-    lora_targets: list[str] = option(LORA_TARGETS, "module names LoRA wraps")
-    lora_learning_rate: float = option(1e-4, "Adam learning rate of the LoRA parameters")
-    lora_dropout: float = option(0.0, "LoRA dropout")
+    lora_rank: int = option(8, "LoRA rank r", low=1)
+    lora_alpha: float = option(16.0, "LoRA alpha (scaling alpha / r)", above=0)
+    lora_targets: list[str] = option(LORA_TARGETS, "module names LoRA wraps", choices=LORA_TARGETS)
+    lora_learning_rate: float = option(1e-4, "Adam learning rate of the LoRA parameters", above=0)
+    lora_dropout: float = option(0.0, "LoRA dropout", low=0, high=0.99)
 
 
 @dataclass
@@ -197,13 +241,8 @@ class FineTuneConfig(FineTuneOptions, InterventionOptions, EvaluationOptions, Ba
     def validate(self) -> None:
         if sum(bool(getattr(self, f)) for f in MAIN_FLAGS) > 1:
             raise ConfigError(f"choose at most one of {', '.join('--' + f for f in MAIN_FLAGS)} per run")
-        for name in ("n_samples", "inference_to_backprop_ratio", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name} must be at least 1")
-        if self.num_epochs < 0:
-            raise ConfigError("--num_epochs must be at least 0 (0: evaluate the maps as they are, no training)")
-        if self.checkpoint_every < 0:
-            raise ConfigError("--checkpoint_every must be >= 0 (0: save the training state only at the end and on Ctrl-C)")
+        if self.lora_baseline and not self.lora_targets:
+            raise ConfigError("--lora_targets is empty: name the modules LoRA wraps (wq wk wv wo w1 w2 w3)")
         self.validate_intervention()
 
     def methods(self) -> list[str]:
@@ -238,7 +277,8 @@ class FineTuneConfig(FineTuneOptions, InterventionOptions, EvaluationOptions, Ba
 @dataclass
 class SavedRunOptions:
     """a saved run: its configuration as the defaults"""
-    run: str = option("", "a run name (Programs/results/<run>/): its config_fine_tune.yaml gives the model, maps, layers and gate settings (command-line options override them), its intervention/ folder the artefact; a stage-2 run is followed to the one neurosymbolic stage-3 run that used its maps")
+    run: str = option("", "a run name: its saved config_fine_tune.yaml as the defaults and its intervention/ artefact "
+                          "(docs/RUNNING.md)")
 
 
 @dataclass
@@ -247,8 +287,9 @@ class AskOptions:
     questions: list[str] = option([], "questions to ask, each one argument (quote them)")
     questions_file: str = option("", "a text file of questions, one per line (blank lines and lines starting with # are skipped)")
     intervention: str = option("", "an intervention artefact folder (intervention.json + intervention.safetensors); default: the run's")
-    examples_type: str = option("auto", "few-shot examples of this problem type; auto: the question's own type when it is in one of the dataset's phrasings, otherwise no examples (the gate statistics' non-math prompt)")
-    max_new_tokens: int = option(0, "new tokens per answer (0: the pipeline's budget for a bare-integer answer)")
+    examples_type: str = option("auto", "few-shot examples of this problem type; auto: the question's own type when "
+                                        "it has a dataset phrasing, else none")
+    max_new_tokens: int = option(0, "new tokens per answer (0: the pipeline's budget for a bare-integer answer)", low=0)
     json: bool = option(False, "print one JSON object per question (JSON lines) instead of text (a bare flag)")
 
 
@@ -256,7 +297,14 @@ class AskOptions:
 # but not listed in --help.
 _ASK_READS = {"encoder_path", "decoder_path", "decoder_init", "allow_other_weights", "eval_batch_size", "chpt_dir",
               "tokenizer_path", "max_seq_len", "dtype", "device", "programs_dir", "seed", "complexity",
-              "limit_solution_digits", "run_name", *InterventionOptions.__dataclass_fields__}
+              "limit_solution_digits", "run_name", *InterventionOptions.__dataclass_fields__} - {"trainable_skip"}
+# The groups of stage 3 as ask, export and gate-statistics read them (no training there).
+_READ_ONLY_TITLES = {
+    "FineTuneOptions": "maps: the stage-2 encoder and decoder files",
+    "InterventionOptions": "intervention: layers, gate and merge",
+    "EvaluationOptions": "evaluation",
+    "SymbolicOptions": "symbolic: the problems' number format (the VSA engine comes from the maps)",
+    "DataOptions": "data: the validation split"}
 
 
 @dataclass
@@ -264,8 +312,9 @@ class AskConfig(AskOptions, SavedRunOptions, FineTuneConfig):
     """ask a trained intervention questions"""
     positional_options: ClassVar[tuple] = ("questions",)
     flag_options: ClassVar[tuple] = ("json",)
-    unused_options: ClassVar[tuple] = tuple(n for n in FineTuneConfig.__dataclass_fields__ if n not in _ASK_READS)
+    unused_options: ClassVar[tuple] = tuple(f.name for f in dataclasses.fields(FineTuneConfig) if f.name not in _ASK_READS)
     unused_reason: ClassVar[str] = "ask reads the model, the maps or artefact and the intervention's settings only"
+    group_titles: ClassVar[dict] = _READ_ONLY_TITLES
 
     def validate(self) -> None:
         self.validate_intervention()
@@ -282,8 +331,36 @@ class ExportOptions:
 @dataclass
 class ExportConfig(ExportOptions, SavedRunOptions, FineTuneConfig):
     """export a run's trained intervention as one artefact"""
-    unused_options: ClassVar[tuple] = AskConfig.unused_options
+    unused_options: ClassVar[tuple] = AskConfig.unused_options + ("eval_batch_size", "max_seq_len", "dtype", "device")
     unused_reason: ClassVar[str] = "export reads the maps and the intervention's settings only"
+    group_titles: ClassVar[dict] = _READ_ONLY_TITLES
 
     def validate(self) -> None:
         self.validate_intervention()
+
+
+# ----------------------------------------------------------------------------- gate-statistics
+# What gate-statistics reads (stages/gate_statistics.py: the model, the maps, the validation split,
+# the layers and the gate's bounds); stage 3's other options are accepted but not listed.
+_GATE_READS = {"run_name", "programs_dir", "seed", "device", *ModelOptions.__dataclass_fields__, "complexity",
+               "limit_solution_digits", "val_data_df_path", "training_data_df_path", "problem_type", "x_gt_y",
+               "encoder_path", "decoder_path", "decoder_init", "allow_other_weights", "validation_rows",
+               "symbolic_encoding_layer", "symbolic_decoding_layers", "problem_score_threshold", "problem_score_max",
+               "eval_batch_size"}
+
+
+@dataclass
+class GateStatisticsConfig(FineTuneConfig):
+    """gate scores on the validation split"""
+    unused_options: ClassVar[tuple] = tuple(f.name for f in dataclasses.fields(FineTuneConfig)
+                                        if f.name not in _GATE_READS)
+    unused_reason: ClassVar[str] = "gate-statistics scores validation prompts with the stage-2 encoder; it trains nothing"
+    group_titles: ClassVar[dict] = {**_READ_ONLY_TITLES, "FineTuneOptions": "maps: the stage-2 files (and the validation rows)",
+                                    "InterventionOptions": "intervention: the layers and the gate's bounds",
+                                    "DataOptions": "data: the validation split (and the seen types)"}
+
+
+# Every command's schema: an option of any of them is known to all (config_files.py), and the
+# schema that saved each stage's config_<stage>.yaml (pipeline/tracking.py).
+register_schemas((TrainEncodersConfig, GatherConfig, FineTuneConfig, GateStatisticsConfig, AskConfig, ExportConfig),
+                 {"gather": TrainEncodersConfig, "encoders": TrainEncodersConfig, "fine_tune": FineTuneConfig})

@@ -9,10 +9,14 @@ declaration come the default, the type check, the `--name` CLI flag and its help
 Options are grouped by concern (run, model, symbolic, data, and each stage's own), one dataclass per
 group; an entry's schema inherits the groups it reads, so a shared option is never declared twice,
 and `--help` prints one section per group (titled by the group's docstring). A YAML preset may
-serve several entry points (e.g. demo/demo.yaml for all stages): top-level keys are options of
-every entry that reads the file, and a mapping named after an entry's section (its script name, e.g.
-`fine_tune_decoders:`) holds options for that entry only, overriding the top level. Any other key
-is an error, so typos do not pass silently.
+serve every entry point (e.g. demo/demo.yaml): top-level keys are options of every entry that reads
+the file, a mapping named after an entry's section (e.g. `fine_tune_decoders:`) holds options for
+that entry only, and the options of other entries, or of the stage that saved the file, are ignored
+with a note; any other key is an error, so typos do not pass silently (config_files.py).
+
+Every value is checked while parsing, before any model loads: its type (a YAML boolean only where a
+bool is expected), `choices`, the bounds `low`/`high`/`above` of `option(...)` and its `check`. An
+option may have `aliases` (other flag and YAML names) and `names` (readable words for its values).
 
 A schema may list `unused_options` (with `unused_reason`): options of a group it inherits that
 this entry does not read (stage 3 takes its VSA engine from the map files, for one). They are accepted, so shared presets
@@ -26,7 +30,9 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import importlib.util
 import math
+import os
 import sys
 import types
 import typing
@@ -37,6 +43,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from neurosymbolic_llm.pipeline import paths
+from neurosymbolic_llm.pipeline.config_files import load_yaml, read_yaml
 from neurosymbolic_llm.pipeline.errors import ConfigError, echo
 from neurosymbolic_llm.symbolic.problem_types import PROBLEM_TYPES
 
@@ -47,15 +54,25 @@ TRAINED_TYPES_DEFAULT = [p for p in PROBLEM_TYPES if p not in UNSEEN_TYPES_DEFAU
 
 
 def option(default: Any, help: str, *, choices: Optional[Sequence[Any]] = None,
-           check: Optional[typing.Callable[[Any], None]] = None) -> Any:
-    """Declare one option: its default and its help text (the type comes from the annotation).
+           check: Optional[typing.Callable[[Any], None]] = None, low: Optional[float] = None,
+           high: Optional[float] = None, above: Optional[float] = None, aliases: Sequence[str] = (),
+           names: Optional[dict[str, Any]] = None) -> Any:
+    """Declare one option: its default and its one-line help text (the type comes from the annotation).
 
-    `check(value)` raises ConfigError for a value the type allows but the option does not (the run
-    name). `--help` appends "(default: ...)" unless the help text already says what the default means."""
-    meta = {"help": help, "choices": choices, "check": check}
+    Checked while parsing, before any model loads: `choices` (of each item of a list option),
+    `low <= value <= high` and `value > above` (of each item of a list, each key and value of a
+    mapping), and `check(value)`, which raises ConfigError for a value the type allows but the
+    option does not (the run name). `aliases` are other names of the option (flags and YAML keys),
+    `names` readable words for its values ({"only": 2}: `--test_baseline only` is 2).
+    `--help` appends "(default: ...)" unless the help text already says what the default means."""
+    meta = {"help": help, "choices": choices, "check": check, "low": low, "high": high, "above": above,
+            "aliases": tuple(aliases), "names": dict(names or {})}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit
 
 
 def check_run_name(name: str) -> None:
@@ -74,53 +91,77 @@ def known_types(option_name: str) -> typing.Callable[[Any], None]:
     return check
 
 
+def _wandb_logged_in() -> bool:
+    """The login test of pipeline/tracking.py's wandb mode (an API key, or a netrc entry)."""
+    netrc = Path.home() / ".netrc"
+    return bool(os.environ.get("WANDB_API_KEY")) or netrc.is_file() and "api.wandb.ai" in netrc.read_text()
+
+
+def check_wandb(on: bool) -> None:
+    """--log_wandb 1: wandb installed, and a login when WANDB_MODE asks for online logging (before any
+    model loads; wandb.init would fail only after it)."""
+    mode = os.environ.get("WANDB_MODE", "")
+    if not on or mode == "disabled":
+        return
+    if importlib.util.find_spec("wandb") is None:
+        raise ConfigError("option log_wandb: wandb is not installed (pip install wandb), or run with --log_wandb 0")
+    if mode not in ("", "online", "offline", "dryrun"):
+        raise ConfigError(f"option log_wandb: WANDB_MODE={echo(mode)} is none of online, offline, disabled")
+    if mode == "online" and not _wandb_logged_in():
+        raise ConfigError("option log_wandb: WANDB_MODE=online needs a wandb login (wandb login, or WANDB_API_KEY); "
+                          "unset WANDB_MODE to log offline")
+
+
 # ----------------------------------------------------------------------------- shared groups
 @dataclass
 class RunOptions:
     """run: name, outputs, logging, seed and device"""
-    run_name: str = option("", "name of the run; output folders and files are named after it: letters, digits "
-                               "and ._- only (default: today's date)", check=check_run_name)
-    log_wandb: bool = option(False, "log to Weights & Biases (online when logged in, offline otherwise): 0|1|true|false")
-    wandb_project: str = option("", "wandb project (default: 'Symbolic LLM', one project for every stage, so that "
-                                    "the stages of one run name form one wandb group)")
-    wandb_group: str = option("", "wandb group of this run (default: the run name); one group for the runs of one "
-                                  "experiment (e.g. R, R_lora, R_cot) makes it one line on the project page")
+    run_name: str = option("", "name of the run and its outputs: letters, digits and ._- only (default: today's date)",
+                           check=check_run_name)
+    log_wandb: bool = option(False, "log to Weights & Biases (online when logged in, offline otherwise): 0|1|true|false",
+                             check=check_wandb)
+    wandb_project: str = option("", "wandb project (default: 'Symbolic LLM', one project for every stage)")
+    wandb_group: str = option("", "wandb group of this run (default: the run name; docs/RUNNING.md)")
     programs_dir: str = option("", "root for models/, results/ and gathered_data_*/ (default: the Programs folder)")
-    seed: int = option(42, "seed for data order, few-shot examples and initialisation")
+    seed: int = option(42, "seed for data order, few-shot examples and initialisation", low=0, high=SEED_MAX)
     device: str = option("", "cpu or cuda (default: cuda when available)")
 
 
 @dataclass
 class ModelOptions:
     """model: the Llama checkpoint and how it runs"""
-    chpt_dir: str = option("~/.llama/checkpoints/Llama3.1-8B-Instruct", "the model: a Meta folder (params.json, consolidated.*.pth), a Hugging Face folder (config.json, *.safetensors, tokenizer.json) or a .gguf file")
-    tokenizer_path: str = option("", "Meta folders only: tokenizer.model (default: <chpt_dir>/tokenizer.model, else the one in llama_models)")
-    max_seq_len: int = option(2048, "longest prompt plus answer the model must hold")
-    model_parallel_size: int = option(0, "model-parallel ranks per model under torchrun (default 0: the number of .pth shards)")
+    chpt_dir: str = option("~/.llama/checkpoints/Llama3.1-8B-Instruct", "the model: a Meta folder, a Hugging Face "
+                           "folder or a .gguf file (docs/RUNNING.md)", aliases=("ckpt_dir",))
+    tokenizer_path: str = option("", "Meta folders only: tokenizer.model (default: <chpt_dir>/tokenizer.model, else "
+                                     "the one in llama_models)")
+    max_seq_len: int = option(2048, "longest prompt plus answer the model must hold", low=1)
+    model_parallel_size: int = option(0, "model-parallel ranks per model under torchrun (default 0: the number of .pth "
+                                         "shards)", low=0)
     dtype: str = option("", "float32, bfloat16 or float16 (default: bf16 on cuda, float32 on cpu)")
 
 
 @dataclass
 class SymbolicOptions:
     """symbolic: the VSA engine and the problems' number format"""
-    VSA_dim: int = option(2048, "dimension of the vector-symbolic code")
-    max_digits: int = option(10, "digit positions of every encoded number (leading zeros included)")
-    vsa_seed: int = option(4, "seed of the VSA codebook")
+    VSA_dim: int = option(2048, "dimension of the vector-symbolic code", low=8, high=2**20, aliases=("vsa_dim",))
+    max_digits: int = option(10, "digit positions of every encoded number (leading zeros included)", low=1, high=18)
+    vsa_seed: int = option(4, "seed of the VSA codebook", low=0, high=SEED_MAX)
     possible_problems: list[str] = option(list(PROBLEM_TYPES), "problem types the engine knows (order fixes their atoms)")
-    complexity: int = option(2, "operands have at most complexity+1 digits")
+    complexity: int = option(2, "operands have at most complexity+1 digits", low=0, high=17)  # 10^18 fits int64
     limit_solution_digits: bool = option(True, "reduce multiplication and lcm answers mod 10^(complexity+1)")
 
 
 @dataclass
 class DataOptions:
     """data: the three splits (CSV files, or random problems)"""
-    training_data_df_path: str = option("", "training CSV (problem_type,x,y,question,solution) (default: none, random problems)")
-    val_data_df_path: str = option("", "validation CSV (default: none, random problems)")
-    testing_data_df_path: str = option("", "test CSV (default: none, random problems)")
-    problem_type: list[str] = option(TRAINED_TYPES_DEFAULT, "problem types seen in training (random problems are drawn from them)",
-                                     check=known_types("problem_type"))
+    training_data_df_path: str = option("", "training CSV (problem_type,x,y,question,solution) (default: none, random "
+                                            "problems)", aliases=("train_csv",))
+    val_data_df_path: str = option("", "validation CSV (default: none, random problems)", aliases=("val_csv",))
+    testing_data_df_path: str = option("", "test CSV (default: none, random problems)", aliases=("test_csv",))
+    problem_type: list[str] = option(TRAINED_TYPES_DEFAULT, "problem types seen in training (random problems are drawn "
+                                     "from them)", check=known_types("problem_type"), aliases=("train_types",))
     testing_problems: list[str] = option(list(PROBLEM_TYPES), "problem types evaluated on the test split",
-                                          check=known_types("testing_problems"))
+                                          check=known_types("testing_problems"), aliases=("test_types",))
     x_gt_y: bool = option(True, "random problems have x > y")
 
 
@@ -148,9 +189,12 @@ def _coerce(name: str, tp: Any, value: Any, source: str, default: Any = None) ->
 
     Floats must be finite (NaN or inf in a learning rate or a ridge only ends in NaN weights),
     except that an option whose `default` is infinite (a limit that is off) takes inf too."""
+    optional = _unwrap_optional(tp) is not tp
     tp = _unwrap_optional(tp)
     if value is None:
-        return None
+        if optional:
+            return None
+        raise ConfigError(f"{source}: option {name!r}: no value (expected {_type_name(tp)})")
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):  # e.g. int | str: the first type that reads the value
         alternatives = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -162,12 +206,17 @@ def _coerce(name: str, tp: Any, value: Any, source: str, default: Any = None) ->
         raise ConfigError(f"{source}: option {name!r}: cannot read {echo(value)} as {_type_name(tp)}")
     try:
         if tp is bool:
+            if not isinstance(value, (bool, int, str)) or isinstance(value, float):
+                raise ValueError(f"expected 0|1|true|false, got a {type(value).__name__}")
             return value if isinstance(value, bool) else parse_bool(value)
         if tp in (int, float, str):
+            if isinstance(value, bool):  # YAML reads an unquoted yes/no/on/off/true/false as a boolean
+                raise ValueError(f"a boolean where {'a string' if tp is str else 'a number'} is expected; "
+                                 f"YAML reads unquoted yes/no/on/off/true/false as booleans")
+            if not isinstance(value, (int, float, str)):
+                raise ValueError(f"a {type(value).__name__} where {'a string' if tp is str else 'a number'} is expected")
             if tp is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError("not an integer")
-            if tp is int and isinstance(value, bool):
-                raise ValueError("a boolean is not an integer")
             out = tp(value)
             no_limit = isinstance(default, float) and math.isinf(default)  # inf means "off" here
             if tp is float and not math.isfinite(out) and not (math.isinf(out) and no_limit):
@@ -178,14 +227,15 @@ def _coerce(name: str, tp: Any, value: Any, source: str, default: Any = None) ->
             (item,) = typing.get_args(tp)
             if isinstance(value, str):
                 text = value.strip()
-                value = load_yaml(text, source) if text.startswith("[") else [v for v in text.replace(",", " ").split()]
+                value = (load_yaml(text, f"{source}: option {name!r}") if text.startswith("[")
+                         else text.replace(",", " ").split())
             if not isinstance(value, (list, tuple)):
                 value = [value]
             return [_coerce(name, item, v, source) for v in value]
         if origin is dict:
             key_t, val_t = typing.get_args(tp)
             if isinstance(value, str):
-                value = load_yaml(value, source) or {}
+                value = load_yaml(value, f"{source}: option {name!r}") or {}
             if not isinstance(value, dict):
                 raise ValueError("expected a mapping")
             return {_coerce(name, key_t, k, source): _coerce(name, val_t, v, source) for k, v in value.items()}
@@ -208,68 +258,6 @@ def _fields(schema: type) -> dict[str, dataclasses.Field]:
         f.type = hints[f.name]
         out[f.name] = f
     return out
-
-
-# A config holds tens of values; anchors and aliases may share a few, but a document whose values,
-# written out, would be millions of nodes ("billion laughs": a few hundred bytes of nested aliases)
-# is refused before anything prints or copies it.
-YAML_NODE_LIMIT = 100_000
-
-
-def load_yaml(text: str, source: str) -> Any:
-    """yaml.safe_load, refusing a document whose aliases expand to more than YAML_NODE_LIMIT nodes."""
-    try:
-        data = yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: an integer of > 4300 digits
-        raise ConfigError(f"{source}: not valid YAML ({echo(' '.join(str(exc).split()), 300, quote=False)})") from None
-    budget = [YAML_NODE_LIMIT]
-
-    def count(node: Any) -> None:  # counts every node as written out, shared ones each time they appear
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise ConfigError(f"{source}: its aliases expand to more than {YAML_NODE_LIMIT} values "
-                              f"(a YAML alias bomb?); write the values out instead")
-        if isinstance(node, dict):
-            for k, v in node.items():
-                count(k)
-                count(v)
-        elif isinstance(node, (list, tuple)):
-            for v in node:
-                count(v)
-
-    count(data)
-    return data
-
-
-def read_yaml(path: str | Path, schema: type) -> dict[str, Any]:
-    """Option values for `schema` from a YAML file: top-level options, then the schema's section."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
-                          f"save the config file as UTF-8") from None
-    data = load_yaml(text, str(path)) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of option names to values at the top level")
-    fields, section = _fields(schema), schema.config_section
-    values, unknown = {}, []
-    for key, val in data.items():
-        if not isinstance(key, str):
-            unknown.append(echo(str(key), 40, quote=False))
-        elif key in fields:
-            values[key] = val
-        elif not isinstance(val, dict):  # a mapping that is no option is another entry's section
-            unknown.append(echo(key, 40, quote=False))
-    section_values = data.get(section) or {}
-    if not isinstance(section_values, dict):
-        raise ConfigError(f"{path}: section {section!r} must be a mapping of option names to values")
-    unknown += [f"{section}.{echo(str(k), 40, quote=False)}" for k in section_values if k not in fields]
-    if unknown:
-        raise ConfigError(f"{path}: unknown option(s) for {section}: {echo(', '.join(unknown), 300, quote=False)}")
-    return {**values, **section_values}
 
 
 def groups(schema: type) -> list[tuple[str, list[str]]]:
@@ -302,6 +290,10 @@ def _help(f: dataclasses.Field) -> str:
     return f"{text} (default: {_default(f)!r})"
 
 
+def _flags(f: dataclasses.Field) -> list[str]:
+    return [f"--{f.name}", *(f"--{a}" for a in f.metadata.get("aliases", ()))]
+
+
 def build_parser(schema: type, description: str = "") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description or schema.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -317,37 +309,73 @@ def build_parser(schema: type, description: str = "") -> argparse.ArgumentParser
                 continue
             f = fields[name]
             if name in getattr(schema, "flag_options", ()):  # a bool given as a bare --name
-                group.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, action="store_const",
+                group.add_argument(*_flags(f), dest=name, default=argparse.SUPPRESS, action="store_const",
                                    const=True, help=_help(f))
                 continue
-            group.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS,
-                               metavar=_type_name(_unwrap_optional(f.type)).upper(), help=_help(f))
+            metavar = "|".join(f.metadata.get("names") or ()) or _type_name(_unwrap_optional(f.type)).upper()
+            group.add_argument(*_flags(f), dest=name, default=argparse.SUPPRESS, metavar=metavar, help=_help(f))
     for name in getattr(schema, "unused_options", ()):
-        parser.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        parser.add_argument(*_flags(fields[name]), dest=name, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
+def _read(f: dataclasses.Field, value: Any, source: str) -> Any:
+    """A YAML or CLI value of option `f` in its schema type (a readable name of a value first)."""
+    names = f.metadata.get("names") or {}
+    if isinstance(value, str) and value.strip().lower() in names:
+        value = names[value.strip().lower()]
+    return _coerce(f.name, f.type, value, source, _default(f))
+
+
+def _num(v: float) -> str:
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
+def _range_text(low: Any, high: Any, above: Any) -> str:
+    if low is not None and high is not None:
+        return f"from {_num(low)} to {_num(high)}"
+    parts = ([f"above {_num(above)}"] if above is not None else []) + ([f"at least {_num(low)}"] if low is not None else [])
+    return " and ".join(parts + ([f"at most {_num(high)}"] if high is not None else []))
+
+
+def check_value(f: dataclasses.Field, value: Any, source: str) -> None:
+    """`f`'s choices and bounds (option(...)) on `value`: each item of a list, each value of a mapping."""
+    meta = f.metadata
+    items = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    choices, low, high, above = meta.get("choices"), meta.get("low"), meta.get("high"), meta.get("above")
+    for v in items:
+        if choices is not None and v not in choices:
+            named = f" (or {'|'.join(meta['names'])})" if meta.get("names") else ""
+            raise ConfigError(f"{source}: option {f.name!r}: {echo(v)} is not one of "
+                              f"{'|'.join(map(str, choices))}{named}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if (low is not None and v < low) or (high is not None and v > high) or (above is not None and not v > above):
+            raise ConfigError(f"{source}: option {f.name} must be {_range_text(low, high, above)} (got {_num(v)})")
+
+
 def parse_config(schema: type, argv: Optional[Sequence[str]] = None, description: str = ""):
-    """Resolve an entry point's configuration: schema defaults < --config YAML < CLI flags."""
+    """Resolve an entry point's configuration: schema defaults < --config YAML < CLI flags. Every
+    value is checked against its option's type, choices and bounds here, before any model loads."""
     parser = build_parser(schema, description)
     ns = vars(parser.parse_args(argv))
     config_path = ns.pop("config")
     fields = _fields(schema)
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     if config_path:
         for key, val in read_yaml(config_path, schema).items():
-            values[key] = _coerce(key, fields[key].type, val, str(config_path), _default(fields[key]))
+            values[key], sources[key] = _read(fields[key], val, str(config_path)), str(config_path)
     unused = [k for k in ns if k in getattr(schema, "unused_options", ())]
     if unused:
         print(f"note: {', '.join('--' + k for k in unused)} {'has' if len(unused) == 1 else 'have'} no effect "
               f"here: {schema.unused_reason}", file=sys.stderr)
     for key, val in ns.items():
-        values[key] = _coerce(key, fields[key].type, val, "command line", _default(fields[key]))
+        values[key], sources[key] = _read(fields[key], val, "command line"), "command line"
+    for key, val in values.items():
+        check_value(fields[key], val, sources[key])
     cfg = schema(**values)
     for name, f in fields.items():
-        choices = f.metadata.get("choices")
-        if choices is not None and getattr(cfg, name) not in choices:
-            raise ConfigError(f"option {name!r}: {echo(getattr(cfg, name))} is not one of {list(choices)}")
         if f.metadata.get("check") is not None:
             f.metadata["check"](getattr(cfg, name))
     if hasattr(cfg, "validate"):

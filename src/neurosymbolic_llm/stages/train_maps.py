@@ -242,8 +242,11 @@ def best_layer_line(table: pd.DataFrame) -> tuple[Optional[int], str]:
     layer = best_encoding_layer(val, max(val))
     test = table[(table["split"] == "test") & (table["seen"] == "seen") & (table["layer"] == layer)]
     beside = f"; test split: {test['all_accuracy'].iloc[0]:.2f}" if len(test) else ""
-    return layer, (f"best layer on validation: {layer} (seen types, x, y and type all decoded: "
-                   f"{val[layer]:.2f}{beside})")
+    line = f"best layer on validation: {layer} (seen types, x, y and type all decoded: {val[layer]:.2f}{beside})"
+    if val[layer] <= 0:  # exact x and y by chance is about 10^-(2 x operand digits): zero is chance level
+        line += ("\nwarning: stage 2 reads nothing on validation: no layer decoded any seen-type validation question "
+                 "(x, y and type), so stage 3 would write noise; see Programs/configs/own_model.yaml (ridge, layers)")
+    return layer, line
 
 
 def log_accuracy(tracker, table: pd.DataFrame, csv: Path, png: Path, split: str = "test") -> None:
