@@ -15,11 +15,18 @@ from neurosymbolic_llm.pipeline.method_table import METHODS, label, ordered
 def test_every_row_names_a_builder_and_an_option():
     fields = {f.name for f in dataclasses.fields(FineTuneConfig)}
     for spec in METHODS.values():
-        assert callable(getattr(methods, spec.build)), spec.build
+        assert callable(methods.BUILDERS[spec.name]), spec.name
         assert spec.flag is None or spec.flag in fields, spec.flag
         assert spec.prompt in ("few_shot", "cot")
     labels = [s.label for s in METHODS.values()]
     assert len(set(labels)) == len(labels)  # one name per method, no two alike
+
+
+def test_builders_are_found_by_reference():
+    assert set(methods.BUILDERS) == set(METHODS)  # (methods.py refuses to import otherwise)
+    for name in ("baseline", "cot"):  # the two that need no model to build
+        method = methods.build(name, FineTuneConfig(), None)
+        assert (method.name, method.prompt, method.params) == (name, METHODS[name].prompt, [])
 
 
 @pytest.mark.parametrize("options, expected", [
