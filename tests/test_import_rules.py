@@ -1,4 +1,4 @@
-"""Who may import whom inside the package (docs/ARCHITECTURE.md, "Layers"), read from the source
+"""Who may import whom inside the package (docs/ARCHITECTURE.md, "Who may import whom"), read from the source
 with ast (tests/import_graph.py): the stages are peers, pipeline/ never reaches up into the stages
 or the commands, llama/ stands alone."""
 from pathlib import Path
