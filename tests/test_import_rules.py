@@ -68,3 +68,12 @@ def test_every_part_imports_only_the_parts_below_it(graph):
            if m and m != "__main__" and t.split(".")[0] != m.split(".")[0]
            and t.split(".")[0] not in MAY_IMPORT[m.split(".")[0]]]
     assert bad == []
+
+
+def test_commands_import_their_work_only_after_parsing(graph):
+    # a command module imports a stage or the demo's training inside main (after argparse), so that
+    # --help loads no torch (test_method_table.test_help_loads_no_torch runs it)
+    eager = [(m, t) for m, targets in sorted(graph.items()) if m.startswith("cli.")
+             for t, lazy in sorted(targets) if t.split(".")[0] == "stages" and not lazy]
+    assert eager == []
+    assert any(t.startswith("stages.") for m in graph if m.startswith("cli.") for t, _ in graph[m])
