@@ -201,8 +201,10 @@ def _open(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: 
         tracker.record_used({"symbolic_encoding_layer": cfg.symbolic_encoding_layer},
                             source=f"--symbolic_encoding_layer auto: the best validation layer of {cfg.encoder_path}")
     budget = answer_token_budget(llama.tokenizer, cfg.complexity, cfg.limit_solution_digits)
-    return FineTuneRun(cfg, run_name, out_dir, info, llama, maps, maps_at_start, test_rows, seen, seen_from, tracker,
-                       budget, train_rows=train_rows, from_csv=from_csv, train_ex=train_ex, val_ex=val_ex, state=state)
+    return FineTuneRun(cfg=cfg, name=run_name, out_dir=out_dir, info=info, llama=llama, maps=maps,
+                       maps_at_start=maps_at_start, test_rows=test_rows, seen=seen, seen_from=seen_from,
+                       tracker=tracker, budget=budget, train_rows=train_rows, from_csv=from_csv,
+                       train_ex=train_ex, val_ex=val_ex, state=state)
 
 
 def _train(run: FineTuneRun, method) -> None:
