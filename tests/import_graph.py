@@ -7,7 +7,11 @@
 - ``figures(graph, parts)``: modules, import edges and layers (the longest import chain, counted in
   modules) of the subgraph whose modules lie in ``parts`` (top-level folders; None: the package).
 
-Run as a script to print the figures of a checkout: ``python tests/import_graph.py [SRC]``.
+- ``config_receivers(stage_file)``: {module: {calls}} of the package modules a stage module hands
+  its configuration to (calls with ``cfg`` or ``X.cfg`` among their arguments).
+
+Run as a script to print the figures of a checkout: ``python tests/import_graph.py [SRC]``
+(and, with a stage module's path after SRC, where that module's ``cfg`` goes).
 """
 import ast
 import sys
@@ -94,14 +98,43 @@ def figures(graph, parts=None):
             "layers": max((depth(m) for m in inside), default=0)}
 
 
-def main(src):
+def config_receivers(stage_file):
+    path = Path(stage_file)
+    tree = ast.parse(path.read_text())
+    src = next(p for p in path.parents if (p / PACKAGE).is_dir())
+    names = {}  # a name imported from the package -> the module it comes from (a submodule if it is one)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
+            for a in node.names:
+                is_module = (src / Path(*node.module.split(".")) / f"{a.name}.py").is_file()
+                names[a.asname or a.name] = f"{node.module}.{a.name}" if is_module else node.module
+
+    def is_cfg(arg):
+        return (isinstance(arg, ast.Name) and arg.id == "cfg") or (isinstance(arg, ast.Attribute) and arg.attr == "cfg")
+
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and any(is_cfg(a) for a in [*node.args, *(k.value for k in node.keywords)]):
+            f = node.func
+            head = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else getattr(f, "id", None)
+            if head in names:
+                out.setdefault(names[head][len(PACKAGE) + 1:], set()).add(ast.unparse(f))
+    return out
+
+
+def main(src, stage_file=None):
     graph = import_graph(src)
     for label, parts in (("package", None), ("pipeline/", {"pipeline"}), ("stages/", {"stages"}),
                          ("pipeline/ + stages/", {"pipeline", "stages"})):
         f = figures(graph, parts)
         print(f"{label:20s} modules {f['modules']:3d}  import edges {f['edges']:3d} "
               f"(of which only inside functions {f['lazy_edges']:2d})  layers {f['layers']:2d}")
+    if stage_file:
+        receivers = config_receivers(stage_file)
+        for module, calls in sorted(receivers.items()):
+            print(f"  cfg -> {module:28s} {', '.join(sorted(calls))}")
+        print(f"modules handed the configuration by {Path(stage_file).name}: {len(receivers)}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "src")
+    main(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "src", *sys.argv[2:3])
