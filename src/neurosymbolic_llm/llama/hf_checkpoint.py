@@ -26,7 +26,8 @@ import torch
 from neurosymbolic_llm.llama.checkpoint_format import CheckpointFormat
 from neurosymbolic_llm.llama.checks import model_args, need_dict, need_int
 from neurosymbolic_llm.llama.errors import CheckpointError, shown
-from neurosymbolic_llm.llama.hf_tokenizer import hf_tokenizer, hf_tokenizer_fingerprint, read_hf_json
+from neurosymbolic_llm.llama.hf_tokenizer import hf_tokenizer, hf_tokenizer_fingerprint
+from neurosymbolic_llm.llama.hf_tokenizer import read_hf_json as _read_json
 from neurosymbolic_llm.llama.layout import expected_shapes
 from neurosymbolic_llm.llama.mapped_file import MappedFile
 from neurosymbolic_llm.llama.model import ModelArgs, Transformer
@@ -59,7 +60,7 @@ def hf_model_args(folder, **runtime) -> ModelArgs:
     """``ModelArgs`` from ``config.json`` (transformers 4's rope_theta/rope_scaling or 5's
     rope_parameters)."""
     path = Path(folder) / "config.json"
-    c = read_hf_json(path, "config.json")
+    c = _read_json(path, "config.json")
     mt = c.get("model_type")
     if mt != "llama":
         raise CheckpointError(f"{path}: model_type {shown(mt)} is not supported: only 'llama' "
@@ -112,7 +113,7 @@ def shard_files(folder) -> list[Path]:
     no absolute path, no ``..``)."""
     folder = Path(folder)
     if (folder / INDEX).is_file():
-        index = read_hf_json(folder / INDEX, INDEX)
+        index = _read_json(folder / INDEX, INDEX)
         weight_map = need_dict(folder / INDEX, "weight_map", index.get("weight_map") or {})
         if not weight_map:
             raise CheckpointError(f"{folder / INDEX} has no weight_map")

@@ -11,7 +11,7 @@ import pandas as pd
 
 from neurosymbolic_llm.pipeline.configs import FineTuneConfig
 from neurosymbolic_llm.pipeline.distributed import DistInfo
-from neurosymbolic_llm.pipeline.fine_tune_inputs import MAX_DIGITS_WITHOUT_ENGINE, Maps
+from neurosymbolic_llm.pipeline.fine_tune_inputs import Maps
 from neurosymbolic_llm.pipeline.tracking import Tracker
 from neurosymbolic_llm.pipeline.train_state import TrainingState
 from neurosymbolic_llm.pipeline.training import Examples, Method, build_examples
@@ -75,7 +75,3 @@ def example_options(cfg: FineTuneConfig, engine) -> dict:
 
 def engine_problems(engine) -> list[str]:
     return list(engine.possible_problems) if engine is not None else list(PROBLEM_TYPES)
-
-
-def engine_digits(engine) -> int:
-    return engine.max_digits if engine is not None else MAX_DIGITS_WITHOUT_ENGINE

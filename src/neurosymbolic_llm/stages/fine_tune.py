@@ -31,9 +31,9 @@ from neurosymbolic_llm.pipeline.distributed import DistInfo, barrier, init_distr
 from neurosymbolic_llm.pipeline.errors import ConfigError, Interrupted, Terminated
 from neurosymbolic_llm.pipeline.evaluation import answer_token_budget, evaluate, summarize
 from neurosymbolic_llm.pipeline.files import MiB, atomic_write_csv, check_output_folders
-from neurosymbolic_llm.pipeline.fine_tune_inputs import (check_maps_unchanged, load_maps_for, load_rows, map_fingerprints,
-                                                         seen_types, used_config)
-from neurosymbolic_llm.pipeline.fine_tune_run import FineTuneRun, engine_digits, example_options
+from neurosymbolic_llm.pipeline.fine_tune_run import FineTuneRun, example_options
+from neurosymbolic_llm.pipeline.fine_tune_inputs import (MAX_DIGITS_WITHOUT_ENGINE, check_maps_unchanged, load_maps_for,
+                                                         load_rows, map_fingerprints, seen_types, used_config)
 from neurosymbolic_llm.pipeline.locks import stage_lock
 from neurosymbolic_llm.pipeline.maps import model_info_of, save_maps
 from neurosymbolic_llm.pipeline.method_table import label
@@ -170,7 +170,8 @@ def _open(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: 
     asked_layer = cfg.symbolic_encoding_layer
     cfg = used_config(cfg, maps, llama)
     engine = maps.engine if maps is not None else None
-    max_digits, ex_kw = engine_digits(engine), example_options(cfg, engine)
+    max_digits = engine.max_digits if engine is not None else MAX_DIGITS_WITHOUT_ENGINE
+    ex_kw = example_options(cfg, engine)
 
     test_rows, _ = load_rows(cfg, "test", max_digits=max_digits)
     trained = cfg.trained_method()
