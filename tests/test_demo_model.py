@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from neurosymbolic_llm.demo import pretraining as dp
+from neurosymbolic_llm.demo import pretraining_data as data
+from neurosymbolic_llm.demo import recipe
 from neurosymbolic_llm.demo import report
 from neurosymbolic_llm.llama.model import ModelArgs, Transformer
 
@@ -41,9 +43,9 @@ def test_non_math_prompts_are_generated_and_held_out(tokenizer):
     s = dataclasses.replace(TINY, non_math_fraction=0.5, number_prompt_fraction=0.2)
     fmt = dp.ChatFormat(tokenizer)
     examples = dp.make_examples(s, fmt, 200)
-    other = [ex for ex in examples if ex.aux == dp.NO_PROBLEM]
+    other = [ex for ex in examples if ex.aux == data.NO_PROBLEM]
     assert 60 <= len(other) <= 140
-    reply = tokenizer.encode(dp.NON_MATH_REPLY, bos=False, eos=False) + [tokenizer.eot_id]
+    reply = tokenizer.encode(data.NON_MATH_REPLY, bos=False, eos=False) + [tokenizer.eot_id]
     texts = [tokenizer.decode(ex.tokens[:ex.n_prompt]) for ex in other]
     assert all(ex.tokens[ex.n_prompt:] == reply for ex in other)
     assert len(set(texts)) == len(texts)  # varied prompts
@@ -55,7 +57,7 @@ def test_non_math_prompts_are_generated_and_held_out(tokenizer):
 
 
 def test_no_problem_read_out_target():
-    t = dp.aux_targets([dp.NO_PROBLEM, (2, 305, 7)])
+    t = dp.aux_targets([data.NO_PROBLEM, (2, 305, 7)])
     n = len(dp.PROBLEM_TYPES)
     assert t[0, :n].sum() == 0 and t[1, :n].argmax() == 2
     digits = t[:, n:].view(2, 2 * dp.N_NUMBER_DIGITS, 11)
@@ -69,7 +71,7 @@ def test_vocabulary_holds_common_words(trained, tokenizer):
     assert len(words) > 300 and (vocab.lookup[torch.tensor(words)] >= 0).all()
     the = tokenizer.encode(" the", bos=False, eos=False)[0]
     assert the in words
-    reply = tokenizer.encode(dp.NON_MATH_REPLY, bos=False, eos=False)
+    reply = tokenizer.encode(data.NON_MATH_REPLY, bos=False, eos=False)
     assert vocab.is_target[vocab.lookup[torch.tensor(reply)]].all()  # answer tokens are targets
     assert not vocab.is_target[vocab.lookup[the]]
 
@@ -113,7 +115,7 @@ def test_checkpoint_loads_with_llama_build_and_is_reused(tmp_path, capsys):
 
     out = dp.build_demo_model(tmp_path / "demo", TINY, progress=False)
     assert {p.name for p in out.iterdir()} >= {"params.json", "consolidated.00.pth", "tokenizer.model",
-                                               dp.SETTINGS_FILE}
+                                               recipe.SETTINGS_FILE}
     llama = Llama.build(out, max_seq_len=256, max_batch_size=2, device="cpu")  # strict loading
     assert llama.args.vocab_size == 128256 and llama.args.dim == TINY.dim
     prompt = llama.formatter.encode_dialog_prompt([{"role": "user", "content": "What is 4 plus 3?"}])
@@ -130,23 +132,23 @@ def test_default_recipe_has_non_math_prompts_and_arith_only_is_the_old_one():
     s = dp.PretrainSettings()
     assert 0 < s.non_math_fraction <= 0.15 and s.number_prompt_fraction >= 0.3 and s.aux_bias
     assert 0 < s.common_token_limit <= 12000  # a small vocabulary extension (30000 broke stage 3)
-    old = dataclasses.replace(s, **dp.PRESETS["arith_only"])
+    old = dataclasses.replace(s, **recipe.PRESETS["arith_only"])
     assert old.non_math_fraction == 0 and old.common_token_limit == 0
-    assert dp.PRESETS["full"] == {}
+    assert recipe.PRESETS["full"] == {}
 
 
 def test_template_only_non_math_prompts(tokenizer):
-    s = dataclasses.replace(TINY, **dp.PRESETS["non_math_templates"], non_math_fraction=0.5)
+    s = dataclasses.replace(TINY, **recipe.PRESETS["non_math_templates"], non_math_fraction=0.5)
     assert dp.common_word_ids(tokenizer, s.common_token_limit) == []
     examples = dp.make_examples(s, dp.ChatFormat(tokenizer), 100)
-    other = [ex for ex in examples if ex.aux == dp.NO_PROBLEM]
+    other = [ex for ex in examples if ex.aux == data.NO_PROBLEM]
     assert len(other) > 20
     vocab = dp.CompactVocab(tokenizer, examples)
     assert len(vocab) < 3000  # the prompts' ids only: no common-word extension
 
 
 def test_presets_are_valid_settings():
-    for name, over in dp.PRESETS.items():
+    for name, over in recipe.PRESETS.items():
         s = dataclasses.replace(dp.PretrainSettings(), **over)
         assert s.fingerprint() != dataclasses.replace(s, seed=s.seed + 1).fingerprint(), name
 

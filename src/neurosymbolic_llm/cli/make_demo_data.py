@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from neurosymbolic_llm.pipeline.errors import run_entry_point
-from neurosymbolic_llm.pipeline.files import atomic_write_csv
 from neurosymbolic_llm.pipeline.options import TRAINED_TYPES_DEFAULT
 from neurosymbolic_llm.pipeline.paths import PROGRAMS_DIR
 from neurosymbolic_llm.pipeline.splits import make_splits
@@ -28,6 +27,8 @@ def main(argv=None) -> int:
                     help="types of the train and validation splits (the test split has all ten)")
     ap.add_argument("--complexity", type=int, default=2)
     args = ap.parse_args(argv)
+    from neurosymbolic_llm.pipeline.files import atomic_write_csv  # after parsing: --help loads no torch
+
     splits = make_splits(args.n_train, args.n_val, args.n_test, args.train_types, seed=args.seed,
                          complexity=args.complexity)
     for name, df in splits.items():

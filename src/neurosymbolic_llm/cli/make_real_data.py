@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 from neurosymbolic_llm.pipeline.errors import DataError, run_entry_point
-from neurosymbolic_llm.pipeline.files import atomic_write_csv
 from neurosymbolic_llm.pipeline.options import TRAINED_TYPES_DEFAULT
 
 KEY = ["problem_type", "x", "y"]
@@ -73,6 +72,8 @@ def main(argv=None) -> int:
     for split in ("train", "val", "test"):
         ap.add_argument(f"--{split}", default="", help=f"a {split} CSV to use instead of the seeded split")
     args = ap.parse_args(argv)
+    from neurosymbolic_llm.pipeline.files import atomic_write_csv  # after parsing: --help loads no torch
+
     splits = make_real_splits(args.n_train, args.n_val, args.n_test, seed=args.seed, complexity=args.complexity,
                               given={s: getattr(args, s) for s in ("train", "val", "test")})
     for name, df in splits.items():

@@ -5,23 +5,21 @@ prompts, saved in Meta's layout (params.json, consolidated.00.pth, tokenizer.mod
     python Programs/demo/make_tiny_llama.py --preset reduced  # about a minute, for CI (weaker model)
     python Programs/demo/make_tiny_llama.py --report 300      # also measure accuracy and read-outs
 
-The recipe and why it looks the way it does: Programs/demo/README.md and pretraining.py.
+The recipe and why it looks the way it does: Programs/demo/README.md and demo/recipe.py.
 """
 import argparse
 import dataclasses
 import sys
 
+from neurosymbolic_llm.demo.recipe import PRESETS, PretrainSettings
 from neurosymbolic_llm.pipeline.errors import run_entry_point
 from neurosymbolic_llm.pipeline.paths import models_dir
 
 
 def main(argv=None) -> int:
-    from neurosymbolic_llm.demo import pretraining as dp
-    from neurosymbolic_llm.demo import report
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(models_dir() / "demo_llama"), help="checkpoint folder")
-    ap.add_argument("--preset", default="full", choices=sorted(dp.PRESETS), help="settings preset")
+    ap.add_argument("--preset", default="full", choices=sorted(PRESETS), help="settings preset")
     ap.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     ap.add_argument("--seed", type=int, help="seed of data, initialisation and order (default 0)")
     ap.add_argument("--force", action="store_true", help="rebuild even if the folder matches")
@@ -31,13 +29,17 @@ def main(argv=None) -> int:
                     help="afterwards, measure plain accuracy and per-layer read-outs on N test problems")
     args = ap.parse_args(argv)
 
-    import torch
+    import torch  # after parsing: --help loads no torch
+
+    from neurosymbolic_llm.demo import report
+    from neurosymbolic_llm.demo.pretraining import build_demo_model
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = dp.PretrainSettings(**dp.PRESETS[args.preset])
+    settings = PretrainSettings(**PRESETS[args.preset])
     overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
     settings = dataclasses.replace(settings, **overrides)
-    out = dp.build_demo_model(args.out, settings, force=args.force)
+    out = build_demo_model(args.out, settings, force=args.force)
     if args.report:
         report.report(out, args.report, seed=settings.seed + 1)
     return 0

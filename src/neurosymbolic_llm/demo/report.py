@@ -1,7 +1,7 @@
 """Measuring the demo model: plain accuracy per problem type, linear read-outs of the problem per
 layer, and the problem-type scores of math and non-math prompts (``make_tiny_llama.py --report N``).
 
-The recipe itself is in ``pretraining.py``; this module only looks at a built checkpoint.
+The recipe itself is in ``recipe.py``, ``pretraining_data.py`` and ``pretraining.py``; this module only looks at a built checkpoint.
 """
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from neurosymbolic_llm.demo.pretraining import PretrainSettings, common_word_ids, non_math_example, number_example
+from neurosymbolic_llm.demo.pretraining_data import common_word_ids, non_math_example, number_example
+from neurosymbolic_llm.demo.recipe import PretrainSettings
 from neurosymbolic_llm.llama.generation import Llama, left_pad
 from neurosymbolic_llm.llama.tokenizer import ChatFormat
 from neurosymbolic_llm.pipeline.method_table import label

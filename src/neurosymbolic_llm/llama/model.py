@@ -320,14 +320,56 @@ class Transformer(nn.Module):
     def forward(self, tokens: Optional[torch.Tensor], start_pos: int = 0, *, pad_lengths=None,
                 output_positions=None, stop_at_layer: Optional[int] = None,
                 start_at: Optional[tuple[int, torch.Tensor]] = None):
-        """start_at = (layer, h [B,S,D]): h is the residual entering block `layer` (its hooks run on
+        """float32 logits of tokens [B,S] at cache positions start_pos.. (see `logits` for
+        output_positions), or None when `stop_at_layer` is given (see `residual`)."""
+        h = self.residual(tokens, start_pos, pad_lengths=pad_lengths, stop_at_layer=stop_at_layer, start_at=start_at)
+        return None if h is None else self.logits(h, output_positions)
+
+    def residual(self, tokens: Optional[torch.Tensor], start_pos: int = 0, *, pad_lengths=None,
+                 stop_at_layer: Optional[int] = None, start_at: Optional[tuple[int, torch.Tensor]] = None):
+        """The blocks and the residual hooks: the final residual [B,S,D] (normed, after the hooks of
+        layer n_layers). The hooks of layer i see the residual entering block i; `stop_at_layer` L
+        returns None right after the hooks of layer L (any L: None at the end).
+        start_at = (layer, h [B,S,D]): h is the residual entering block `layer` (its hooks run on
         it; tokens is not read and may be None); the blocks below it are skipped, so with a KV cache
         only the layers from `layer` on need their cached keys and values."""
         first, h = start_at if start_at is not None else (0, None)
         if not 0 <= first < max(self.n_layers, 1):
             raise ValueError(f"start_at layer must be in 0..{self.n_layers - 1}, got {first}")
-        B, S = (h if h is not None else tokens).shape[:2]
-        device = (h if h is not None else tokens).device
+        x = h if h is not None else tokens
+        rot, mask, pad_lengths = self._attention_inputs(*x.shape[:2], start_pos, pad_lengths, x.device)
+        if h is None:
+            h = self.tok_embeddings(tokens)  # [B,S,D]
+        for i in range(first, self.n_layers):
+            h = self._run_hooks(i, h, start_pos, pad_lengths)
+            if stop_at_layer == i:
+                return None
+            h = self.layers[i](h, start_pos, rot, mask)
+        h = self._run_hooks(self.n_layers, self.norm(h), start_pos, pad_lengths)
+        return None if stop_at_layer is not None else h
+
+    def logits(self, h: torch.Tensor, output_positions=None) -> torch.Tensor:
+        """float32 logits of the final residual h [B,S,D]: at every position [B,S,vocab]; at positions
+        [K] (every row) or [B,K] (per row) -> [B,K,vocab]; at (rows [N], positions [N]) -> [N,vocab]."""
+        if isinstance(output_positions, tuple):
+            rows, pos = (torch.as_tensor(t, dtype=torch.long, device=h.device) for t in output_positions)
+            if rows.numel() == 0:
+                return h.new_zeros((0, self.vocab_size), dtype=torch.float32)
+            return self.output(h[rows, pos]).float()  # [N,vocab]
+        if output_positions is not None:
+            output_positions = torch.as_tensor(output_positions, dtype=torch.long, device=h.device)
+            if output_positions.numel() == 0:
+                return h.new_zeros((h.shape[0], 0, self.vocab_size), dtype=torch.float32)
+            if output_positions.dim() == 1:
+                h = h[:, output_positions]  # [B,K,D]
+            else:
+                idx = output_positions[:, :, None].expand(-1, -1, h.shape[-1])  # [B,K,D]
+                h = torch.gather(h, 1, idx)  # [B,K,D]
+        return self.output(h).float()  # [B,K or S,vocab]
+
+    def _attention_inputs(self, B: int, S: int, start_pos: int, pad_lengths, device):
+        """(RoPE rotations [B,S,1,hd/2], attention mask or None, pad_lengths on the device) of a chunk
+        of S positions from start_pos; a KV cache too small for the chunk is refused."""
         cached = self.layers[0].attention.cache_k is not None if self.n_layers else False
         if cached:
             max_b, _, max_len, _ = self.layers[0].attention.cache_k.shape
@@ -339,38 +381,7 @@ class Transformer(nn.Module):
             pad_lengths = pad_lengths.to(device=device, dtype=torch.long)
             positions = (positions - pad_lengths[:, None]).clamp_min(0)  # [B,S]
         rot = rope_rotations(self._rope(device), positions)  # [B,S,1,hd/2]
-        mask = self._mask(B, S, start_pos, pad_lengths, cached, device)
-
-        if h is None:
-            h = self.tok_embeddings(tokens)  # [B,S,D]
-        h = self._run_hooks(first, h, start_pos, pad_lengths)
-        if stop_at_layer == first:
-            return None
-        for i in range(first, self.n_layers):
-            h = self.layers[i](h, start_pos, rot, mask)
-            if i + 1 < self.n_layers:
-                h = self._run_hooks(i + 1, h, start_pos, pad_lengths)
-                if stop_at_layer == i + 1:
-                    return None
-        h = self.norm(h)
-        h = self._run_hooks(self.n_layers, h, start_pos, pad_lengths)
-        if stop_at_layer is not None:
-            return None
-        if isinstance(output_positions, tuple):  # (rows [N], chunk positions [N]) -> [N,vocab]
-            rows, pos = (torch.as_tensor(t, dtype=torch.long, device=device) for t in output_positions)
-            if rows.numel() == 0:
-                return h.new_zeros((0, self.vocab_size), dtype=torch.float32)
-            return self.output(h[rows, pos]).float()  # [N,vocab]
-        if output_positions is not None:
-            output_positions = torch.as_tensor(output_positions, dtype=torch.long, device=device)
-            if output_positions.numel() == 0:
-                return h.new_zeros((B, 0, self.vocab_size), dtype=torch.float32)
-            if output_positions.dim() == 1:
-                h = h[:, output_positions]  # [B,K,D]
-            else:
-                idx = output_positions[:, :, None].expand(-1, -1, h.shape[-1])  # [B,K,D]
-                h = torch.gather(h, 1, idx)  # [B,K,D]
-        return self.output(h).float()  # [B,K or S,vocab]
+        return rot, self._mask(B, S, start_pos, pad_lengths, cached, device), pad_lengths
 
     @staticmethod
     def _mask(B, S, start_pos, pad_lengths, cached, device):

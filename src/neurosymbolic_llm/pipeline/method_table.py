@@ -1,9 +1,9 @@
 """The methods stage 3 compares, in one table: how each is selected, whether it trains, what it
-needs, its prompt, its names (docs/METHOD.md, "Baselines"), and the function of methods.py that
-builds it.
+needs, its prompt, its names (docs/METHOD.md, "Baselines"). Its builder is methods.BUILDERS[name]
+(a dict of functions, checked against this table when methods.py is imported).
 
 This module imports no torch (the command line's --help and the results tables use it). Adding a
-method: one row here and its builder in methods.py.
+method: one row here and its builder in methods.BUILDERS.
 """
 from __future__ import annotations
 
@@ -22,23 +22,22 @@ class MethodSpec:
     needs_maps: Union[bool, Callable[[Any], bool]]  # reads the stage-2 map files (or: a test on the config)
     hooks_layers: bool         # reads or writes residual layers (the layer options must fit the model)
     prompt: str                # few_shot or cot (symbolic/prompts.py)
-    build: str                 # the function of methods.py that builds it: (spec, cfg, llama, maps, train) -> Method
 
 
 METHODS: dict[str, MethodSpec] = {m.name: m for m in (  # in the order of tables and figures
     MethodSpec("neurosymbolic", label="neurosymbolic", paper_name="NS LLM", flag=None, main=True, trains=True,
-               needs_maps=True, hooks_layers=True, prompt="few_shot", build="build_neurosymbolic"),
+               needs_maps=True, hooks_layers=True, prompt="few_shot"),
     MethodSpec("baseline", label="plain model", paper_name="standard LLM", flag="test_baseline", main=False,
-               trains=False, needs_maps=False, hooks_layers=False, prompt="few_shot", build="build_plain"),
+               trains=False, needs_maps=False, hooks_layers=False, prompt="few_shot"),
     MethodSpec("cot", label="chain of thought", paper_name="CoT", flag="cot", main=True, trains=False,
-               needs_maps=False, hooks_layers=False, prompt="cot", build="build_plain"),
+               needs_maps=False, hooks_layers=False, prompt="cot"),
     MethodSpec("adapter", label="adapter (paper's LoRA)", paper_name="LoRA", flag="adapter_baseline", main=True,
                trains=True, needs_maps=lambda cfg: cfg.adapter_init == "stage2", hooks_layers=True,
-               prompt="few_shot", build="build_adapter"),
+               prompt="few_shot"),
     MethodSpec("lora", label="LoRA (peft)", paper_name=None, flag="lora_baseline", main=True, trains=True,
-               needs_maps=False, hooks_layers=False, prompt="few_shot", build="build_lora"),
+               needs_maps=False, hooks_layers=False, prompt="few_shot"),
     MethodSpec("read_and_print", label="read and print", paper_name=None, flag="read_and_print", main=False,
-               trains=False, needs_maps=True, hooks_layers=True, prompt="few_shot", build="build_read_and_print"),
+               trains=False, needs_maps=True, hooks_layers=True, prompt="few_shot"),
 )}
 DEFAULT_MAIN = "neurosymbolic"
 MAIN_FLAGS = [m.flag for m in METHODS.values() if m.main and m.flag]

@@ -1,6 +1,6 @@
 """The methods compared on one harness (same rows, steps and metrics, so their numbers compare):
 how each is built as a training.Method (`build`, from a run's configuration; method_table.py lists
-them and names each one's builder here).
+them, BUILDERS holds each one's builder, checked against the table at import).
 
 - neurosymbolic: the intervention (gate + solver) with the stage-2 encoder and decoder(s).
 - baseline: the plain frozen model, same prompts, no hooks.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from typing import Callable
 
 import torch
 from torch import nn
@@ -106,8 +107,7 @@ def lora(model, opts: BaselineOptions, seed: int) -> Method:
 def build(name: str, cfg: FineTuneConfig, llama, maps=None, *, train: bool = True) -> Method:
     """The Method `name` of a stage-3 run (maps: fine_tune_inputs.Maps, None where the method needs
     none; train False: the neurosymbolic decoder frozen, for gate scores only)."""
-    spec = METHODS[name]
-    return globals()[spec.build](spec, cfg, llama, maps, train)
+    return BUILDERS[name](METHODS[name], cfg, llama, maps, train)
 
 
 def build_plain(spec: MethodSpec, cfg, llama, maps, train) -> Method:
@@ -136,6 +136,14 @@ def build_adapter(spec: MethodSpec, cfg, llama, maps, train) -> Method:
 
 def build_lora(spec: MethodSpec, cfg, llama, maps, train) -> Method:
     return lora(llama.model, cfg, cfg.seed)
+
+
+# The builder of every row of method_table.METHODS: (spec, cfg, llama, maps, train) -> Method.
+BUILDERS: dict[str, Callable[..., Method]] = {
+    "neurosymbolic": build_neurosymbolic, "baseline": build_plain, "cot": build_plain, "adapter": build_adapter,
+    "lora": build_lora, "read_and_print": build_read_and_print}
+if set(BUILDERS) != set(METHODS):  # a row without a builder, or a builder without a row
+    raise ImportError(f"methods.BUILDERS {sorted(BUILDERS)} does not follow method_table.METHODS {sorted(METHODS)}")
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ from neurosymbolic_llm.pipeline.distributed import DistInfo, barrier, init_distr
 from neurosymbolic_llm.pipeline.errors import ConfigError, Interrupted, Terminated
 from neurosymbolic_llm.pipeline.evaluation import answer_token_budget, evaluate, summarize
 from neurosymbolic_llm.pipeline.files import MiB, atomic_write_csv, check_output_folders
+from neurosymbolic_llm.pipeline.fine_tune_run import FineTuneRun, example_options
 from neurosymbolic_llm.pipeline.fine_tune_inputs import (MAX_DIGITS_WITHOUT_ENGINE, check_maps_unchanged, load_maps_for,
                                                          load_rows, map_fingerprints, seen_types, used_config)
 from neurosymbolic_llm.pipeline.locks import stage_lock
@@ -45,23 +46,23 @@ from neurosymbolic_llm.pipeline.tracking import Tracker
 from neurosymbolic_llm.pipeline.train_state import FILE_NAME as STATE_FILE
 from neurosymbolic_llm.pipeline.train_state import TrainingState
 from neurosymbolic_llm.pipeline.training import build_examples, samples_per_step, train
-from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
 
 STAGE = "fine_tune_decoders"  # the name of its lock (locks.py)
 
 
-def save_decoder(cfg: FineTuneConfig, run: str, method, engine, llama, maps_at_start: dict) -> Path:
+def save_decoder(run: FineTuneRun, method) -> Path:
     """The fine-tuned decoder beside the input one, as <stem>_post_fine_tuning_<run>.pth (checked
     format, with the trained merge parameters), if the input maps are still those of the start."""
-    check_maps_unchanged(cfg, maps_at_start)
+    cfg = run.cfg
+    check_maps_unchanged(cfg, run.maps_at_start)
     src = Path(cfg.decoder_path).expanduser()
-    out = decoder_output_path(cfg, run)
+    out = decoder_output_path(cfg, run.name)
     iv = method.intervention
     weights = {l: iv.decoders[str(l)].weight for l in iv.dec_layers}
-    extra = {"fine_tuned_from": str(src), "fine_tuned_from_fingerprint": maps_at_start["decoder"], "run_name": run,
-             "merge": cfg.merge_mode(), "merge_state": iv.merge_state(),
+    extra = {"fine_tuned_from": str(src), "fine_tuned_from_fingerprint": run.maps_at_start["decoder"],
+             "run_name": run.name, "merge": cfg.merge_mode(), "merge_state": iv.merge_state(),
              "symbolic_encoding_layer": cfg.symbolic_encoding_layer}
-    return save_maps(out, "decoder", weights, engine.state_dict(), model_info_of(llama), extra,
+    return save_maps(out, "decoder", weights, run.engine.state_dict(), model_info_of(run.llama), extra,
                      what="the fine-tuned decoder")
 
 
@@ -129,19 +130,48 @@ def run(cfg: FineTuneConfig) -> int:
 
 
 def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: DistInfo) -> int:
+    run = _open(cfg, run_name, device, out_dir, info)
+    cfg = run.cfg
+    responses, ns_method, evaluating = [], None, False
+    try:
+        for name in cfg.methods():
+            evaluating = False
+            method = methods.build(name, cfg, run.llama, run.maps)
+            if name == "neurosymbolic":
+                ns_method = method
+            if method.params and cfg.trained_method():
+                _train(run, method)
+                if name == "neurosymbolic" and info.is_main:
+                    run.written["fine-tuned decoder"] = save_decoder(run, method)
+            evaluating = True
+            responses.append(_evaluate(run, method))
+            if name == "neurosymbolic" and info.is_main:
+                run.written["intervention artefact"] = _save_artefact(run, method)
+        gate_df = _gate_scores(run, ns_method) if cfg.test_on_unrelated_questions else None
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc, run.state, evaluating) from None
+    if info.is_main:
+        write_outputs(run, pd.concat(responses, ignore_index=True), gate_df)
+        _write_fingerprints(run)
+    run.tracker.finish()
+    barrier(info)
+    return 0
+
+
+def _open(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: DistInfo) -> FineTuneRun:
+    """The run object: the model, the maps, the rows (training and validation ones tokenised), the
+    seen types, the training state (a saved state of other settings is refused here, before the
+    tracker records anything) and the tracker."""
     torch.manual_seed(cfg.seed)
     llama = build_llama(cfg, max_batch_size=max(cfg.eval_batch_size, cfg.n_samples), device=device,
                         say=print if info.is_main else None)
-    names = cfg.methods()
     maps_at_start = map_fingerprints(cfg)  # the maps this run loads; checked again before its decoder is saved
     maps = load_maps_for(cfg, llama) if cfg.needs_maps() else None
     asked_layer = cfg.symbolic_encoding_layer
     cfg = used_config(cfg, maps, llama)
     engine = maps.engine if maps is not None else None
-    problem_list = list(engine.possible_problems) if engine is not None else list(PROBLEM_TYPES)
     max_digits = engine.max_digits if engine is not None else MAX_DIGITS_WITHOUT_ENGINE
-    ex_kw = dict(seed=cfg.seed, complexity=cfg.complexity, limit_solution_digits=cfg.limit_solution_digits,
-                 problem_list=problem_list)
+    ex_kw = example_options(cfg, engine)
 
     test_rows, _ = load_rows(cfg, "test", max_digits=max_digits)
     trained = cfg.trained_method()
@@ -155,13 +185,14 @@ def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: D
     seen, seen_from = seen_types(cfg, maps, train_rows, max_digits)
     if info.is_main:
         print(f"seen types: {', '.join(seen)} (from {seen_from})")
-    if trained:  # a saved state of other settings is refused before this attempt records anything
+    if trained:
         identity = training_identity(cfg, trained, llama, train_rows, info.dp_size, maps_at_start)
         state = TrainingState(out_dir / STATE_FILE, identity,
                               every=cfg.checkpoint_every, restart=cfg.restart, enabled=info.is_main)
         state.load()
     tracker = Tracker(out_dir, stage="fine_tune", run_name=run_name, config=cfg, project=cfg.wandb_project,
-                      group=cfg.wandb_group, label="+".join(names), log_wandb=cfg.log_wandb, enabled=info.is_main)
+                      group=cfg.wandb_group, label="+".join(cfg.methods()), log_wandb=cfg.log_wandb,
+                      enabled=info.is_main)
     if engine is not None:  # the engine is the map file's, whatever the options say
         tracker.record_used({"VSA_dim": engine.VSA_dim, "max_digits": engine.max_digits, "vsa_seed": engine.seed,
                              "possible_problems": list(engine.possible_problems),
@@ -170,68 +201,64 @@ def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: D
     if asked_layer == "auto" and cfg.symbolic_encoding_layer != "auto":
         tracker.record_used({"symbolic_encoding_layer": cfg.symbolic_encoding_layer},
                             source=f"--symbolic_encoding_layer auto: the best validation layer of {cfg.encoder_path}")
-    eval_kw = dict(batch_size=cfg.eval_batch_size, seen_types=seen, problem_list=problem_list, info=info)
-    test_kw = dict(vary_format=cfg.modify_question_format, words=cfg.test_with_non_numerical_rep)
-    short = answer_token_budget(llama.tokenizer, cfg.complexity, cfg.limit_solution_digits)
-    written: dict[str, Path] = {}  # what the run wrote besides results/<run>/, for the closing lines
-
-    responses, ns_method, evaluating = [], None, False
-    try:
-        for name in names:
-            evaluating = False
-            method = methods.build(name, cfg, llama, maps)
-            if name == "neurosymbolic":
-                ns_method = method
-            if method.params and trained:
-                _train(cfg, llama, method, train_rows, train_ex, val_ex, test_rows, from_csv, state, tracker, info,
-                       run_name, out_dir, short, eval_kw)
-                if name == "neurosymbolic" and info.is_main:
-                    written["fine-tuned decoder"] = save_decoder(cfg, run_name, method, engine, llama, maps_at_start)
-            evaluating = True
-            test_ex = build_examples(test_rows, llama.formatter, "test", prompt=method.prompt, **test_kw, **ex_kw)
-            budget = cfg.cot_max_new_tokens if method.prompt == "cot" or cfg.test_with_non_numerical_rep else short
-            responses.append(evaluate(llama, method, test_ex, max_new_tokens=budget, desc=f"test {label(name)}",
-                                      **eval_kw))
-            if name == "neurosymbolic" and info.is_main:  # what was evaluated, as one shareable artefact
-                art = artefact.from_method(cfg, method.intervention, model=model_info_of(llama), run=run_name,
-                                           trained_types=seen)
-                written["intervention artefact"] = artefact.save_intervention(out_dir / artefact.FOLDER_NAME, art)
-
-        gate_df = None
-        if cfg.test_on_unrelated_questions:
-            gate_df = gate_scores.unrelated_gate_scores(cfg, llama, ns_method or methods.build(
-                "neurosymbolic", cfg, llama, maps, train=False), test_rows, ex_kw, seen, info)
-    except KeyboardInterrupt as exc:
-        raise _interrupted(exc, state, evaluating) from None
-    if info.is_main:
-        write_outputs(cfg, out_dir, tracker, pd.concat(responses, ignore_index=True), gate_df, written)
-        write_fingerprints(out_dir, {
-            "test_rows": rows_fingerprint(test_rows), "n_test_rows": len(test_rows), "model": llama.fingerprint,
-            "codebook": engine.fingerprint() if engine is not None else None,
-            "seen_types": sorted(seen), "seen_from": seen_from,
-            "test_questions": {"modify_question_format": cfg.modify_question_format,
-                               "test_with_non_numerical_rep": cfg.test_with_non_numerical_rep}})
-    tracker.finish()
-    barrier(info)
-    return 0
+    budget = answer_token_budget(llama.tokenizer, cfg.complexity, cfg.limit_solution_digits)
+    return FineTuneRun(cfg=cfg, name=run_name, out_dir=out_dir, info=info, llama=llama, maps=maps,
+                       maps_at_start=maps_at_start, test_rows=test_rows, seen=seen, seen_from=seen_from,
+                       tracker=tracker, budget=budget, train_rows=train_rows, from_csv=from_csv,
+                       train_ex=train_ex, val_ex=val_ex, state=state)
 
 
-def _train(cfg, llama, method, train_rows, train_ex, val_ex, test_rows, from_csv, state, tracker, info, run_name,
-           out_dir, short, eval_kw) -> None:
-    """Train `method` on the training rows, validating after epochs (--validation_interval)."""
+def _train(run: FineTuneRun, method) -> None:
+    """Train `method` on the run's training rows, validating after epochs (--validation_interval)."""
+    cfg, info = run.cfg, run.info
     n_params = sum(p.numel() for p in method.params)
-    tracker.summary({f"{method.name}/trainable_parameters": n_params})
-    steps = cfg.num_epochs * (len(train_rows) // samples_per_step(cfg, info.dp_size) + 1)
+    run.tracker.summary({f"{method.name}/trainable_parameters": n_params})
+    steps = cfg.num_epochs * (len(run.train_rows) // samples_per_step(cfg, info.dp_size) + 1)
     if info.is_main:  # room for the state, the decoder and the results, before any step
-        check_output_folders(output_needs(cfg, run_name, out_dir, n_test=len(test_rows), params=n_params,
-                                          n_train=len(train_rows), steps=steps))
+        check_output_folders(output_needs(cfg, run.name, run.out_dir, n_test=len(run.test_rows), params=n_params,
+                                          n_train=len(run.train_rows), steps=steps))
 
     def validate(epoch):
-        df = evaluate(llama, method, val_ex, max_new_tokens=short, desc=f"val {label(method.name)}", **eval_kw)
+        df = evaluate(run.llama, method, run.val_ex, max_new_tokens=run.budget, desc=f"val {label(method.name)}",
+                      **run.evaluation_options())
         return {"accuracy": float(df["correct"].mean()), "cross_entropy": float(df["cross_entropy"].mean())}
 
-    train(llama, method, train_ex, cfg, from_csv=from_csv, seed=cfg.seed, tracker=tracker, info=info,
-          validate=validate, state=state)
+    train(run.llama, method, run.train_ex, cfg, from_csv=run.from_csv, seed=cfg.seed, tracker=run.tracker, info=info,
+          validate=validate, state=run.state)
+
+
+def _evaluate(run: FineTuneRun, method) -> pd.DataFrame:
+    """The method's responses on the run's test rows (asked as --modify_question_format and
+    --test_with_non_numerical_rep say)."""
+    test_ex = run.examples(run.test_rows, "test", prompt=method.prompt, vary_format=run.cfg.modify_question_format,
+                           words=run.cfg.test_with_non_numerical_rep)
+    return evaluate(run.llama, method, test_ex, max_new_tokens=run.test_budget(method),
+                    desc=f"test {label(method.name)}", **run.evaluation_options())
+
+
+def _gate_scores(run: FineTuneRun, ns_method) -> pd.DataFrame:
+    """The gate's scores on the test rows and on non-math questions (--test_on_unrelated_questions)."""
+    method = ns_method or methods.build("neurosymbolic", run.cfg, run.llama, run.maps, train=False)
+    return gate_scores.unrelated_gate_scores(run.cfg, run.llama, method, run.test_rows, run.example_options(),
+                                             run.seen, run.info)
+
+
+def _save_artefact(run: FineTuneRun, method) -> Path:
+    """What was evaluated, as one shareable artefact (results/<run>/intervention/, artefact.py)."""
+    art = artefact.from_method(run.cfg, method.intervention, model=model_info_of(run.llama), run=run.name,
+                               trained_types=run.seen)
+    return artefact.save_intervention(run.out_dir / artefact.FOLDER_NAME, art)
+
+
+def _write_fingerprints(run: FineTuneRun) -> None:
+    """fingerprints.json: what compare_runs checks before it merges runs."""
+    engine = run.engine
+    write_fingerprints(run.out_dir, {
+        "test_rows": rows_fingerprint(run.test_rows), "n_test_rows": len(run.test_rows),
+        "model": run.llama.fingerprint, "codebook": engine.fingerprint() if engine is not None else None,
+        "seen_types": sorted(run.seen), "seen_from": run.seen_from,
+        "test_questions": {"modify_question_format": run.cfg.modify_question_format,
+                           "test_with_non_numerical_rep": run.cfg.test_with_non_numerical_rep}})
 
 
 def _interrupted(exc: KeyboardInterrupt, state: Optional[TrainingState], evaluating: bool) -> KeyboardInterrupt:
@@ -248,9 +275,10 @@ def _interrupted(exc: KeyboardInterrupt, state: Optional[TrainingState], evaluat
                        f"rerun the same command to resume from it", code)
 
 
-def write_outputs(cfg, out_dir: Path, tracker, responses: pd.DataFrame, gate_df, written: dict[str, Path]) -> None:
+def write_outputs(run: FineTuneRun, responses: pd.DataFrame, gate_df) -> None:
     """results.{csv,md,png}, responses.csv, the gate figure; then the table, the gate's open rates and
     where every output went, on the console."""
+    cfg, out_dir, tracker = run.cfg, run.out_dir, run.tracker
     results = summarize(responses)
     paths = write_results(out_dir, results, title=f"Results of run {out_dir.name}")
     tracker.table("results", results, paths["csv"])
@@ -277,5 +305,5 @@ def write_outputs(cfg, out_dir: Path, tracker, responses: pd.DataFrame, gate_df,
         print(f"gate (open when {cfg.problem_score_threshold:g} < score < {cfg.problem_score_max:g}), test questions:")
         print("\n".join(gate_scores.open_rate_lines(gate_df, cfg.problem_score_threshold, cfg.problem_score_max)))
     print(f"outputs in {out_dir}: {', '.join(p.name for p in files)}, {tracker.config_path.name}, metrics.jsonl")
-    for what, path in written.items():
+    for what, path in run.written.items():
         print(f"{what}: {path}")
