@@ -129,27 +129,29 @@ class Attachment:
         if layer == self.iv.enc_layer:  # encoding first within a shared layer, as in the project
             self._encode(h)
         if self.write and layer in self.iv.dec_layers and self._pending is not None:
-            rows, pos = self._plan[:2]
+            rows, pos = (i.to(h.device) for i in self._plan[:2])  # layers may sit on several devices
             a, gate = self._pending
-            new = self.iv.write(h[rows, pos], a, gate, layer)  # [N,D]
-            return h.index_put((rows, pos), new)
+            new = self.iv.write(h[rows, pos].to(a.device), a, gate, layer)  # [N,D]
+            return h.index_put((rows, pos), new.to(h.device))
         return None
 
     def _encode(self, h: torch.Tensor) -> None:
         rows, pos, t, prompt = self._plan
         iv = self.iv
+        h = h[rows.to(h.device), pos.to(h.device)].to(iv.encoder.weight.device)  # [N,D] the read positions
         if prompt:
-            a, gate, rec = iv.read(h[rows, pos][:, None])  # [B,1,V], [B,1]
+            a, gate, rec = iv.read(h[:, None])  # [B,1,V], [B,1]
             a, gate = a[:, 0], gate[:, 0]
             self._static = (a, gate)
             self.on_prompt({k: v[:, 0] for k, v in rec.items()}, bool(gate.any()))
         elif iv.opts.static_encoding:
             if self._static is None:
                 return
-            a, gate = self._static[0][rows], self._static[1][rows]
+            keep = rows.to(self._static[0].device)
+            a, gate = self._static[0][keep], self._static[1][keep]
         else:  # every written position encoded from its own state
-            a, gate, _ = iv.read(h[rows, pos][:, None])
+            a, gate, _ = iv.read(h[:, None])
             a, gate = a[:, 0], gate[:, 0]
         if iv.opts.encode_counter:
-            a = a + iv.engine.encode_counter(t).to(a.dtype)  # x^t; nothing at t = 0
+            a = a + iv.engine.encode_counter(t.to(a.device)).to(a.dtype)  # x^t; nothing at t = 0
         self._pending = (a, gate)
