@@ -96,12 +96,13 @@ class Attachment:
             self._n_prompt, self._static = real.sum(1), None
             rows = torch.arange(B, device=device)
             self._plan = (rows, last, torch.zeros(B, dtype=torch.long, device=device), True)
-        elif self.iv.opts.multi_token_intervention and self._n_prompt is not None and len(self._n_prompt) == B:
+        elif self.write and self.iv.opts.multi_token_intervention and self._n_prompt is not None \
+                and len(self._n_prompt) == B:
             rows, pos = real.nonzero(as_tuple=True)  # [N] every real position of the step
             count = mask.long().cumsum(1)[:, past:]  # [B,S] real tokens up to each position
             self._plan = (rows, pos, count[rows, pos] - self._n_prompt[rows], False)
         else:
-            self._plan = None  # after the prompt, one-position writing writes nothing
+            self._plan = None  # after the prompt, one-position writing (or reading only) does nothing
 
     # ------------------------------------------------------------------ the hooks
     def _pre(self, layer: int):
