@@ -64,8 +64,8 @@ class Intervention:
 
     # ------------------------------------------------------------------ the model
     def check(self, model, *, allow_other_weights: Optional[bool] = None) -> str:
-        """"" when `model` is the model the intervention was made on; a note when only its weights
-        differ and other weights are allowed; otherwise EngineMismatchError (one line)."""
+        """Empty when `model` is the model the intervention was made on; a note (also warned) when only
+        its weights differ and other weights are allowed; otherwise EngineMismatchError (one line)."""
         allow = self.allow_other_weights if allow_other_weights is None else allow_other_weights
         args = model_args(model)
         try:
