@@ -247,10 +247,11 @@ def test_a_bfloat16_model_reads_in_float32(tied):
     np.testing.assert_allclose([r["score"] for r in iv.last_report], [r["score"] for r in f32], atol=0.15)
 
 
-def test_tuple_layer_outputs_are_written_like_tensors(tied):
-    """A forward hook's output that is a tuple (older transformers' decoder layers) keeps its tail."""
+def test_tuple_layer_outputs_and_keyword_inputs_are_written_like_tensors(tied):
+    """A forward hook's output that is a tuple (older transformers' decoder layers) keeps its tail; a
+    block called with hidden_states= gets it replaced there."""
     llama, model, tok = tied
-    iv = Intervention(artefact(project_info(llama), symbolic_decoding_layers=[2]))
+    iv = Intervention(artefact(project_info(llama), symbolic_decoding_layers=[1, 2]))
     handle = iv.attach(model)
     x = torch.tensor(chat_ids(iv, tok, questions(1)[:1]))
     try:
@@ -259,9 +260,14 @@ def test_tuple_layer_outputs_are_written_like_tensors(tied):
             h = torch.randn(1, x.shape[1], D)
             hook = handle._post(2)
             as_tensor, as_tuple = hook(None, (), h), hook(None, (), (h, "cache"))
+            pre = handle._pre(1)
+            (positional, *rest), _ = pre(None, (h, "mask"), {})
+            _, keywords = pre(None, (), {"hidden_states": h, "mask": "mask"})
     finally:
         handle.remove()
     assert as_tuple[1] == "cache" and torch.equal(as_tuple[0], as_tensor) and not torch.equal(as_tensor, h)
+    assert rest == ["mask"] and keywords["mask"] == "mask" and not torch.equal(positional, h)
+    assert torch.equal(keywords["hidden_states"], positional)
 
 
 # ----------------------------------------------------------------------------- files and fingerprints
