@@ -14,8 +14,11 @@ quantized GGUF type such as ``Q8_0``). A few thousand values are read whatever t
 - ``SAME``: same architecture, and per tensor the samples agree exactly after rounding both to the
   coarser of the two float kinds (bf16 < f16 < f32 in mantissa bits): a Meta float32 folder, its
   Hugging Face copy and a GGUF F32 or F16 conversion are one model;
-- ``OTHER_WEIGHTS``: same architecture, other values, or a quantized tensor against a float one or
-  another quantization (quantization changes what every layer computes);
+- a quantized tensor (``Q4_1``, ``Q8_0``, ...) counts as the float32 values it dequantizes to: a
+  Hugging Face folder holding the weights dequantized from a GGUF (what transformers' ``gguf_file=``
+  loader makes) is that GGUF's model; the original float weights are not (quantization changes
+  what every layer computes);
+- ``OTHER_WEIGHTS``: same architecture, other values;
 - ``OTHER_ARCHITECTURE``.
 
 ``WeightSamples.digest()`` (the checkpoint's ``fingerprint()``) is sha256 over the normalized
@@ -152,12 +155,16 @@ def compare(a: WeightSamples, b: WeightSamples) -> tuple[str, str]:
         return OTHER_ARCHITECTURE, "other tensors"
     for name in sorted(a.tensors):
         (ka, va), (kb, vb) = a.tensors[name], b.tensors[name]
-        if ka in FLOAT_BITS and kb in FLOAT_BITS:
-            coarse = min(ka, kb, key=FLOAT_BITS.get)
-            if not np.array_equal(_rounded(va, coarse), _rounded(vb, coarse)):
-                return OTHER_WEIGHTS, f"{name} holds other values"
-        elif ka != kb:
-            return OTHER_WEIGHTS, f"{name} is stored as {ka} there, {kb} here"
-        elif not np.array_equal(va, vb):
-            return OTHER_WEIGHTS, f"{name} holds other values"
+        if ka == kb and ka not in FLOAT_BITS:
+            same = np.array_equal(va, vb)
+        else:  # a quantized tensor computes with its dequantized float32 values
+            coarse = min(_float_kind(ka), _float_kind(kb), key=FLOAT_BITS.get)
+            same = np.array_equal(_rounded(va, coarse), _rounded(vb, coarse))
+        if not same:
+            kinds = f" (stored as {ka} there, {kb} here)" if ka != kb else ""
+            return OTHER_WEIGHTS, f"{name} holds other values{kinds}"
     return SAME, ""
+
+
+def _float_kind(kind: str) -> str:
+    return kind if kind in FLOAT_BITS else "F32"

@@ -60,7 +60,12 @@ def hf_model_args(folder, **runtime) -> ModelArgs:
     """``ModelArgs`` from ``config.json`` (transformers 4's rope_theta/rope_scaling or 5's
     rope_parameters)."""
     path = Path(folder) / "config.json"
-    c = _read_json(path, "config.json")
+    return config_args(_read_json(path, "config.json"), path, **runtime)
+
+
+def config_args(c: dict, path, **runtime) -> ModelArgs:
+    """``ModelArgs`` of a config.json's dict (also a loaded transformers model's ``config.to_dict()``);
+    ``path`` names it in the refusals."""
     mt = c.get("model_type")
     if mt != "llama":
         raise CheckpointError(f"{path}: model_type {shown(mt)} is not supported: only 'llama' "
@@ -281,11 +286,25 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def rotate_half_index(key: str, shape: tuple, idx, heads: dict):
+    """Flat indices [k] into Meta's layout of tensor `key` -> the same weights' indices in Hugging Face's
+    rotate-half q/k row order (other tensors: unchanged). heads: {"attention.wq": n_heads,
+    "attention.wk": n_kv_heads}."""
+    import numpy as np
+
+    n = heads.get(key.split(".", 2)[-1].rsplit(".", 1)[0])
+    if n is None:
+        return idx
+    row, col = np.divmod(idx, shape[1])  # Meta row h*hd + 2p + j is row h*hd + j*hd/2 + p here
+    hd = shape[0] // n
+    h, i = np.divmod(row, hd)
+    p, j = np.divmod(i, 2)
+    return (h * hd + j * (hd // 2) + p) * shape[1] + col
+
+
 def hf_weight_samples(folder):
     """The weight samples of a Hugging Face folder (neurosymbolic_llm/llama/fingerprint.py), read from
     the mapped safetensors files; q/k positions of Meta's layout are looked up in rotate-half order."""
-    import numpy as np
-
     from neurosymbolic_llm.llama.fingerprint import kind_of, weight_samples
     folder = Path(folder)
     args = hf_model_args(folder)
@@ -307,13 +326,7 @@ def hf_weight_samples(folder):
         if stored != shape or dtype not in _DTYPES:
             raise CheckpointError(f"{f.path}: tensor {name!r} has shape {stored} and dtype {dtype}; "
                                   f"config.json implies {shape} in one of {', '.join(_DTYPES)}")
-        n = heads.get(key.split(".", 2)[-1].rsplit(".", 1)[0])
-        if n is not None:  # Meta row h*hd + 2p + j is row h*hd + j*hd/2 + p here
-            row, col = np.divmod(idx, shape[1])
-            hd = shape[0] // n
-            h, i = np.divmod(row, hd)
-            p, j = np.divmod(i, 2)
-            idx = (h * hd + j * (hd // 2) + p) * shape[1] + col
+        idx = rotate_half_index(key, shape, idx, heads)
         t = f.tensor(begin, end - begin, _DTYPES[dtype], shape)
         return kind_of(t.dtype), t.reshape(-1)[torch.from_numpy(idx)].float().numpy()
 

@@ -205,39 +205,51 @@ class SymbolicIntervention(nn.Module):
 
         Records the per-sample quantities of position `record_idx` (P-1) when it is given.
         """
+        a, gate, rec = self.read(hs)
+        if record_idx is not None:
+            self.records = {k: v[:, record_idx] for k, v in rec.items()}
+        return a, gate
+
+    def _decode(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        lo, hi, a, gate = self._pending
+        new = self.write(h[:, lo:hi], a, gate, layer)  # [B,K,D]
+        return torch.cat([h[:, :lo], new, h[:, hi:]], dim=1)  # [B,S,D]
+
+    # ------------------------------------------------------------------ the per-position maths
+    # One source of truth for read / gate / solve / encode and decode / merge: the hooks above and the
+    # hooks on a transformers model (neurosymbolic_llm/hf/hooks.py) both call these two.
+    def read(self, hs: torch.Tensor):
+        """hs [B,K,D] (model dtype) -> (answer vectors a [B,K,V] float32, gate [B,K] bool, readings
+        {score, gate, type_id, x, y: [B,K]; vsa (Enc(h)) [B,K,V] in symbolic mode})."""
         B, K, _ = hs.shape
         z = self.encoder(hs.float())  # [B,K,V]
         if self.mode == "adapter":  # the paper's "LoRA" row: no gate, no solver
             gate = torch.ones(B, K, dtype=torch.bool, device=z.device)
-            if record_idx is not None:
-                neg = torch.full((B,), -1, dtype=torch.long, device=z.device)
-                self.records = {"score": torch.full((B,), math.nan, device=z.device), "gate": gate[:, 0],
-                                "type_id": neg, "x": neg, "y": neg}
-            return z, gate
+            neg = torch.full((B, K), -1, dtype=torch.long, device=z.device)
+            return z, gate, {"score": torch.full((B, K), math.nan, device=z.device), "gate": gate,
+                             "type_id": neg, "x": neg, "y": neg}
         with torch.no_grad():  # the symbolic step is integer arithmetic: no gradient
             zf = z.detach().reshape(B * K, -1)  # [N,V]
             score, type_id = self.engine.problem_type_scores(zf).max(-1)  # [N]
             gate = gate_open(score, self.threshold, self.maximum)
             x = self.engine.decode_number(zf, role="n1")  # [N] long
             y = self.engine.decode_number(zf, role="n2")
-            if record_idx is not None:
-                rec = {"score": score, "gate": gate, "type_id": type_id, "x": x, "y": y}
-                self.records = {k: v.view(B, K)[:, record_idx] for k, v in rec.items()}
-                self.records["vsa"] = zf.view(B, K, -1)[:, record_idx]  # Enc(h) [B,V]: ask shows its scores
+            rec = {k: v.view(B, K) for k, v in {"score": score, "gate": gate, "type_id": type_id, "x": x,
+                                                 "y": y}.items()}
+            rec["vsa"] = zf.view(B, K, -1)  # Enc(h): ask shows its scores
             if self.opts.simulate_perfect_encoder and self._truth is not None:
                 type_id, x, y = (t.to(z.device).long()[:, None].expand(B, K).reshape(-1) for t in self._truth)
             ans = solve(type_id, x, y, problem_list=self.engine.possible_problems,
                         complexity=self.complexity, limit_solution_digits=self.limit_solution_digits)
             a = self.engine.encode_number(ans).float().view(B, K, -1)  # [B,K,V]
-        return a, gate.view(B, K)
+        return a, gate.view(B, K), rec
 
-    def _decode(self, h: torch.Tensor, layer: int) -> torch.Tensor:
-        lo, hi, a, gate = self._pending
-        sel = h[:, lo:hi]  # [B,K,D]
-        m = self.decoders[str(layer)](a)  # [B,K,D] float32
-        merged = self.merges[str(layer)](m, sel.float()).to(h.dtype)
-        new = torch.where(gate[..., None], merged, sel)  # closed gate: the state itself, bit for bit
-        return torch.cat([h[:, :lo], new, h[:, hi:]], dim=1)  # [B,S,D]
+    def write(self, sel: torch.Tensor, a: torch.Tensor, gate: torch.Tensor, layer: int) -> torch.Tensor:
+        """The residual states sel [..., D] (model dtype) written by the answer vectors a [..., V] where
+        gate [...] is open: merge(Dec_layer(a), sel), in float32, cast back to sel's dtype."""
+        m = self.decoders[str(layer)](a)  # [..., D] float32
+        merged = self.merges[str(layer)](m, sel.float()).to(sel.dtype)
+        return torch.where(gate[..., None], merged, sel)  # closed gate: the state itself, bit for bit
 
     # ------------------------------------------------------------------ results
     def take_records(self) -> dict[str, torch.Tensor]:
