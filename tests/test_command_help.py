@@ -70,10 +70,7 @@ def test_the_group_titles_say_what_a_read_only_command_reads():
     assert not any("training" in t for t in titles), titles
 
 
-BUILD_TOOLS = {"make-tiny-llama", "make-demo-data", "make-real-data"}  # their torch-free --help: issue #28's own part
-
-
-@pytest.mark.parametrize("command", sorted(set(COMMANDS) - BUILD_TOOLS))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_help_loads_no_torch(command):
     code = ("from neurosymbolic_llm.cli import main\nimport contextlib, io, sys\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
