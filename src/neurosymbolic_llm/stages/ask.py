@@ -48,7 +48,10 @@ def dialog(question: str, index: int, art: artefacts.TrainedIntervention, exampl
     """(messages, how it is asked, (type, x, y) of a recognised question or None)."""
     p = art.prompt
     kw = dict(complexity=p["complexity"], limit_solution_digits=p["limit_solution_digits"])
-    known = parse_question(question, **kw)
+    try:
+        known = parse_question(question, **kw)
+    except ValueError:  # a number of more digits than int() reads: no problem of any complexity
+        known = None
     kind = examples_type if examples_type != "auto" else known[0] if known else None
     if kind is None:
         return non_math_dialog(question), "non-math prompt", known
