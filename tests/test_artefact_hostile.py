@@ -94,7 +94,7 @@ TENSOR_CASES = {
     "inf decoder": (nan_at("decoder.3", float("inf")), "decoder.3 holds 1 NaN/inf"),
     "NaN codebook": (nan_at("codebook"), "codebook holds 1 NaN/inf"),
     "NaN merge norm": (nan_at("merge.1.norm.weight"), "merge.1.norm.weight holds 1 NaN/inf"),
-    "integer encoder": (lambda t: t.update(encoder=t["encoder"].round().long()), "encoder is torch.int64"),
+    "integer encoder": (lambda t: t.update(encoder=t["encoder"].round().long()), "encoder is torch.int64, expected torch.float32"),
     "wrong merge shape": (lambda t: t.update({"merge.3.norm.weight": torch.ones(3)}), "merge.3.norm.weight has shape"),
     "an unknown tensor": (lambda t: t.update({"decoder.2": t["decoder.1"].clone()}), "'decoder.2' is unknown"),
     "a missing decoder": (lambda t: t.pop("decoder.3"), "decoder.3 is missing"),

@@ -4,7 +4,8 @@
                                         "decoder.<layer>" [D, V] float32 (every decoding layer's;
                                         the fine-tuned ones when stage 3 trained them),
                                         "codebook" [rows, V] float64 (the VSA engine's),
-                                        "merge.<layer>.<name>" (trained merge parameters: skip, norm)
+                                        "merge.<layer>.<name>" float32 (trained merge parameters:
+                                        skip, norm.weight); every tensor finite (artefact_checks.py)
     <folder>/intervention.json          everything else: {"format": "nsllm-intervention",
                                         "version": 1, "tensors_sha256" (of the safetensors file: the
                                         pair belongs together), "engine" (VSA_dim, max_digits,
@@ -12,13 +13,16 @@
                                         layers, gate bounds (null = no upper bound), merge, ...),
                                         "prompt" (complexity, limit_solution_digits, seed of the
                                         few-shot examples), "model" (maps.model_info of the model it
-                                        was made on, with its weight samples), "checkpoint" (that
-                                        model's path, a hint), "extra" (trained_types, run_name,
-                                        source files)}
+                                        was made on, with its weight samples and its tokenizer's
+                                        digest), "checkpoint" (that model's path, a hint), "extra"
+                                        (trained_types, run_name, source files)}
 
 `save_intervention(folder, art)` and `load_intervention(folder, model_info=..., allow_other_weights=...)`
-are the one call each; loading checks the pair, the engine, the settings, the shapes and (when
-given) the model (maps.check_model). `from_maps` (an existing run's map files: nsllm
+are the one call each. Both check every key, type, range, tensor dtype, shape and finiteness
+(artefact_checks.py: one rule for saving and loading); a save writes the pair into a fresh folder
+renamed into place under the folder's lock (files.replace_folder, locks.exclusive), so the previous
+artefact survives a failure and two writers never leave a mixed pair; a load hashes the very bytes
+it uses, and (when given) checks the model (maps.check_model). `from_maps` (an existing run's map files: nsllm
 export-intervention, nsllm ask --run) and `from_method` (the end of stage 3, which always writes one
 to results/<run>/intervention/) make one; `build_method` turns one into the pipeline's
 neurosymbolic Method.
@@ -110,7 +114,8 @@ def _tensors(art: TrainedIntervention) -> dict[str, torch.Tensor]:
     out = {"encoder": art.encoder, "codebook": art.engine.codebook}
     out |= {f"decoder.{l}": w for l, w in sorted(art.decoders.items())}
     out |= {f"merge.{l}.{k}": v for l, sd in sorted(art.merge_state.items()) for k, v in sorted(sd.items())}
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in out.items()}
+    return {k: v.detach().to("cpu", torch.float64 if k == "codebook" else torch.float32).contiguous().clone()
+            for k, v in out.items()}
 
 
 def _settings(art: TrainedIntervention) -> dict:

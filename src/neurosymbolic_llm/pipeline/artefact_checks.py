@@ -134,7 +134,8 @@ def merge_shapes(options: InterventionOptions, dim: int) -> dict[str, tuple]:
 
 def check_tensors(where: str, tensors: dict[str, torch.Tensor], options: InterventionOptions, VSA_dim: int,
                   dim: int) -> None:
-    """Every tensor named, finite, floating and of its shape; nothing else there."""
+    """Every tensor named, finite, of its dtype (float32; the codebook float64, as the engine keeps
+    it) and of its shape; nothing else there."""
     cb = tensors.get("codebook")
     rows = cb.shape[0] if torch.is_tensor(cb) and cb.ndim == 2 else -1
     want = expected_shapes(options, VSA_dim, dim, rows)
@@ -148,9 +149,9 @@ def check_tensors(where: str, tensors: dict[str, torch.Tensor], options: Interve
             shape = merge[parts[2]]
         else:
             raise DataError(f"{where}: tensor {echo(name)} is unknown (expected {', '.join(want)} and merge.<layer>.*)")
-        if not torch.is_tensor(t) or not t.is_floating_point():
-            raise DataError(f"{where}: tensor {name} is {getattr(t, 'dtype', type(t).__name__)}, expected a "
-                            f"floating-point tensor")
+        dtype = torch.float64 if name == "codebook" else torch.float32
+        if not torch.is_tensor(t) or t.dtype != dtype:
+            raise DataError(f"{where}: tensor {name} is {getattr(t, 'dtype', type(t).__name__)}, expected {dtype}")
         if tuple(t.shape) != tuple(shape):
             raise DataError(f"{where}: tensor {name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
         bad = non_finite_count(t)
