@@ -128,3 +128,15 @@ def table(outcomes: list, classes: dict[int, str]) -> str:
                         " | ".join(str(sum(o.kind == k for o in mine)) for k in KINDS) + " |")
     total = f"| all | {len(outcomes)} | " + " | ".join(str(sum(o.kind == k for o in outcomes)) for k in KINDS) + " |"
     return "\n".join([head, *rows, total])
+
+
+def test_module(name: str):
+    """A module of tests/ (one that imports only the package, e.g. tests/surface_fuzz.py), loaded by
+    its path: no benchmark edits sys.path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
