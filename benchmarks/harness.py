@@ -71,6 +71,41 @@ def tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+# ----------------------------------------------------------------------------- the tiny model, maps and stages
+def setup(work: Path) -> tuple[Path, Path]:
+    import torch
+    from neurosymbolic_llm.llama.checkpoint import checkpoint_fingerprint, save_checkpoint
+    from neurosymbolic_llm.llama.model import ModelArgs, Transformer
+    from neurosymbolic_llm.pipeline.maps import model_info, save_maps
+    from neurosymbolic_llm.symbolic.engine import SymbolicEngine
+
+    ckpt = work / "ckpt"
+    save_checkpoint(Transformer(ModelArgs.from_params(TINY)).init_weights(seed=0), TINY, ckpt)
+    engine, g = SymbolicEngine(VSA_dim=64, max_digits=4, seed=4), torch.Generator().manual_seed(0)
+    info = model_info(checkpoint_fingerprint(ckpt), 64, 4)
+    for kind in ("encoder", "decoder"):
+        save_maps(work / "maps" / f"{kind}s_m.pth", kind, {2: torch.randn(64, 64, generator=g) / 8},
+                  engine.state_dict(), info)
+    return ckpt, work / "maps"
+
+
+def stage3(ckpt: Path, maps: Path, prog: Path, run="R", *extra: str) -> list[str]:
+    return [sys.executable, str(PROGRAMS / "fine_tune_decoders.py"), "--run_name", run, "--chpt_dir", str(ckpt),
+            "--programs_dir", str(prog), "--encoder_path", str(maps / "encoders_m.pth"),
+            "--decoder_path", str(maps / "decoders_m.pth"), "--symbolic_encoding_layer", "2",
+            "--symbolic_decoding_layers", "2", "--problem_type", "gcd,modulo", "--testing_problems", "gcd,modulo",
+            "--num_steps", "60", "--n_samples", "2", "--validation_rows", "2", "--testing_num_steps", "4",
+            "--testing_n_samples", "2", "--eval_batch_size", "2", "--max_seq_len", "512",
+            "--problem_score_threshold", "-100", "--checkpoint_every", "5", "--device", "cpu", *extra]
+
+
+def stage1(ckpt: Path, prog: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(PROGRAMS / "gather_hidden_states.py"), "--run_name", "G", "--chpt_dir", str(ckpt),
+            "--programs_dir", str(prog), "--train_data_rounds", "400", "--val_data_rounds", "4",
+            "--testing_data_rounds", "4", "--VSA_dim", "64", "--max_digits", "4", "--n_samples", "2",
+            "--save_frequency", "4", "--device", "cpu", *extra]
+
+
 # ----------------------------------------------------------------------------- judging
 KINDS = ("one line", "accepted", "vague error", "traceback", "hang", "silent wrong", "data loss")
 

@@ -4,7 +4,6 @@ keeps the previous artefact; export refuses a running or unfinished stage 3 and 
 artefact by default; a run's saved relative paths resolve against its --programs_dir."""
 import hashlib
 import json
-import math
 import os
 
 import pytest
