@@ -210,3 +210,14 @@ def test_a_runs_relative_maps_are_read_from_its_programs_dir(saved_run, tmp_path
     save_maps(elsewhere / "models" / "decoders_m.pth", "decoder", art.decoders, art.engine.state_dict(), info)
     assert export(saved_run, "--out", str(tmp_path / "out"), cwd=elsewhere) == 0
     assert torch.equal(load_intervention(tmp_path / "out").encoder, artefact().encoder)
+
+
+def test_export_refuses_settings_other_than_the_fine_tuned_decoders(saved_run, tmp_path):
+    """A stage-3 decoder was trained with its merge: an export with another merge is refused."""
+    art = artefact()
+    save_maps(saved_run / "models" / "decoders_m.pth", "decoder", art.decoders, art.engine.state_dict(),
+              model_info("f" * 16, D, 4), {"fine_tuned_from": "x", "merge": "add", "merge_state": {},
+                                           "symbolic_encoding_layer": 1})
+    with pytest.raises(ConfigError, match="trained with --merge add, the settings say convex"):
+        export(saved_run, "--out", str(tmp_path / "out"))
+    assert export(saved_run, "--out", str(tmp_path / "out"), "--merge", "add") == 0

@@ -79,6 +79,12 @@ def _options_of(cfg) -> InterventionOptions:
 def from_maps(cfg, maps, *, run: str = "") -> TrainedIntervention:
     """The intervention of a run's map files (fine_tune_inputs.load_maps_for) and settings (cfg, a FineTuneConfig)."""
     merge = maps.decoder_extra.get("merge_state", {}) if fine_tuned(maps.decoder_extra) else {}
+    if fine_tuned(maps.decoder_extra):  # its merge was trained with the decoder: the settings must agree
+        for key, now in (("merge", cfg.merge_mode()), ("symbolic_encoding_layer", cfg.symbolic_encoding_layer)):
+            saved = maps.decoder_extra.get(key, now)
+            if saved != now:
+                raise ConfigError(f"{cfg.decoder_path}: this fine-tuned decoder was trained with --{key} {saved}, "
+                                  f"the settings say {now}: give --{key} {saved} (or the run's saved configuration)")
     try:  # stage 3's rule: the maps' own record, else the training split's types
         trained = seen_types(cfg, maps, None, maps.engine.max_digits)[0]
     except UserError:  # the training CSV is gone: the configured types
