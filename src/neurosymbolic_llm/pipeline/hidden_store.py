@@ -4,11 +4,18 @@ Layout of a store folder (`Programs/gathered_data_{run}/`):
 
     manifest.json              what the data was made from, and how far each split got
     {split}/shard_{k:05d}.pt   rows [k*F, min((k+1)*F, N)) of the split, F = rows_per_shard
+    .store.lock                held by the one stage 1 writing the store (`writing`)
 
 A shard is one `torch.save` of plain tensors (read with `weights_only=True`):
     hidden  [n, L, D]  residual stream at the last prompt position of the manifest's layers (model dtype)
     targets [n, V]     true problem vectors (float32)
     row, type_id, x, y [n] long   the split row each sample came from, and its problem
+    identity [32] uint8        the manifest's shard_tag (sha256 of its IDENTITY_KEYS): a shard copied
+                               from another store (another model, codebook, settings) is refused
+
+The identity includes the model's full content (llama/identity.py: every byte of its files), so a
+store is never resumed with another copy of the model; one store has one writer at a time, whatever
+run name or --programs_dir names it, and stage 2 does not read it meanwhile.
 
 Why the grid is fixed by the row index and not by the order of work: a shard's content depends only
 on (split, k), so a shard either exists completely (written to a temporary name, then renamed) or not
@@ -107,6 +114,8 @@ class HiddenStore:
         elif self.manifest_path.is_file():
             manifest = self.read_manifest()
             for key in IDENTITY_KEYS:
+                if key == "model_content" and key not in manifest and manifest.get("complete"):
+                    continue  # a complete store of an older version: nothing will be added to it
                 if manifest.get(key) != identity.get(key):
                     raise DataError(
                         f"{self.root} already holds data gathered with a different {key} "
