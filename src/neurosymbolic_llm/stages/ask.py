@@ -232,8 +232,8 @@ def check_model_files(cfg: AskConfig, art: artefacts.TrainedIntervention, where:
 
 def run(cfg: AskConfig, given: Sequence[str] = ()) -> int:
     """`given`: the option names given on the command line (they override an artefact's gate).
-    Answers are printed as each batch is done; a question that cannot be asked is one error line on
-    stderr and the others go on (exit code 2 at the end, naming how many failed)."""
+    Answers are printed as each batch is done; a question that cannot be asked is one "not asked:"
+    line on stderr and the others go on (then one error line and exit code 2, naming how many)."""
     check_counts(cfg)
     questions = read_questions(cfg)
     art, where = load_source(cfg)
@@ -250,7 +250,7 @@ def run(cfg: AskConfig, given: Sequence[str] = ()) -> int:
                  batch_size=cfg.eval_batch_size):
         if "error" in a:
             failed.append(a["error"])
-            print(f"error: {shown(a['error'])}", file=sys.stderr, flush=True)
+            print(f"not asked: {shown(a['error'])}", file=sys.stderr, flush=True)  # the one "error:" line ends the run
             if cfg.json:
                 print(strict_json(a), flush=True)
             continue
