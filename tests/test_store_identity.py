@@ -107,3 +107,25 @@ def test_tokenizer_digest_and_maps_refuse_another_tokenizer(tokenizer, tmp_path)
     assert check_model(made, model_info("f", 4, 2, tokenizer=mine), "maps") == ""
     with pytest.raises(EngineMismatchError, match="made with another tokenizer"):
         check_model(made, model_info("f", 4, 2, tokenizer=theirs), "maps", allow_other_weights=True)
+
+
+def test_stage3_resume_identity_sees_an_edit_the_sampled_fingerprint_misses(tiny_ckpt, tmp_path):
+    """Class 2 at stage 3: a copy with one FFN-norm element changed (one the sampled fingerprint of
+    today's fingerprint.py does not read) has another training identity (what a saved training
+    state must match to resume)."""
+    import pandas as pd
+
+    from neurosymbolic_llm.llama.generation import Llama
+    from neurosymbolic_llm.pipeline.configs import FineTuneConfig
+    from neurosymbolic_llm.stages.fine_tune import training_identity
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_ckpt, copy)
+    sd = torch.load(copy / "consolidated.00.pth", weights_only=True)
+    sd["layers.1.ffn_norm.weight"][33] += 0.5
+    torch.save(sd, copy / "consolidated.00.pth")
+    rows = pd.DataFrame({"problem_type": ["gcd"], "x": [12], "y": [8], "question": ["q"], "solution": [4]})
+    ids = [training_identity(FineTuneConfig(), "neurosymbolic",
+                             Llama.build(c, max_seq_len=64, max_batch_size=1, device="cpu", dtype=torch.float32),
+                             rows, 1, {"encoder": None, "decoder": None}) for c in (tiny_ckpt, copy)]
+    assert ids[0]["model_content"] != ids[1]["model_content"] and ids[0]["tokenizer"] == ids[1]["tokenizer"]
