@@ -1,6 +1,6 @@
 """Fault injection: every fault and bad input of issue 13 tried on the entry scripts, with what the user
-sees and what is kept, then the hostile inputs of issue 19 by class (benchmarks/hostile_inputs.py:
-tried / one line / traceback / data loss). Prints Markdown tables (benchmarks/RESULTS.md keeps the
+sees and what is kept, then the hostile inputs of issue 19 by class (benchmarks/hostile_inputs.py, run
+as its own process: tried / one line / traceback / data loss; issue 30's are benchmarks/hostile_round2.py). Prints Markdown tables (benchmarks/RESULTS.md keeps the
 last ones).
 
     python benchmarks/faults.py [--keep DIR]
@@ -13,57 +13,17 @@ that, those rows say so. About 10 minutes on 2 busy CPU cores (14 on a shared, l
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PROGRAMS = ROOT / "Programs"
-# The scripts run this checkout's package (as the tests do), whichever copy is installed.
-ENV = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled", PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT / "src"))
-TINY = {"dim": 64, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 128256, "multiple_of": 32,
-        "ffn_dim_multiplier": None, "norm_eps": 1e-5, "rope_theta": 500000.0, "use_scaled_rope": True}
+from harness import ENV, PROGRAMS, setup, stage1, stage3, work_folder
+
 ROWS: list[tuple[str, str, str]] = []
-
-
-def setup(work: Path) -> tuple[Path, Path]:
-    import torch
-    from neurosymbolic_llm.llama.checkpoint import checkpoint_fingerprint, save_checkpoint
-    from neurosymbolic_llm.llama.model import ModelArgs, Transformer
-    from neurosymbolic_llm.pipeline.maps import model_info, save_maps
-    from neurosymbolic_llm.symbolic.engine import SymbolicEngine
-
-    ckpt = work / "ckpt"
-    save_checkpoint(Transformer(ModelArgs.from_params(TINY)).init_weights(seed=0), TINY, ckpt)
-    engine, g = SymbolicEngine(VSA_dim=64, max_digits=4, seed=4), torch.Generator().manual_seed(0)
-    info = model_info(checkpoint_fingerprint(ckpt), 64, 4)
-    for kind in ("encoder", "decoder"):
-        save_maps(work / "maps" / f"{kind}s_m.pth", kind, {2: torch.randn(64, 64, generator=g) / 8},
-                  engine.state_dict(), info)
-    return ckpt, work / "maps"
-
-
-def stage3(ckpt: Path, maps: Path, prog: Path, run="R", *extra: str) -> list[str]:
-    return [sys.executable, str(PROGRAMS / "fine_tune_decoders.py"), "--run_name", run, "--chpt_dir", str(ckpt),
-            "--programs_dir", str(prog), "--encoder_path", str(maps / "encoders_m.pth"),
-            "--decoder_path", str(maps / "decoders_m.pth"), "--symbolic_encoding_layer", "2",
-            "--symbolic_decoding_layers", "2", "--problem_type", "gcd,modulo", "--testing_problems", "gcd,modulo",
-            "--num_steps", "60", "--n_samples", "2", "--validation_rows", "2", "--testing_num_steps", "4",
-            "--testing_n_samples", "2", "--eval_batch_size", "2", "--max_seq_len", "512",
-            "--problem_score_threshold", "-100", "--checkpoint_every", "5", "--device", "cpu", *extra]
-
-
-def stage1(ckpt: Path, prog: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(PROGRAMS / "gather_hidden_states.py"), "--run_name", "G", "--chpt_dir", str(ckpt),
-            "--programs_dir", str(prog), "--train_data_rounds", "400", "--val_data_rounds", "4",
-            "--testing_data_rounds", "4", "--VSA_dim", "64", "--max_digits", "4", "--n_samples", "2",
-            "--save_frequency", "4", "--device", "cpu", *extra]
 
 
 def last(text: str) -> str:
@@ -120,13 +80,6 @@ def rc_of(r: subprocess.CompletedProcess) -> str:
 def files_after(r: subprocess.CompletedProcess, work: Path) -> list[str]:
     """The file list printed after the command in `in_ns`."""
     return [short(p, work) for p in r.stdout.split("rc=")[1].split()[1:]]
-
-
-def work_folder(keep: str, prefix: str) -> Path:
-    """--keep's folder, else a new temporary one (removed at the end unless kept)."""
-    work = Path(keep or tempfile.mkdtemp(prefix=prefix)).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    return work
 
 
 def main(argv=None) -> int:
@@ -293,10 +246,9 @@ def main(argv=None) -> int:
     for i, (fault, seen, kept) in enumerate(ROWS, 1):
         print(f"| {i} | {fault} | {seen} | {kept} |")
     print(f"\n{len(ROWS)} faults and bad inputs tried; work folder {work}")
-    import hostile_inputs  # beside this file; imports this module's helpers
-
-    hostile = hostile_inputs.run_all(work / "hostile", ckpt, maps)
-    print(f"\nhostile inputs (issue 19), {len(hostile_inputs.OUTCOMES)} cases:\n\n{hostile}")
+    hostile = subprocess.run([sys.executable, str(Path(__file__).with_name("hostile_inputs.py")), "--keep",
+                              str(work / "hostile")], env=ENV, capture_output=True, text=True, timeout=3600)
+    print(f"\nhostile inputs (issue 19, benchmarks/hostile_inputs.py):\n{hostile.stdout[hostile.stdout.find('| class'):]}")
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -11,28 +11,24 @@ Usage: python benchmarks/fuzz_parsers.py [--examples N] [--seed S] [--timeout SE
 import argparse
 import collections
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 
-import parser_fuzz  # noqa: E402
-import tiny_formats  # noqa: E402
+import harness  # noqa: E402
 from hypothesis import HealthCheck, given, seed, settings, strategies as st  # noqa: E402
+
+harness.test_module("hostile_files")  # parser_fuzz imports it by name: loaded first, by path
+parser_fuzz = harness.test_module("parser_fuzz")
+tiny_formats = harness.test_module("tiny_formats")
 
 
 def tiny_meta(folder: Path) -> Path:
-    """tests/conftest.py's tiny Meta checkpoint (TINY_PARAMS, random weights, Llama 3's
-    tokenizer)."""
-    from conftest import TINY_PARAMS
-    from neurosymbolic_llm.llama.checkpoint import save_checkpoint
-    from neurosymbolic_llm.llama.model import ModelArgs, Transformer
-    model = Transformer(ModelArgs.from_params(TINY_PARAMS)).init_weights(seed=0)
-    return save_checkpoint(model, TINY_PARAMS, folder)
+    """tests/conftest.py's tiny Meta checkpoint (the same parameters, harness.TINY: random weights,
+    Llama 3's tokenizer)."""
+    return harness.tiny_checkpoint(folder)
 
 
 def main(argv=None) -> int:

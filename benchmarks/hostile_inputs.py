@@ -1,5 +1,5 @@
 """Hostile inputs to the entry scripts (issue 19, the pipeline side), grouped by the issue's classes;
-part of benchmarks/faults.py, or on its own:
+run by benchmarks/faults.py as a process, or on its own:
 
     python benchmarks/hostile_inputs.py [--src DIR] [--keep DIR]
 
@@ -28,8 +28,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import faults  # beside this file (a script's folder is on its path)
-from faults import PROGRAMS, ROOT, run, stage1, stage3
+import harness  # beside this file (a script's folder is on its path)
+from harness import ENV, PROGRAMS, ROOT, stage1, stage3
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900, **kw)
 
 CLASSES = {1: "a symbolic link at a run's lock file", 2: "reshard into a folder holding other files",
            3: "run names that are paths", 4: "NaN and inf (options, gathered data, training states)",
@@ -319,7 +323,7 @@ def maps_replaced(work: Path, ckpt: Path, maps: Path) -> None:
     dec = load_maps(models / "decoders_m.pth", "decoder")
     state = prog / "results" / "R" / "training_state.pt"
     p = subprocess.Popen(stage3(ckpt, models, prog, "R", "--num_steps", "100", "--checkpoint_every", "5"),
-                         env=faults.ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not state.exists() and p.poll() is None:
         time.sleep(0.01)
     other = {layer: torch.randn_like(w) for layer, w in dec.weights.items()}
@@ -366,9 +370,9 @@ def main(argv=None) -> int:
     ap.add_argument("--src", default=str(ROOT / "src"), help="the package source the scripts run with")
     ap.add_argument("--keep", default="", help="work in this folder and keep it (default: a temporary one)")
     a = ap.parse_args(argv)
-    faults.ENV["PYTHONPATH"] = str(Path(a.src).resolve())
-    work = faults.work_folder(a.keep, "nsllm_hostile_")
-    print(f"\n{run_all(work, *faults.setup(work))}\n\nsource: {a.src}")
+    harness.use_source(a.src)
+    work = harness.work_folder(a.keep, "nsllm_hostile_")
+    print(f"\n{run_all(work, *harness.setup(work))}\n\nsource: {a.src}")
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0

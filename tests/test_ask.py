@@ -60,7 +60,7 @@ def test_ask_agrees_with_the_pipelines_evaluation(run_dir):
     llama = build_llama(cfg, max_batch_size=8, device="cpu")
     art = load_intervention(run_dir / "results" / "R" / "intervention", model_info=model_info_of(llama))
     df = rows()
-    answers = ask(llama, art, list(df["question"]) + [NON_MATH], batch_size=4)
+    answers = list(ask(llama, art, list(df["question"]) + [NON_MATH], batch_size=4))
 
     # the independent path: the run's map files, the pipeline's Examples (split "ask"), evaluate()
     maps = load_maps_for(cfg, llama)
@@ -122,7 +122,7 @@ def test_command_prints_the_functions_answers(run_dir):
     got = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     cfg = parse_config(FineTuneConfig, ["--config", str(run_dir / "results" / "R" / "config_fine_tune.yaml")])
     llama = build_llama(cfg, max_batch_size=1, device="cpu")
-    want = ask(llama, load_intervention(run_dir / "results" / "R" / "intervention"), [q])
+    want = list(ask(llama, load_intervention(run_dir / "results" / "R" / "intervention"), [q]))
     assert got == json.loads(json.dumps(want))
 
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def run(script: str, *args: str) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
     proc = subprocess.run([sys.executable, str(PROGRAMS / script), *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=1800)  # a hung stage fails, not the suite
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 

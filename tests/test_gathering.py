@@ -1,6 +1,7 @@
 """Stage 1: recorded states equal a lone forward, CSV rows each once in order, kill -9 and resume,
 clear errors before any heavy work."""
 import os
+import socket
 import signal
 import subprocess
 import sys
@@ -170,13 +171,20 @@ def test_bad_inputs_fail_early(tiny_ckpt, tmp_path, no_model_load, capsys):
     assert not (tmp_path / "gathered_data_t").exists()
 
 
+def _free_port() -> int:
+    """A port no process listens on now (a fixed one collides with another run of the suite)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.slow
 def test_data_parallel_gather_equals_single_process(tiny_ckpt, tmp_path):
     """torchrun with 2 gloo ranks: each takes its own shards; the data read back equals one process's."""
     rows = (10, 3, 5)
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
     cmd = _gather_cmd(tiny_ckpt, tmp_path / "dp", rows)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
     res = subprocess.run(torchrun + cmd[1:], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     run_gather(cfg_of(*_gather_cmd(tiny_ckpt, tmp_path / "sp", rows)[2:]))

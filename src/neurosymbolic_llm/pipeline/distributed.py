@@ -59,8 +59,27 @@ class DistInfo:
         return self.world_size > 1
 
 
+TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
 def launched_by_torchrun() -> bool:
-    return "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    """WORLD_SIZE > 1 together with the variables torchrun sets for every process. A WORLD_SIZE left
+    in the environment without them (a shell that once ran torchrun) is an error: the process group
+    would wait 30 minutes for ranks that never come."""
+    text = os.environ.get("WORLD_SIZE", "")
+    if not text:
+        return False
+    if not text.strip().isdigit():
+        raise ConfigError(f"WORLD_SIZE={text[:40]!r} in the environment is not a process count: unset it "
+                          f"(torchrun sets it for its processes)")
+    if int(text) <= 1:
+        return False
+    missing = [v for v in TORCHRUN_VARIABLES if v not in os.environ]
+    if missing:
+        raise ConfigError(f"WORLD_SIZE={text} is set but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                          f"not: this process was not started by torchrun; unset WORLD_SIZE (or launch with "
+                          f"torchrun --nproc_per_node {text})")
+    return True
 
 
 def resolve_model_parallel_size(requested: int, ckpt_dir) -> int:

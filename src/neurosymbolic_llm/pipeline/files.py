@@ -83,6 +83,47 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], what: st
     return path
 
 
+def replace_folder(folder: Path, files: dict[str, bytes], what: str) -> Path:
+    """Make `folder` hold exactly `files` ({name: bytes}) as a unit: they are written and synced in a
+    fresh hidden folder beside it, which is then renamed into place; the previous folder is moved
+    aside first and removed last, so a failure or a kill before the rename leaves it as it was (a
+    kill between the two renames leaves it in ".<name>.old<pid>", named by the next error). Callers
+    hold the folder's lock (locks.exclusive) and check that it holds nothing else."""
+    folder = Path(folder)
+    tmp, old = (folder.with_name(f".{folder.name}.{tag}{os.getpid()}") for tag in ("tmp", "old"))
+    try:
+        ensure_folder(folder.parent)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name, data in files.items():
+            with open(tmp / name, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        _fsync_folder(tmp)
+        if folder.is_dir() and not folder.is_symlink():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        _fsync_folder(folder.parent)
+    except OSError as exc:
+        if old.is_dir() and not folder.exists():
+            os.replace(old, folder)  # put the previous version back
+        kept = "its previous version is kept" if folder.is_dir() else "no partial folder is left"
+        raise OutputError(f"cannot write {what} {folder}: {exc.strerror or exc}; {kept}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _remove_quietly(path: Path) -> None:
     """Remove a temporary or probe file if it is there; a failure to remove it is not the error to report."""
     try:

@@ -4,11 +4,18 @@ Layout of a store folder (`Programs/gathered_data_{run}/`):
 
     manifest.json              what the data was made from, and how far each split got
     {split}/shard_{k:05d}.pt   rows [k*F, min((k+1)*F, N)) of the split, F = rows_per_shard
+    .store.lock                held by the one stage 1 writing the store (`writing`)
 
 A shard is one `torch.save` of plain tensors (read with `weights_only=True`):
     hidden  [n, L, D]  residual stream at the last prompt position of the manifest's layers (model dtype)
     targets [n, V]     true problem vectors (float32)
     row, type_id, x, y [n] long   the split row each sample came from, and its problem
+    identity [32] uint8        the manifest's shard_tag (sha256 of its IDENTITY_KEYS): a shard copied
+                               from another store (another model, codebook, settings) is refused
+
+The identity includes the model's full content (llama/identity.py: every byte of its files), so a
+store is never resumed with another copy of the model; one store has one writer at a time, whatever
+run name or --programs_dir names it, and stage 2 does not read it meanwhile.
 
 Why the grid is fixed by the row index and not by the order of work: a shard's content depends only
 on (split, k), so a shard either exists completely (written to a temporary name, then renamed) or not
@@ -18,6 +25,8 @@ rows in the same order whatever the number of ranks or the batch size was.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,16 +34,18 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from neurosymbolic_llm.pipeline.errors import DataError, echo
+from neurosymbolic_llm.pipeline.errors import DataError, RunLockedError, echo
 from neurosymbolic_llm.pipeline.files import atomic_torch_save, atomic_write_json
 from neurosymbolic_llm.pipeline.finite import require_finite
+from neurosymbolic_llm.pipeline.locks import held, holder
 
 FORMAT = "nsllm-hidden-store"
 VERSION = 1
 SPLITS = ("train", "val", "test")
 # Manifest keys that must be equal for a rerun to add to (or reuse) existing data.
-IDENTITY_KEYS = ("model_fingerprint", "tokenizer_fingerprint", "engine_fingerprint", "layers",
+IDENTITY_KEYS = ("model_fingerprint", "model_content", "tokenizer_fingerprint", "engine_fingerprint", "layers",
                  "dtype", "dim", "rows_per_shard", "sources", "prompt")
+LOCK_NAME = ".store.lock"  # held by the one stage 1 writing the store (locks.py)
 
 
 @dataclass
@@ -57,6 +68,23 @@ class HiddenStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
         self.manifest_path = self.root / "manifest.json"
+        self.tag: Optional[str] = None  # the manifest's shard_tag: every shard written carries it
+
+    # ------------------------------------------------------------------ one writer
+    def writing(self, *, enabled: bool = True):
+        """The store's own lock, held while stage 1 writes it: a second stage 1 on the same folder
+        (another run name or --programs_dir naming it) is refused at once, and stage 2 refuses to
+        read it meanwhile (`check_idle`)."""
+        if not enabled:
+            return contextlib.nullcontext()
+        return held(self.root / LOCK_NAME, f"the hidden-state store {self.root}", "stage 1 is writing it",
+                    "give this run another --gathered_data_dir")
+
+    def check_idle(self) -> None:
+        pid = holder(self.root / LOCK_NAME)
+        if pid is not None:
+            raise RunLockedError(f"{self.root}: stage 1 is still writing this store (process {pid}); wait for it "
+                                 f"to finish before training maps on it")
 
     # ------------------------------------------------------------------ manifest
     def read_manifest(self) -> dict:
@@ -86,6 +114,8 @@ class HiddenStore:
         elif self.manifest_path.is_file():
             manifest = self.read_manifest()
             for key in IDENTITY_KEYS:
+                if key == "model_content" and key not in manifest and manifest.get("complete"):
+                    continue  # a complete store of an older version: nothing will be added to it
                 if manifest.get(key) != identity.get(key):
                     raise DataError(
                         f"{self.root} already holds data gathered with a different {key} "
@@ -93,9 +123,11 @@ class HiddenStore:
                         f"use another --run_name or --gathered_data_dir, or delete the folder")
             if manifest.get("totals") != totals:
                 raise DataError(f"{self.root}: split sizes {manifest.get('totals')} there, {totals} now")
+            self.tag = manifest.get("shard_tag")
             return manifest
+        self.tag = shard_tag(identity)
         manifest = {"format": FORMAT, "version": VERSION, **identity, "totals": dict(totals),
-                    "rows": {s: 0 for s in totals}, "complete": False, "config": config}
+                    "rows": {s: 0 for s in totals}, "complete": False, "config": config, "shard_tag": self.tag}
         if create:
             self.root.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.manifest_path, manifest)
@@ -129,7 +161,10 @@ class HiddenStore:
                         "the target vectors": data["targets"]}, f"stage 1, {split} shard {k}",
                        "the model's forward pass overflowed: run it in float32 (--dtype float32) or check the "
                        "checkpoint's weights; the shard was not written")
-        atomic_torch_save({n: t.detach().cpu().contiguous() for n, t in data.items()}, path)
+        tensors = {n: t.detach().cpu().contiguous() for n, t in data.items()}
+        if self.tag:  # which store the shard belongs to: a shard copied from another store is refused
+            tensors["identity"] = torch.frombuffer(bytearray.fromhex(self.tag), dtype=torch.uint8)
+        atomic_torch_save(tensors, path)
         return path
 
     def clean_temporaries(self) -> None:
@@ -143,6 +178,7 @@ class HiddenStore:
     # ------------------------------------------------------------------ reading
     def load_split(self, split: str, layers: Optional[Iterable[int]] = None, manifest: Optional[dict] = None) -> SplitData:
         """All rows of a split in row order, hidden states of `layers` only (default: all stored)."""
+        self.check_idle()
         manifest = manifest or self.read_manifest()
         total, rpf = manifest["totals"][split], manifest["rows_per_shard"]
         stored = manifest["layers"]
@@ -158,7 +194,7 @@ class HiddenStore:
                 raise DataError(f"{path}: shard missing ({split} is incomplete: "
                                 f"{manifest['rows'].get(split)} of {total} rows); rerun stage 1 to finish it")
             lo, hi = shard_range(k, total, rpf)
-            shard = read_shard(path, hi - lo, len(stored), manifest["dim"])
+            shard = read_shard(path, hi - lo, len(stored), manifest["dim"], manifest.get("shard_tag"))
             if int(shard["row"][0]) != lo:
                 raise DataError(f"{path}: holds rows starting at {int(shard['row'][0])}, expected {lo}..{hi - 1}; "
                                 f"{REGATHER_SHARD}")
@@ -192,8 +228,15 @@ def check_manifest(path: Path, manifest: dict) -> None:
         raise DataError(f"{path}: 'model' lacks fingerprint, dim or n_layers; {REGATHER}")
 
 
-def read_shard(path: Path, n_rows: int, n_layers: int, dim: int) -> dict[str, torch.Tensor]:
-    """One shard, checked: readable, every tensor there with the expected rows and shapes, finite."""
+def shard_tag(identity: dict) -> str:
+    """sha256 of a store's identity (IDENTITY_KEYS): the tag its manifest and every shard carry."""
+    text = json.dumps({k: identity.get(k) for k in IDENTITY_KEYS}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_shard(path: Path, n_rows: int, n_layers: int, dim: int, tag: Optional[str] = None) -> dict[str, torch.Tensor]:
+    """One shard, checked: of this store (its tag, when the manifest has one), readable, every tensor
+    there with the expected rows and shapes, finite."""
     try:
         shard = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001 - truncated, not a tensor file, foreign pickles
@@ -202,6 +245,11 @@ def read_shard(path: Path, n_rows: int, n_layers: int, dim: int) -> dict[str, to
     if not isinstance(shard, dict) or not all(torch.is_tensor(shard.get(k)) for k in SHARD_KEYS):
         raise DataError(f"{path}: not a shard of gathered data (tensors {', '.join(SHARD_KEYS)} expected); "
                         f"{REGATHER_SHARD}")
+    if tag is not None:
+        mine = shard.get("identity")
+        if not torch.is_tensor(mine) or mine.dtype != torch.uint8 or mine.numpy().tobytes().hex() != tag:
+            raise DataError(f"{path}: not a shard of this store (gathered with another model, codebook or "
+                            f"settings than its manifest.json says, or copied from another store); {REGATHER_SHARD}")
     want = {"hidden": (n_rows, n_layers, dim), "row": (n_rows,), "type_id": (n_rows,), "x": (n_rows,), "y": (n_rows,)}
     for key, shape in want.items():
         if tuple(shard[key].shape) != shape:

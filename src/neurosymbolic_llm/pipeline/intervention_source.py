@@ -28,7 +28,8 @@ def load_source(cfg, *, artefact_first: bool = True) -> tuple[artefacts.TrainedI
     if not cfg.encoder_path or not cfg.decoder_path:
         raise ConfigError(f"{'--run ' + cfg.run + ' has no maps (not a neurosymbolic run?): ' if cfg.run else ''}"
                           f"ask needs --run, --intervention, or --encoder_path and --decoder_path")
-    cfg.encoder_path, cfg.decoder_path = str(located(cfg.encoder_path)), str(located(cfg.decoder_path))
+    base = cfg.programs_dir if cfg.run else ""  # a run's saved paths are relative to its --programs_dir
+    cfg.encoder_path, cfg.decoder_path = (str(located(p, base)) for p in (cfg.encoder_path, cfg.decoder_path))
     tuned = decoder_output_path(cfg, cfg.run_name) if cfg.run and cfg.run_name else None
     if tuned is not None and tuned.is_file():
         cfg.decoder_path = str(tuned)

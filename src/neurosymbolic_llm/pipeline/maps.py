@@ -9,7 +9,7 @@ numbers (loaded with `weights_only=True`; no pickled modules) and is written ato
 
     {"format": "nsllm-maps", "version": 1, "kind": "encoder"|"decoder",
      "weights": {"17": W [out, in]}, "engine": engine.state_dict(),
-     "model": {"fingerprint", "dim", "n_layers", "weights"}, "extra": {...}}
+     "model": {"fingerprint", "dim", "n_layers", "weights", "tokenizer"}, "extra": {...}}
 
 "weights" (the checkpoint's weight samples, neurosymbolic_llm/llama/fingerprint.py) is absent from
 files written before fingerprints followed the weights' content; check_model says what to do then.
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from neurosymbolic_llm.llama.fingerprint import OTHER_WEIGHTS, SAME, WeightSamples, compare
+from neurosymbolic_llm.llama.identity import tokenizer_digest
 from neurosymbolic_llm.pipeline.errors import DataError, EngineMismatchError, echo
 from neurosymbolic_llm.pipeline.files import atomic_torch_save
 from neurosymbolic_llm.pipeline.finite import DIVERGED, require_finite
@@ -47,19 +48,33 @@ class MapFile:
         return sorted(self.weights)
 
 
-def model_info(fingerprint: str, dim: int, n_layers: int, weights=None) -> dict[str, Any]:
+def model_info(fingerprint: str, dim: int, n_layers: int, weights=None, tokenizer: str = "") -> dict[str, Any]:
     """The model description stored in (and checked by) every map file; `weights`: the
     checkpoint's weight samples (neurosymbolic_llm/llama/fingerprint.py, a WeightSamples or its
-    to_json()), which let check_model recognise the same weights in another format."""
+    to_json()), which let check_model recognise the same weights in another format; `tokenizer`:
+    the tokenizer's digest (neurosymbolic_llm/llama/identity.py; "" = not known)."""
     info = {"fingerprint": str(fingerprint), "dim": int(dim), "n_layers": int(n_layers)}
     if weights is not None:
         info["weights"] = weights.to_json() if hasattr(weights, "to_json") else weights
+    if tokenizer:
+        info["tokenizer"] = str(tokenizer)
     return info
 
 
 def model_info_of(llama) -> dict[str, Any]:
-    """model_info of a loaded Llama (generation.Llama)."""
-    return model_info(llama.fingerprint, llama.args.dim, llama.args.n_layers, llama.weight_samples)
+    """model_info of a loaded Llama (generation.Llama), its tokenizer's digest included."""
+    return model_info(llama.fingerprint, llama.args.dim, llama.args.n_layers, llama.weight_samples,
+                      tokenizer_digest(llama.tokenizer))
+
+
+def check_tokenizer(stored: dict[str, Any], current: dict[str, Any], where: str) -> None:
+    """Maps read digits as the tokenizer they were made with split them: another tokenizer (two
+    digits swapped, another vocabulary) is an error, with no override. Files made before the
+    tokenizer was recorded pass."""
+    if stored.get("tokenizer") and current.get("tokenizer") and stored["tokenizer"] != current["tokenizer"]:
+        raise EngineMismatchError(f"{where} was made with another tokenizer (digest {stored['tokenizer'][:12]}, "
+                                  f"this one {current['tokenizer'][:12]}): its maps would read other tokens; "
+                                  f"use the tokenizer they were made with (--tokenizer_path) or retrain them")
 
 
 def check_model(stored: dict[str, Any], current: dict[str, Any], where: str, *,
@@ -69,6 +84,7 @@ def check_model(stored: dict[str, Any], current: dict[str, Any], where: str, *,
     coarser dtype: one model in Meta, Hugging Face or GGUF float form); a note when they differ
     only in their weights (a quantized or fine-tuned copy) and `allow_other_weights`; otherwise an
     EngineMismatchError naming the difference and the override."""
+    check_tokenizer(stored, current, where)
     for key in ("dim", "n_layers"):
         if key in current and current[key] != stored.get(key):
             raise EngineMismatchError(f"{where} was made on a model with {key}={stored.get(key)!r}, "
@@ -111,7 +127,7 @@ def save_maps(path: str | Path, kind: str, weights: dict[int, torch.Tensor], eng
         "weights": {str(int(layer)): w.detach().to("cpu", torch.float32).contiguous().clone()
                     for layer, w in sorted(weights.items())},
         "engine": engine_state,
-        "model": {k: model_info[k] for k in (*MODEL_KEYS, "weights") if k in model_info},
+        "model": {k: model_info[k] for k in (*MODEL_KEYS, "weights", "tokenizer") if k in model_info},
         "extra": dict(extra or {}),
     }
     atomic_torch_save(payload, Path(path), what=what or f"the {kind} maps")
@@ -183,6 +199,8 @@ def _check_keys(path: Path, data: dict) -> None:
     if not isinstance(model, dict) or not isinstance(model.get("fingerprint"), str) or \
             not all(isinstance(model.get(k), int) and not isinstance(model.get(k), bool) for k in ("dim", "n_layers")):
         raise bad("'model' must hold fingerprint (text), dim and n_layers (integers)")
+    if not isinstance(model.get("tokenizer", ""), str):
+        raise bad("model key 'tokenizer' is not text (the tokenizer's digest)")
     if not isinstance(data.get("extra", {}), dict):
         raise bad("'extra' is not a mapping")
 

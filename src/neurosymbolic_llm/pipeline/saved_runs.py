@@ -19,7 +19,7 @@ from neurosymbolic_llm.pipeline.paths import check_run_name, programs_root, resu
 STAGE3_CONFIG, STAGE2_CONFIG = "config_fine_tune.yaml", "config_encoders.yaml"
 
 
-def _stage3_runs_using(encoder: Path, root: Path) -> list[str]:
+def _stage3_runs_using(encoder: Path, root: Path, programs_dir: str = "") -> list[str]:
     """Neurosymbolic stage-3 runs whose saved encoder_path is `encoder` (not the diagnostic runs with
     --simulate_perfect_encoder, e.g. make real's real_perfect_encoder)."""
     out = []
@@ -31,7 +31,7 @@ def _stage3_runs_using(encoder: Path, root: Path) -> list[str]:
         others = [*MAIN_FLAGS, "simulate_perfect_encoder"]  # not a neurosymbolic run
         if any(data.get(k) for k in others) or data.get("test_baseline") == 2:
             continue
-        if data.get("encoder_path") and located(data["encoder_path"]).resolve() == encoder.resolve():
+        if data.get("encoder_path") and located(data["encoder_path"], programs_dir).resolve() == encoder.resolve():
             out.append(path.parent.name)
     return out
 
@@ -45,7 +45,7 @@ def saved_config(run: str, programs_dir: str = "") -> Path:
     if not (folder / STAGE2_CONFIG).is_file():
         raise ConfigError(f"--run {run}: {folder} holds no {STAGE3_CONFIG} (a stage-3 run) nor {STAGE2_CONFIG}")
     root = programs_root(programs_dir)
-    users = _stage3_runs_using(root / "models" / f"encoders_{run}.pth", root)
+    users = _stage3_runs_using(root / "models" / f"encoders_{run}.pth", root, programs_dir)
     if len(users) != 1:
         found = f"stage-3 runs using its maps: {', '.join(users)}" if users else "no neurosymbolic stage-3 run used its maps"
         raise ConfigError(f"--run {run} is a stage-2 run; {found}: pass one of them as --run, or give "
@@ -65,9 +65,14 @@ def with_run_config(argv: Sequence[str]) -> list[str]:
     return ["--config", str(saved_config(known.run, known.programs_dir))] + list(argv)
 
 
-def located(path: str) -> Path:
-    """A saved relative path: from the working directory, else from the repository root (the
-    recipes run there)."""
+def located(path: str, programs_dir: str = "") -> Path:
+    """A saved relative path. With `programs_dir` (a run's --programs_dir D): from D, else from D's
+    parent (the folder holding D, as the repository root holds Programs/), never from the working
+    directory, whose files of the same name are another run's. Without: from the working directory,
+    else from the repository root (the recipes run there)."""
     p = Path(path).expanduser()
-    alt = programs_root().parent / p
-    return alt if not p.exists() and not p.is_absolute() and alt.exists() else p
+    if p.is_absolute():
+        return p
+    root = programs_root(programs_dir)
+    bases = [root, root.parent] if programs_dir else [Path.cwd(), root.parent]
+    return next((b / p for b in bases if (b / p).exists()), p if not programs_dir else root / p)

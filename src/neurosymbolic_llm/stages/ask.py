@@ -22,16 +22,18 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
+from neurosymbolic_llm.llama.formats import open_checkpoint
+from neurosymbolic_llm.llama.identity import tokenizer_digest
 from neurosymbolic_llm.pipeline import artefact as artefacts
 from neurosymbolic_llm.pipeline.configs import AskConfig, InterventionOptions
-from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
+from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, UserError
 from neurosymbolic_llm.pipeline.evaluation import answer_token_budget
 from neurosymbolic_llm.pipeline.intervention_source import ARTEFACT, load_source
-from neurosymbolic_llm.pipeline.maps import check_model, model_info_of
+from neurosymbolic_llm.pipeline.maps import check_model, model_info
 from neurosymbolic_llm.pipeline.runtime import build_llama
 from neurosymbolic_llm.pipeline.saved_runs import located
 from neurosymbolic_llm.symbolic.problems import parse_question, solve_one
@@ -46,26 +48,54 @@ def dialog(question: str, index: int, art: artefacts.TrainedIntervention, exampl
     """(messages, how it is asked, (type, x, y) of a recognised question or None)."""
     p = art.prompt
     kw = dict(complexity=p["complexity"], limit_solution_digits=p["limit_solution_digits"])
-    known = parse_question(question, **kw)
+    try:
+        known = parse_question(question, **kw)
+    except ValueError:  # a number of more digits than int() reads: no problem of any complexity
+        known = None
     kind = examples_type if examples_type != "auto" else known[0] if known else None
     if kind is None:
         return non_math_dialog(question), "non-math prompt", known
     return few_shot_dialog(kind, question, row_rng(p["seed"], SPLIT, index), **kw), f"few-shot {kind}", known
 
 
+def prompt_problem(llama, question: str, number: int, tokens: list[int], n_new: int) -> str:
+    """Why question `number` (1-based) cannot be asked whole, or "": its prompt and answer must fit
+    --max_seq_len (a prompt that fills it would give no answer, and its reading would be another
+    position's)."""
+    room = llama.args.max_seq_len
+    if len(tokens) + n_new > room:
+        return (f"question {number}: its prompt has {len(tokens)} tokens; with {n_new} new tokens that is more "
+                f"than --max_seq_len {room}: shorten the question or raise --max_seq_len")
+    return ""
+
+
 @torch.no_grad()
 def ask(llama, art: artefacts.TrainedIntervention, questions: Sequence[str], *, examples_type: str = "auto",
-        max_new_tokens: int = 0, batch_size: int = 16) -> list[dict]:
-    """One dict per question (see the module docstring; `answer_lines` prints one)."""
+        max_new_tokens: int = 0, batch_size: int = 16, first_number: int = 1) -> Iterator[dict]:
+    """One dict per question, batch by batch as each is done (see the module docstring;
+    `answer_lines` prints one); a question that cannot be asked gives {"number", "question",
+    "error"} and the others go on."""
     method = artefacts.build_method(art, llama)
     iv, engine, p = method.intervention, art.engine, art.prompt
     n_new = max_new_tokens or answer_token_budget(llama.tokenizer, p["complexity"], p["limit_solution_digits"])
     names = list(engine.possible_problems)
-    out = []
     for b0 in range(0, len(questions), batch_size):
-        batch = list(questions[b0:b0 + batch_size])
-        asked = [dialog(q, b0 + i, art, examples_type) for i, q in enumerate(batch)]
-        prompts = [llama.formatter.encode_dialog_prompt(m) for m, _, _ in asked]
+        batch, asked, prompts, numbers = [], [], [], []
+        for i, q in enumerate(questions[b0:b0 + batch_size]):
+            number = first_number + b0 + i
+            try:
+                how = dialog(q, b0 + i, art, examples_type)
+            except (ValueError, UserError) as exc:  # e.g. a number of more digits than int() reads
+                yield {"number": number, "question": q, "error": f"question {number}: cannot be asked ({exc})"}
+                continue
+            tokens = llama.formatter.encode_dialog_prompt(how[0])
+            problem = prompt_problem(llama, q, number, tokens, n_new)
+            if problem:
+                yield {"number": number, "question": q, "error": problem}
+                continue
+            batch.append(q), asked.append(how), prompts.append(tokens), numbers.append(number)
+        if not batch:
+            continue
         with method.attach():
             iv.set_truth()
             with_iv = llama.generate(prompts, n_new)
@@ -79,8 +109,8 @@ def ask(llama, art: artefacts.TrainedIntervention, questions: Sequence[str], *, 
         for i, (q, (_, how, known)) in enumerate(zip(batch, asked)):
             order = type_scores[i].argsort(descending=True).tolist()
             texts = [llama.tokenizer.decode(g[i]) for g in (with_iv, without)]
-            out.append({
-                "question": q, "asked_as": how,
+            yield {
+                "number": numbers[i], "question": q, "asked_as": how,
                 "recognised": None if known is None else {
                     "type": known[0], "x": known[1], "y": known[2],
                     "answer": solve_one(known[0], known[1], known[2], complexity=p["complexity"],
@@ -95,15 +125,29 @@ def ask(llama, art: artefacts.TrainedIntervention, questions: Sequence[str], *, 
                 "symbolic_answer": int(symbolic[i]),
                 "with_intervention": {"text": texts[0], "answer": parse_answer(texts[0])},
                 "without_intervention": {"text": texts[1], "answer": parse_answer(texts[1])},
-            })
-    return out
+            }
+
+
+def shown(text: str) -> str:
+    """`text` with control characters (ANSI escapes, line and paragraph separators) escaped, so a
+    question cannot move the cursor, recolour the terminal or fake a line of output."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def strict_json(a: dict) -> str:
+    """One answer as strict JSON: a non-finite score is null (JSON has no NaN)."""
+    def finite(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return {k: finite(x) for k, x in v.items()} if isinstance(v, dict) else v
+    return json.dumps(finite(a), allow_nan=False)
 
 
 def answer_lines(a: dict) -> list[str]:
     """The text form of one answer of `ask`."""
     g, d = a["gate"], a["decoded"]
     bounds = f"score > {g['threshold']:g}" if g["maximum"] is None else f"{g['threshold']:g} < score < {g['maximum']:g}"
-    lines = [f"Q: {a['question']}   [{a['asked_as']}]",
+    lines = [f"Q: {shown(a['question'])}   [{a['asked_as']}]",
              f"  gate       {'OPEN' if g['open'] else 'closed'}: score {g['score']:.3f} (opens when {bounds})",
              f"  decoded    type {d['type']} ({d['type_score']:.3f}; next {d['runner_up']} "
              f"{d['runner_up_score']:.3f})   x {d['x']} ({d['x_score']:.2f})   y {d['y']} ({d['y_score']:.2f})"
@@ -118,13 +162,30 @@ def answer_lines(a: dict) -> list[str]:
     return lines
 
 
+MAX_QUESTIONS_BYTES = 64 * 2 ** 20
+
+
 def read_questions(cfg: AskConfig) -> list[str]:
+    """The questions of the command line, then of --questions_file (`-`: standard input): UTF-8 (a
+    byte-order mark is dropped), one question per line ("\\n" or "\\r\\n" only: a U+2028 inside a
+    question does not split it), blank lines and lines starting with # skipped."""
     questions = list(cfg.questions)
     if cfg.questions_file:
-        path = Path(cfg.questions_file).expanduser()
-        if not path.is_file():
+        name = cfg.questions_file
+        path = Path(name).expanduser()
+        if name != "-" and not path.is_file():
             raise DataError(f"{path}: questions file not found")
-        questions += [line.strip() for line in path.read_text().splitlines()
+        raw = sys.stdin.buffer.read(MAX_QUESTIONS_BYTES + 1) if name == "-" else path.read_bytes()
+        where = "standard input" if name == "-" else str(path)
+        if len(raw) > MAX_QUESTIONS_BYTES:
+            raise DataError(f"{where}: more than {MAX_QUESTIONS_BYTES} bytes of questions")
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            raise DataError(f"{where}: line {line} is not UTF-8 (byte {raw[exc.start]:#04x}); save the file as "
+                            f"UTF-8") from None
+        questions += [line.strip() for line in text.split("\n")
                       if line.strip() and not line.lstrip().startswith("#")]
     if not questions:
         raise ConfigError("no question given: pass questions as arguments or --questions_file FILE")
@@ -147,25 +208,54 @@ def with_gate_options(art: artefacts.TrainedIntervention, cfg: AskConfig, given:
     return art
 
 
+def check_counts(cfg: AskConfig) -> None:
+    if cfg.max_new_tokens < 0:
+        raise ConfigError(f"--max_new_tokens {cfg.max_new_tokens}: must be >= 0 (0: the pipeline's budget)")
+    if cfg.eval_batch_size < 1:
+        raise ConfigError(f"--eval_batch_size {cfg.eval_batch_size}: must be at least 1")
+    if cfg.max_seq_len < 1:
+        raise ConfigError(f"--max_seq_len {cfg.max_seq_len}: must be at least 1")
+
+
+def check_model_files(cfg: AskConfig, art: artefacts.TrainedIntervention, where: str) -> None:
+    """The artefact's or maps' model and tokenizer against --chpt_dir before the model loads (its
+    weight samples and tokenizer are read; the weights are not)."""
+    ckpt = open_checkpoint(cfg.chpt_dir, cfg.tokenizer_path or None)
+    args = ckpt.args()
+    info = model_info(ckpt.fingerprint(), args.dim, args.n_layers, ckpt.weight_samples(),
+                      tokenizer_digest(ckpt.load_tokenizer()[0]))
+    ckpt.close()
+    note = check_model(art.model, info, where, allow_other_weights=cfg.allow_other_weights)
+    if note:
+        print(note, file=sys.stderr)
+
+
 def run(cfg: AskConfig, given: Sequence[str] = ()) -> int:
-    """`given`: the option names given on the command line (they override an artefact's gate)."""
+    """`given`: the option names given on the command line (they override an artefact's gate).
+    Answers are printed as each batch is done; a question that cannot be asked is one "not asked:"
+    line on stderr and the others go on (then one error line and exit code 2, naming how many)."""
+    check_counts(cfg)
     questions = read_questions(cfg)
     art, where = load_source(cfg)
     if where.endswith(ARTEFACT):
         art = with_gate_options(art, cfg, given)
     if cfg.chpt_dir == AskConfig.__dataclass_fields__["chpt_dir"].default and art.checkpoint:
         cfg.chpt_dir = art.checkpoint  # an artefact alone: the model it was made on, unless given
-    cfg.chpt_dir = str(located(cfg.chpt_dir))
+    cfg.chpt_dir = str(located(cfg.chpt_dir, cfg.programs_dir if cfg.run else ""))
+    check_model_files(cfg, art, where)
     llama = build_llama(cfg, max_batch_size=min(cfg.eval_batch_size, len(questions)),
                         say=lambda line: print(line, file=sys.stderr))  # stdout stays the answers (--json)
-    note = check_model(art.model, model_info_of(llama), where, allow_other_weights=cfg.allow_other_weights)
-    if note:
-        print(note, file=sys.stderr)
-    answers = ask(llama, art, questions, examples_type=cfg.examples_type, max_new_tokens=cfg.max_new_tokens,
-                  batch_size=cfg.eval_batch_size)
-    for a in answers:
-        print(json.dumps(a) if cfg.json else "\n".join(answer_lines(a)) + "\n")
+    failed = []
+    for a in ask(llama, art, questions, examples_type=cfg.examples_type, max_new_tokens=cfg.max_new_tokens,
+                 batch_size=cfg.eval_batch_size):
+        if "error" in a:
+            failed.append(a["error"])
+            print(f"not asked: {shown(a['error'])}", file=sys.stderr, flush=True)  # the one "error:" line ends the run
+            if cfg.json:
+                print(strict_json(a), flush=True)
+            continue
+        print(strict_json(a) if cfg.json else "\n".join(answer_lines(a)) + "\n", flush=True)
+    if failed:
+        raise DataError(f"{len(failed)} of {len(questions)} questions could not be asked (first: "
+                        f"{shown(failed[0])}); the answers of the others are above")
     return 0
-
-
-# ----------------------------------------------------------------------------- export

@@ -34,6 +34,7 @@ from neurosymbolic_llm.pipeline.files import MiB, atomic_write_csv, check_output
 from neurosymbolic_llm.pipeline.fine_tune_run import FineTuneRun, example_options
 from neurosymbolic_llm.pipeline.fine_tune_inputs import (MAX_DIGITS_WITHOUT_ENGINE, check_maps_unchanged, load_maps_for,
                                                          load_rows, map_fingerprints, seen_types, used_config)
+from neurosymbolic_llm.llama.identity import content_digest, tokenizer_digest
 from neurosymbolic_llm.pipeline.locks import stage_lock
 from neurosymbolic_llm.pipeline.maps import model_info_of, save_maps
 from neurosymbolic_llm.pipeline.method_table import label
@@ -81,7 +82,8 @@ def training_identity(cfg: FineTuneConfig, method_name: str, llama, train_rows: 
                       maps: dict[str, Optional[str]]) -> dict:
     """What a saved training state is valid for (train_state.py); `maps`: map_fingerprints at the start."""
     options = {k: v for k, v in to_dict(cfg).items() if k not in NOT_TRAINING}
-    return {"method": method_name, "model": llama.fingerprint, **maps, "train_rows": rows_fingerprint(train_rows),
+    return {"method": method_name, "model": llama.fingerprint, "model_content": content_digest(llama.ckpt_dir),
+            "tokenizer": tokenizer_digest(llama.tokenizer), **maps, "train_rows": rows_fingerprint(train_rows),
             "n_train_rows": len(train_rows), "data_parallel_groups": dp_size, "options": options}
 
 

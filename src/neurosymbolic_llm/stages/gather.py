@@ -26,6 +26,7 @@ import torch
 
 from neurosymbolic_llm.llama.formats import open_checkpoint
 from neurosymbolic_llm.llama.generation import left_pad
+from neurosymbolic_llm.llama.identity import content_digest, tokenizer_digest
 from neurosymbolic_llm.pipeline import paths, rows
 from neurosymbolic_llm.pipeline.distributed import barrier, gather_objects, init_distributed, row_slice
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, Interrupted
@@ -98,8 +99,10 @@ def plan_gather(cfg) -> GatherPlan:
         splits[split], sources[split] = load_split_problems(cfg, split)
     engine = make_engine(cfg)
     seed = cfg.seed if cfg.few_shot_seed < 0 else cfg.few_shot_seed
+    tokenizer = tokenizer_digest(ckpt.load_tokenizer()[0])
     identity = {
         "model_fingerprint": ckpt.fingerprint(),
+        "model_content": content_digest(ckpt.path),  # every byte: a resumed store never mixes two models
         "tokenizer_fingerprint": ckpt.tokenizer_fingerprint(),
         "engine_fingerprint": engine.fingerprint(),
         "layers": layers, "dtype": str(dtype).replace("torch.", ""), "dim": params["dim"],
@@ -109,7 +112,7 @@ def plan_gather(cfg) -> GatherPlan:
     }
     identity["model"] = {"fingerprint": identity["model_fingerprint"], "dim": params["dim"],
                          "n_layers": params["n_layers"], "ckpt_dir": str(ckpt.path.resolve()),
-                         "format": ckpt.format, "weights": ckpt.weight_samples().to_json()}
+                         "format": ckpt.format, "weights": ckpt.weight_samples().to_json(), "tokenizer": tokenizer}
     identity["possible_problems"] = list(cfg.possible_problems)
     store = HiddenStore(paths.store_dir(cfg))
     totals = {s: len(df) for s, df in splits.items()}
@@ -179,7 +182,9 @@ def run_gather(cfg) -> Path:
     plan = plan_gather(cfg)
     info = init_distributed(plan.device.type, model_parallel_size(cfg))
     run = paths.run_name_or_today(cfg.run_name)
-    with stage_lock(paths.results_dir(run, cfg.programs_dir), STAGE, run, enabled=info.is_main):
+    with stage_lock(paths.results_dir(run, cfg.programs_dir), STAGE, run, enabled=info.is_main), \
+            plan.store.writing(enabled=info.is_main):  # one writer per store, whichever run names it
+        plan.store.open_for_writing(plan.identity, plan.totals, to_dict(cfg), create=False)  # again, now locked
         return _gather(cfg, plan, info, run)
 
 

@@ -348,7 +348,7 @@ def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dty
                        f"stage 2 (run {run!r})", f"no map file was written; {DIVERGED} (--learning_rate, "
                        f"--decoder_learning_rate, --ridge, the gathered data)")
     model = manifest["model"]
-    info = model_info(model["fingerprint"], model["dim"], model["n_layers"], model.get("weights"))
+    info = model_info(model["fingerprint"], model["dim"], model["n_layers"], model.get("weights"), model.get("tokenizer", ""))
     extra = {"run_name": run, "layers": layers, "gathered_data": str(store.root), "trained_types": trained_types}
     enc_extra = {**extra, "val_rmse": enc_stats["best_val_rmse"],  # stage 3's --symbolic_encoding_layer auto
                  "val_all_accuracy": val_all_accuracy(table)}
