@@ -30,7 +30,9 @@ def compare_runs(runs: list[str], out: str = "", programs_dir: str = "", log_wan
     if not out:  # run folders of any name may be compared; the default output is a run name of its own
         check_run_name("compare_" + "_".join(names), "compare_runs: the default output folder (give --out)")
     folder = Path(out).expanduser() if out else results_dir("compare_" + "_".join(names), programs_dir)
-    written = write_results(folder, merged, title="Comparison of runs " + ", ".join(names))
+    written = write_results(folder, merged, title="Comparison of runs " + ", ".join(names),
+                            figure_title="Exact-match accuracy on the test questions, every method",
+                            note="Runs: " + ", ".join(names) + ".")
     if not differ:  # the merged table was made on what its runs share
         codebooks = [p["codebook"] for p in prints if p.get("codebook")]
         write_fingerprints(folder, {**prints[0], "codebook": codebooks[0] if codebooks else None})

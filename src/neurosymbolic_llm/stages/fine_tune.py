@@ -252,7 +252,8 @@ def write_outputs(cfg, out_dir: Path, tracker, responses: pd.DataFrame, gate_df,
     """results.{csv,md,png}, responses.csv, the gate figure; then the table, the gate's open rates and
     where every output went, on the console."""
     results = summarize(responses)
-    paths = write_results(out_dir, results, title=f"Results of run {out_dir.name}")
+    paths = write_results(out_dir, results, title=f"Results of run {out_dir.name}",
+                          figure_title=f"Exact-match accuracy on the test questions (run {out_dir.name})")
     tracker.table("results", results, paths["csv"])
     files = [paths["csv"], paths["md"], paths["png"]]
     if cfg.save_responses:
