@@ -224,3 +224,27 @@ def test_wilson_interval_bounds_solve_the_score_equation(solved, asked):
     assert (lo == 0.0) == (solved == 0) and (hi == 1.0) == (solved == asked)  # "0.0-4.6", never "-0.0-4.6"
     if (solved, asked) == (8, 20):  # the textbook example
         assert (round(lo, 4), round(hi, 4)) == (0.2188, 0.6134)
+
+
+def test_compare_runs_gives_true_operand_runs_a_diagnostic_column(tmp_path):
+    """A run of the neurosymbolic method with --simulate_perfect_encoder (its config_fine_tune.yaml) is a
+    column of its own: "true operands" when it only evaluated, "write side alone" when it trained so."""
+    from neurosymbolic_llm.pipeline.results import write_fingerprints
+    from neurosymbolic_llm.stages.compare_runs import compare_runs
+
+    df = paper_results()
+    ns = df[df["method"] == "neurosymbolic"]
+    for run, extra in (("R", None), ("P", "num_epochs: 0\n"), ("W", "num_epochs: 3\n"), ("O", None)):
+        write_results(tmp_path / "results" / run, df if run == "R" else ns.assign(accuracy=0.5 if run == "P" else 0.7))
+        write_fingerprints(tmp_path / "results" / run, PRINTS)
+        if extra:
+            (tmp_path / "results" / run / "config_fine_tune.yaml").write_text(f"simulate_perfect_encoder: true\n{extra}")
+    written, notes, _ = compare_runs(["R", "P", "W", "O"], str(tmp_path / "cmp"), str(tmp_path))
+    merged = pd.read_csv(written["csv"])
+    assert list(dict.fromkeys(merged["method"])) == ["neurosymbolic", "baseline", "cot", "adapter", "true_operands",
+                                                     "write_side_alone"]
+    assert (merged.loc[merged["method"] == "true_operands", "accuracy"] == 0.5).all()
+    assert (merged.loc[merged["method"] == "write_side_alone", "accuracy"] == 0.7).all()
+    assert "O: kept the earlier run's neurosymbolic" in notes  # an ordinary second run is not renamed
+    md = written["md"].read_text()
+    assert "| true operands | write side alone |" in md and "Not in the paper: true operands, write side alone." in md

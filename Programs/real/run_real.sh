@@ -142,7 +142,8 @@ done
 cat "$LOGS/timings.txt"
 
 step "All methods in one table" \
-    $PY Programs/compare_runs.py real_ns real_lora real_adapter real_cot --programs_dir "$ROOT" --out "$ROOT/results/real"
+    $PY Programs/compare_runs.py real_ns real_lora real_adapter real_cot real_perfect_encoder real_write_side \
+        --programs_dir "$ROOT" --out "$ROOT/results/real"
 printf '\nmake real finished in %d s. Results: %s/results/real/ (results.{csv,md,png});\n' $((SECONDS - start)) "$ROOT"
 printf 'per-layer encoding accuracy: %s/results/real/encoding_accuracy.{csv,png} (stage 2); gate\n' "$ROOT"
 printf 'figures: %s/results/real_ns/gate_scores.png (test), %s/results/real_gate_validation/gate_validation.png;\n' "$ROOT" "$ROOT"
