@@ -245,7 +245,7 @@ def write_results(run_dir: Path, results: pd.DataFrame, title: str = "Results",
 
 # ----------------------------------------------------------------------------- gate figure
 # What the gate figures of each name show (their titles; another name: give `what`).
-GATE_FIGURES = {"gate_scores": "stage 3's test prompts", "gate_validation": "validation prompts (gate_statistics)"}
+GATE_FIGURES = {"gate_scores": "stage 3's test prompts", "gate_validation": "validation prompts, scored by gate_statistics,"}
 
 
 def write_gate_scores(run_dir: Path, scores: pd.DataFrame, threshold: float, maximum: float = math.inf,
