@@ -248,3 +248,25 @@ def test_compare_runs_gives_true_operand_runs_a_diagnostic_column(tmp_path):
     assert "O: kept the earlier run's neurosymbolic" in notes  # an ordinary second run is not renamed
     md = written["md"].read_text()
     assert "| true operands | write side alone |" in md and "Not in the paper: true operands, write side alone." in md
+
+
+def test_fingerprints_record_the_environment_and_compare_runs_warns_when_it_differs(tmp_path):
+    """Trained methods differ by rounding between torch builds and CPU kernels (Programs/real/README.md,
+    "Run-to-run variation"): the runs are merged, with one warning naming what differs."""
+    import importlib.metadata
+    import json
+
+    from neurosymbolic_llm.pipeline.results import write_fingerprints
+    from neurosymbolic_llm.stages.compare_runs import compare_runs
+
+    df = paper_results()
+    for run, cap in (("E1", "AVX512"), ("E2", "AVX2")):
+        write_results(tmp_path / "results" / run, df[df["method"] == ("neurosymbolic" if run == "E1" else "cot")])
+        write_fingerprints(tmp_path / "results" / run, PRINTS)
+        prints = json.loads((tmp_path / "results" / run / "fingerprints.json").read_text())
+        assert prints["environment"]["torch"] == importlib.metadata.version("torch")
+        prints["environment"]["cpu_capability"] = cap
+        (tmp_path / "results" / run / "fingerprints.json").write_text(json.dumps(prints))
+    _, _, warnings = compare_runs(["E1", "E2"], str(tmp_path / "cmp"), str(tmp_path))
+    assert len(warnings) == 1 and "E1: AVX512" in warnings[0] and "E2: AVX2" in warnings[0]
+    assert "cpu_capability" in warnings[0] and "rounding" in warnings[0]

@@ -297,8 +297,41 @@ def rows_fingerprint(rows: pd.DataFrame) -> str:
 
 def write_fingerprints(run_dir: Path, info: dict) -> Path:
     """`fingerprints.json` beside results.csv: {test_rows, n_test_rows, test_questions (how they were
-    asked), model, codebook (None when the run used no VSA engine), seen_types, seen_from}."""
+    asked), model, codebook (None when the run used no VSA engine), seen_types, seen_from,
+    environment (`environment()`, unless info has one)}."""
+    info = {**info, "environment": info.get("environment") or environment()}
     return atomic_write_json(Path(run_dir) / FINGERPRINTS, info, what="the run's fingerprints")
+
+
+def environment() -> dict:
+    """What a run's numbers depend on besides its inputs: the torch build, and (when torch is loaded)
+    the CPU kernels it chose and its threads. Trained methods differ by rounding between environments
+    (Programs/real/README.md, "Run-to-run variation"), so compare_runs warns when they differ."""
+    import platform
+    import sys
+    from importlib import metadata
+
+    try:
+        env = {"torch": metadata.version("torch")}
+    except metadata.PackageNotFoundError:
+        env = {"torch": None}
+    env["python"] = platform.python_version()
+    torch = sys.modules.get("torch")  # not imported here: compare_runs runs without torch
+    if torch is not None:
+        env |= {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    return env
+
+
+def environment_warnings(names: list[str], prints: list[Optional[dict]]) -> list[str]:
+    """One line when the runs were made in different environments (torch build, CPU kernels, threads):
+    merged anyway, but trained methods then differ by rounding, not only by method."""
+    envs = {n: p["environment"] for n, p in zip(names, prints) if p and p.get("environment")}
+    keys = sorted({k for e in envs.values() for k in e if k != "python"})
+    differ = [k for k in keys if len({json_key(e.get(k)) for e in envs.values()}) > 1]
+    if not differ:
+        return []
+    return [f"runs made in different environments ({', '.join(f'{n}: ' + ' '.join(str(envs[n].get(k)) for k in differ) for n in envs)}; "
+            f"{', '.join(differ)}): trained methods may differ by rounding as well as by method"]
 
 
 def read_fingerprints(results_csv: Path) -> Optional[dict]:

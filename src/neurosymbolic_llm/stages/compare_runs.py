@@ -11,8 +11,9 @@ import yaml
 from neurosymbolic_llm.pipeline.errors import DataError
 from neurosymbolic_llm.pipeline.method_table import label
 from neurosymbolic_llm.pipeline.paths import check_run_name, results_dir
-from neurosymbolic_llm.pipeline.results import (combine, headline_summary, mismatches, read_fingerprints, read_results,
-                                                resolve_results, write_fingerprints, write_results)
+from neurosymbolic_llm.pipeline.results import (combine, environment_warnings, headline_summary, mismatches,
+                                                read_fingerprints, read_results, resolve_results, write_fingerprints,
+                                                write_results)
 from neurosymbolic_llm.pipeline.tracking import Tracker
 
 
@@ -50,7 +51,7 @@ def compare_runs(runs: list[str], out: str = "", programs_dir: str = "", log_wan
     if not differ:  # the merged table was made on what its runs share
         codebooks = [p["codebook"] for p in prints if p.get("codebook")]
         write_fingerprints(folder, {**prints[0], "codebook": codebooks[0] if codebooks else None})
-    warnings = [f"merged despite {d}" for d in differ]
+    warnings = [f"merged despite {d}" for d in differ] + environment_warnings(names, prints)
     tracker = Tracker(folder, stage="compare", run_name=folder.name, project=wandb_project, group=wandb_group,
                       log_wandb=log_wandb,
                       config={"runs": [str(p) for p in paths], "notes": notes, "warnings": warnings})
