@@ -270,3 +270,24 @@ def test_fingerprints_record_the_environment_and_compare_runs_warns_when_it_diff
     _, _, warnings = compare_runs(["E1", "E2"], str(tmp_path / "cmp"), str(tmp_path))
     assert len(warnings) == 1 and "E1: AVX512" in warnings[0] and "E2: AVX2" in warnings[0]
     assert "cpu_capability" in warnings[0] and "rounding" in warnings[0]
+
+
+def test_the_per_type_ratio_table_lists_the_seen_types_in_the_tables_order():
+    df = paper_results().sample(frac=1.0, random_state=5)
+    md = markdown(df)
+    part = md.split("## Times more solved, per seen type")[1].split("##")[0]
+    rows = [line.split(" | ")[0][2:] for line in part.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
+    assert rows == [t for t in PROBLEM_TYPES if t in PAPER]
+
+
+def test_percentages_round_halves_up_whatever_the_order_of_the_sum():
+    """46.25% (37 of 80) prints 46.3 in the table and in the ratio line alike."""
+    from neurosymbolic_llm.pipeline.headline import percent
+
+    assert percent(0.4625) == "46.3" and percent(0.45625) == "45.6" and percent(0.0) == "0.0" and percent(1) == "100.0"
+    acc = {"gcd": (0.95, 0.5), "lcm": (0.35, 0.1), "modulo": (0.2, 0.0), "square_mod": (0.35, 0.2)}  # NS mean 0.4625
+    df = pd.DataFrame([{"method": m, "problem_type": t, "seen": True, "n": 20, "accuracy": a, "cross_entropy": 1.0}
+                       for t, pair in acc.items() for m, a in zip(("neurosymbolic", "baseline"), pair)])
+    md = markdown(df)
+    assert "| *mean, 4 seen types* | *46.3* | *20.0* |" in md and "(against plain model: 46.3% / 20.0%)" in md

@@ -17,17 +17,26 @@ each other method over the seen (trained) problem types, and what each figure me
 """
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
+
 import numpy as np
 import pandas as pd
 
 from neurosymbolic_llm.pipeline.method_table import label
 
 
+def percent(fraction: float) -> str:
+    """A fraction as a percentage with one decimal, halves rounded up (46.25 -> 46.3: 20 questions per type
+    make such halves common, and float sums in another order must not print them differently)."""
+    return str(Decimal(repr(round(100 * float(fraction), 9))).quantize(Decimal("0.1"), ROUND_HALF_UP))
+
+
 def seen_wide(results: pd.DataFrame, value: str) -> pd.DataFrame:
     """Rows: the seen types; columns: method keys (results.wide restricted to the seen types)."""
     from neurosymbolic_llm.pipeline.results import seen_types, wide
 
-    return wide(results, value).loc[seen_types(results)]
+    table, seen = wide(results, value), set(seen_types(results))
+    return table.loc[[t for t in table.index if t in seen]]  # type_order, as every table (and its sums)
 
 
 def per_type_ratios(results: pd.DataFrame) -> pd.DataFrame:
@@ -119,8 +128,8 @@ def ratio_line(key: str, value, results: pd.DataFrame = None) -> str:
     if against and key.startswith("times_more_solved") and results is not None:
         acc = seen_wide(results, "accuracy")[["neurosymbolic", against]].dropna()
         asked = int(seen_wide(results, "n").loc[acc.index, against].sum())
-        x = f"{100 * acc[against].mean():.1f}%" if acc[against].mean() > 0 else f"none of {asked}, counted as one"
-        text += f": {100 * acc['neurosymbolic'].mean():.1f}% / {x}"
+        x = f"{percent(acc[against].mean())}%" if acc[against].mean() > 0 else f"none of {asked}, counted as one"
+        text += f": {percent(acc['neurosymbolic'].mean())}% / {x}"
     if against and key.startswith("lower_ce_pct") and results is not None:
         ce = seen_wide(results, "cross_entropy")[["neurosymbolic", against]].dropna()
         text += f": {ce['neurosymbolic'].mean():.2f} / {ce[against].mean():.2f} nats/token"

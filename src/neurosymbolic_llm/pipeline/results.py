@@ -23,7 +23,7 @@ from neurosymbolic_llm.pipeline import figures
 from neurosymbolic_llm.pipeline.errors import DataError, echo
 from neurosymbolic_llm.pipeline.files import atomic_write_csv, atomic_write_json, atomic_write_text
 from neurosymbolic_llm.pipeline.gate import gate_open
-from neurosymbolic_llm.pipeline.headline import headline_ratios, markdown_section
+from neurosymbolic_llm.pipeline.headline import headline_ratios, markdown_section, percent
 from neurosymbolic_llm.pipeline.method_table import METHODS, label, ordered
 from neurosymbolic_llm.pipeline.paths import check_run_name, results_dir
 from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
@@ -124,7 +124,7 @@ def headline_summary(results: pd.DataFrame) -> dict:
 def _fmt(v, pct: bool) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    return f"{100 * v:.1f}" if pct else f"{v:.3f}"
+    return percent(v) if pct else f"{v:.3f}"
 
 
 def wilson_interval(solved: float, asked: float, z: float = 1.96) -> tuple[float, float]:
@@ -161,7 +161,7 @@ def seen_means(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fmt_interval(lo: float, hi: float) -> str:
-    return "-" if math.isnan(lo) else f"{100 * lo:.1f}-{100 * hi:.1f}"
+    return "-" if math.isnan(lo) else f"{percent(lo)}-{percent(hi)}"
 
 
 # Why a method has no value ("-") in a table, by method key; other dashes: not evaluated.

@@ -37,7 +37,8 @@ def compare_runs(runs: list[str], out: str = "", programs_dir: str = "", log_wan
         frame, diagnostic = read_results(p), diagnostic_column(p)
         if diagnostic:  # the neurosymbolic method given the true operands: a column of its own
             frame["method"] = frame["method"].replace("neurosymbolic", diagnostic)
-            renamed.append(f"{name}: the neurosymbolic model given the true operands (--simulate_perfect_encoder), "
+            how = "given" if diagnostic == "true_operands" else "trained and evaluated with"
+            renamed.append(f"{name}: the neurosymbolic model {how} the true operands (--simulate_perfect_encoder), "
                            f"as column {label(diagnostic)!r}")
         frames.append(frame)
     merged, notes = combine(frames, names)
