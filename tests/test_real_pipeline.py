@@ -51,8 +51,9 @@ def test_reduced_make_real_runs_every_stage_and_method(env, tmp_path):
     results = tmp_path / "results"
 
     table = pd.read_csv(results / "real" / "results.csv")
-    assert set(table.method) == {"neurosymbolic", "baseline", "lora", "adapter", "cot", "read_and_print"}, table
-    assert len(table) == 6 * 10  # every method on every type of the test split
+    assert set(table.method) == {"neurosymbolic", "baseline", "lora", "adapter", "cot", "read_and_print",
+                                 "true_operands", "write_side_alone"}, table  # the last two: compare_runs' diagnostics
+    assert len(table) == 8 * 10  # every method on every type of the test split
     enc = pd.read_csv(results / "real" / "encoding_accuracy.csv")
     assert sorted(enc.layer.unique()) == list(range(5)) and {"val", "test"} <= set(enc.split)
 

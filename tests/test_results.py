@@ -1,11 +1,12 @@
-"""Result tables, headline ratios (docs/METHOD.md, "Metrics") and compare_runs."""
+"""Result tables, headline ratios (docs/METHOD.md, "Metrics"; pipeline/headline.py) and compare_runs."""
 import math
 
 import pandas as pd
 import pytest
 
 from neurosymbolic_llm.pipeline.evaluation import RESPONSE_COLUMNS, summarize
-from neurosymbolic_llm.pipeline.results import RESULT_COLUMNS, headline_ratios, markdown, wilson_interval, write_results
+from neurosymbolic_llm.pipeline.results import (RESULT_COLUMNS, headline_ratios, headline_summary, markdown, wilson_interval,
+                                                write_results)
 
 # The paper's table (docs/METHOD.md): accuracy (%) of NS, standard, CoT and the "LoRA" row on the seen types.
 PAPER = {
@@ -26,13 +27,39 @@ def paper_results() -> pd.DataFrame:
     return pd.DataFrame(rows)[RESULT_COLUMNS]
 
 
-def test_headline_ratio_reproduces_the_paper():
+def test_headline_ratio_is_the_ratio_of_the_means():
+    """times_more_solved_vs_X = mean accuracy over the seen types / X's, by hand from the paper's table."""
     r = headline_ratios(paper_results())
-    assert r["times_more_solved_vs_cot"] == pytest.approx(16.94, abs=0.01)
-    assert r["times_more_solved_vs_adapter"] == pytest.approx(13.83, abs=0.01)
-    assert r["times_more_solved"] == pytest.approx(15.39, abs=0.01)
-    assert r["lower_ce_pct"] == pytest.approx(80.0)
-    assert r["times_more_solved_vs_baseline"] == pytest.approx(25.5, abs=0.1)
+    ns, cot, plain = (sum(v[i] for v in PAPER.values()) for i in (0, 2, 1))  # sums of the 8 seen types (%)
+    assert (ns, cot) == pytest.approx((722.9, 246.1))
+    assert r["times_more_solved_vs_cot"] == pytest.approx(722.9 / 246.1)  # 2.94
+    assert r["times_more_solved_vs_baseline"] == pytest.approx(ns / plain)
+    assert r["lower_ce_pct_vs_cot"] == pytest.approx(100 * (1 - 0.2 / 1.0))
+
+
+def test_the_readmes_smollm2_table_gives_45_6_over_10_0():
+    """The README's SmolLM2 row: 45.6% against the plain model's 10.0% is 4.56x (the mean of per-type
+    ratios, 6.44x, is the per_type_ratio column)."""
+    acc = {"multiplication": (5, 0), "modulo": (80, 0), "gcd": (100, 65), "lcm": (0, 0), "square_mod": (50, 0),
+           "bitwise_and": (65, 0), "bitwise_xor": (35, 0), "bitwise_or": (30, 15)}
+    df = pd.DataFrame([{"method": m, "problem_type": t, "seen": True, "n": 20, "accuracy": a / 100, "cross_entropy": 1.0}
+                       for t, pair in acc.items() for m, a in zip(("neurosymbolic", "baseline"), pair)])
+    r = headline_ratios(df)
+    assert r["times_more_solved_vs_baseline"] == pytest.approx((365 / 8) / (80 / 8))  # 45.625 / 10.0
+    # per type with one solved question of 20 (5%) for a zero: 5/5, 80/5, 100/65, 1 (both 0), 50/5, 65/5, 35/5, 30/15
+    assert r["per_type_ratio_vs_baseline"] == pytest.approx((1 + 16 + 100 / 65 + 1 + 10 + 13 + 7 + 2) / 8)
+    assert "- times_more_solved_vs_baseline: 4.56 (against plain model: 45.6% / 10.0%)" in markdown(df)
+
+
+def test_per_type_ratios_reproduce_the_papers_headline():
+    """The paper averages per-type ratios (then over CoT and its LoRA row): 15.4x."""
+    r = headline_ratios(paper_results())
+    assert r["per_type_ratio_vs_cot"] == pytest.approx(16.94, abs=0.01)
+    assert r["per_type_ratio_vs_adapter"] == pytest.approx(13.83, abs=0.01)
+    assert r["paper_times_more_solved"] == pytest.approx(15.39, abs=0.01)
+    assert r["paper_lower_ce_pct"] == pytest.approx(80.0)
+    assert r["per_type_ratio_vs_baseline"] == pytest.approx(25.5, abs=0.1)
+    assert r["lora_row"] == "adapter"
 
 
 def test_types_both_methods_fail_count_one_question_each():
@@ -41,20 +68,40 @@ def test_types_both_methods_fail_count_one_question_each():
     df.loc[df["problem_type"].isin(["lcm", "square_mod"]), "accuracy"] = 0.0  # nobody solves these
     same = df[df["method"] == "neurosymbolic"].assign(method="cot")
     r = headline_ratios(pd.concat([df[df["method"] == "neurosymbolic"], same], ignore_index=True))
-    assert r["times_more_solved_vs_cot"] == 1.0
+    assert r["times_more_solved_vs_cot"] == 1.0 and r["per_type_ratio_vs_cot"] == 1.0
     # NS solved nothing, CoT one of 200: 0; both nothing: 1 (not 0); CoT nothing, NS all: 200
     t = pd.DataFrame([{"method": m, "problem_type": t, "seen": True, "n": 200, "accuracy": a, "cross_entropy": 1.0}
                       for t, (ns, cot) in {"gcd": (0.0, 0.005), "lcm": (0.0, 0.0), "modulo": (1.0, 0.0)}.items()
                       for m, a in (("neurosymbolic", ns), ("cot", cot))])
-    assert headline_ratios(t)["times_more_solved_vs_cot"] == pytest.approx((0 + 1 + 200) / 3)
+    r = headline_ratios(t)
+    assert r["per_type_ratio_vs_cot"] == pytest.approx((0 + 1 + 200) / 3)
+    assert r["times_more_solved_vs_cot"] == pytest.approx((1.0 / 3) / (0.005 / 3))  # the means: 200
 
 
 def test_zero_accuracy_and_zero_ce_are_guarded():
     df = paper_results()
     df.loc[(df["method"] == "cot") & (df["problem_type"] == "gcd"), ["accuracy", "cross_entropy"]] = 0.0
     r = headline_ratios(df)
-    # gcd vs CoT counts as if CoT solved 1 of 200; its CE term is left out
-    assert r["times_more_solved_vs_cot"] > 16.94 and pd.notna(r["lower_ce_pct_vs_cot"])
+    # gcd vs CoT counts as if CoT solved 1 of 200; its CE term is left out of the paper's per-type mean
+    assert r["per_type_ratio_vs_cot"] > 16.94 and pd.notna(r["lower_ce_pct_vs_cot"])
+    assert pd.notna(r["paper_lower_ce_pct"])
+    df.loc[df["method"] == "cot", "accuracy"] = 0.0  # CoT solved none of its 1,600 seen-type questions
+    r = headline_ratios(df)
+    assert r["times_more_solved_vs_cot"] == pytest.approx((722.9 / 800) / (1 / 1600))
+
+
+def test_a_method_without_cross_entropy_gets_a_dash_and_a_footnote_never_nan():
+    df = paper_results()
+    rap = df[df["method"] == "neurosymbolic"].assign(method="read_and_print", cross_entropy=float("nan"))
+    df = pd.concat([df, rap], ignore_index=True)
+    r = headline_ratios(df)
+    assert "lower_ce_pct_vs_read_and_print" not in r and "times_more_solved_vs_read_and_print" in r
+    assert not any(isinstance(v, float) and math.isnan(v) for v in headline_summary(df).values())
+    md = markdown(df)
+    assert "nan" not in md.lower()
+    assert "- (-) read and print prints the solver's answer" in md
+    for key in ("times_more_solved_vs_X", "per_type_ratio_vs_X", "lower_ce_pct_vs_X", "paper_times_more_solved"):
+        assert f"- {key}: " in md  # every figure printed is defined under it
 
 
 def test_summary_and_files(tmp_path):
@@ -118,9 +165,9 @@ def test_compare_runs(tmp_path):
     merged = pd.read_csv(tmp_path / "cmp" / "results.csv")
     assert len(merged) == 4 * 10 and written["csv"] == tmp_path / "cmp" / "results.csv"
     out = written["md"].read_text()
-    assert "| modulo | 98.7 | 53.5 | 69.7 | 51.5 |" in out and "times_more_solved: 15.39" in out
+    assert "| modulo | 98.7 | 53.5 | 69.7 | 51.5 |" in out and "- paper_times_more_solved: 15.39" in out
     assert notes == ["R2: kept the earlier run's plain model"]
-    assert "- times_more_solved_vs_adapter: 13.83 (against adapter (paper's LoRA))" in out
+    assert "- per_type_ratio_vs_adapter: 13.83 (against adapter (paper's LoRA))" in out
     assert markdown(merged).count("\n| ") > 20
 
 
@@ -177,3 +224,70 @@ def test_wilson_interval_bounds_solve_the_score_equation(solved, asked):
     assert (lo == 0.0) == (solved == 0) and (hi == 1.0) == (solved == asked)  # "0.0-4.6", never "-0.0-4.6"
     if (solved, asked) == (8, 20):  # the textbook example
         assert (round(lo, 4), round(hi, 4)) == (0.2188, 0.6134)
+
+
+def test_compare_runs_gives_true_operand_runs_a_diagnostic_column(tmp_path):
+    """A run of the neurosymbolic method with --simulate_perfect_encoder (its config_fine_tune.yaml) is a
+    column of its own: "true operands" when it only evaluated, "write side alone" when it trained so."""
+    from neurosymbolic_llm.pipeline.results import write_fingerprints
+    from neurosymbolic_llm.stages.compare_runs import compare_runs
+
+    df = paper_results()
+    ns = df[df["method"] == "neurosymbolic"]
+    for run, extra in (("R", None), ("P", "num_epochs: 0\n"), ("W", "num_epochs: 3\n"), ("O", None)):
+        write_results(tmp_path / "results" / run, df if run == "R" else ns.assign(accuracy=0.5 if run == "P" else 0.7))
+        write_fingerprints(tmp_path / "results" / run, PRINTS)
+        if extra:
+            (tmp_path / "results" / run / "config_fine_tune.yaml").write_text(f"simulate_perfect_encoder: true\n{extra}")
+    written, notes, _ = compare_runs(["R", "P", "W", "O"], str(tmp_path / "cmp"), str(tmp_path))
+    merged = pd.read_csv(written["csv"])
+    assert list(dict.fromkeys(merged["method"])) == ["neurosymbolic", "baseline", "cot", "adapter", "true_operands",
+                                                     "write_side_alone"]
+    assert (merged.loc[merged["method"] == "true_operands", "accuracy"] == 0.5).all()
+    assert (merged.loc[merged["method"] == "write_side_alone", "accuracy"] == 0.7).all()
+    assert "O: kept the earlier run's neurosymbolic" in notes  # an ordinary second run is not renamed
+    md = written["md"].read_text()
+    assert "| true operands | write side alone |" in md and "Not in the paper: true operands, write side alone." in md
+
+
+def test_fingerprints_record_the_environment_and_compare_runs_warns_when_it_differs(tmp_path):
+    """Trained methods differ by rounding between torch builds and CPU kernels (Programs/real/README.md,
+    "Run-to-run variation"): the runs are merged, with one warning naming what differs."""
+    import importlib.metadata
+    import json
+
+    from neurosymbolic_llm.pipeline.results import write_fingerprints
+    from neurosymbolic_llm.stages.compare_runs import compare_runs
+
+    df = paper_results()
+    for run, cap in (("E1", "AVX512"), ("E2", "AVX2")):
+        write_results(tmp_path / "results" / run, df[df["method"] == ("neurosymbolic" if run == "E1" else "cot")])
+        write_fingerprints(tmp_path / "results" / run, PRINTS)
+        prints = json.loads((tmp_path / "results" / run / "fingerprints.json").read_text())
+        assert prints["environment"]["torch"] == importlib.metadata.version("torch")
+        prints["environment"]["cpu_capability"] = cap
+        (tmp_path / "results" / run / "fingerprints.json").write_text(json.dumps(prints))
+    _, _, warnings = compare_runs(["E1", "E2"], str(tmp_path / "cmp"), str(tmp_path))
+    assert len(warnings) == 1 and "E1: AVX512" in warnings[0] and "E2: AVX2" in warnings[0]
+    assert "cpu_capability" in warnings[0] and "rounding" in warnings[0]
+
+
+def test_the_per_type_ratio_table_lists_the_seen_types_in_the_tables_order():
+    df = paper_results().sample(frac=1.0, random_state=5)
+    md = markdown(df)
+    part = md.split("## Times more solved, per seen type")[1].split("##")[0]
+    rows = [line.split(" | ")[0][2:] for line in part.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
+    assert rows == [t for t in PROBLEM_TYPES if t in PAPER]
+
+
+def test_percentages_round_halves_up_whatever_the_order_of_the_sum():
+    """46.25% (37 of 80) prints 46.3 in the table and in the ratio line alike."""
+    from neurosymbolic_llm.pipeline.headline import percent
+
+    assert percent(0.4625) == "46.3" and percent(0.45625) == "45.6" and percent(0.0) == "0.0" and percent(1) == "100.0"
+    acc = {"gcd": (0.95, 0.5), "lcm": (0.35, 0.1), "modulo": (0.2, 0.0), "square_mod": (0.35, 0.2)}  # NS mean 0.4625
+    df = pd.DataFrame([{"method": m, "problem_type": t, "seen": True, "n": 20, "accuracy": a, "cross_entropy": 1.0}
+                       for t, pair in acc.items() for m, a in zip(("neurosymbolic", "baseline"), pair)])
+    md = markdown(df)
+    assert "| *mean, 4 seen types* | *46.3* | *20.0* |" in md and "(against plain model: 46.3% / 20.0%)" in md

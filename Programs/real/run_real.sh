@@ -93,7 +93,7 @@ stage3() { stage3_script Programs/fine_tune_decoders.py "$@"; }
 # adapter waits for them. LoRA runs a full backward through all 30 blocks per step (40-75 s at
 # batch 16 on the CPU, 30-50x a decoder step with cached prefixes), so on the CPU it trains less
 # ($LORA_EPOCHS) and chain of thought waits for the main lane (two cores).
-# The adapter's own learning rate, chosen on validation like the decoder's (README.md, "Re-tuned on
+# The adapter's own learning rate, chosen on validation like the decoder's (docs/HISTORY.md, "re-tuned on
 # validation"): 5e-4 8.8%, 1e-3 11.2%, 2e-3 10.0%, 1e-2 and 3e-2 0% (the decoder's 3e-2 makes it diverge).
 ADAPTER_LR=0.001
 adapter_lane() {
@@ -142,7 +142,8 @@ done
 cat "$LOGS/timings.txt"
 
 step "All methods in one table" \
-    $PY Programs/compare_runs.py real_ns real_lora real_adapter real_cot --programs_dir "$ROOT" --out "$ROOT/results/real"
+    $PY Programs/compare_runs.py real_ns real_lora real_adapter real_cot real_perfect_encoder real_write_side \
+        --programs_dir "$ROOT" --out "$ROOT/results/real"
 printf '\nmake real finished in %d s. Results: %s/results/real/ (results.{csv,md,png});\n' $((SECONDS - start)) "$ROOT"
 printf 'per-layer encoding accuracy: %s/results/real/encoding_accuracy.{csv,png} (stage 2); gate\n' "$ROOT"
 printf 'figures: %s/results/real_ns/gate_scores.png (test), %s/results/real_gate_validation/gate_validation.png;\n' "$ROOT" "$ROOT"

@@ -6,8 +6,9 @@ Each argument is a run name (Programs/results/<run>/results.csv) or a path to a 
 its folder). Rows: problem types (seen first, then unseen, each in the solver's order); columns:
 methods, named as in every table and figure (the paper's names in a footnote). Writes results.csv,
 results.md and results.png of the combination (default folder: Programs/results/compare_<R1>_<R2>...), prints
-the Markdown table, and the paper's headline ratios (see neurosymbolic_llm/pipeline/results.py for how they are computed
-and how a zero accuracy is guarded). With --log_wandb 1 the combined table, figure and headline figures
+the Markdown table, and the headline ratios (neurosymbolic_llm/pipeline/headline.py: how they are computed and
+how a zero accuracy is guarded; results.md defines each). A run given the true operands
+(--simulate_perfect_encoder) becomes a diagnostic column of its own. With --log_wandb 1 the combined table, figure and headline figures
 are also a wandb run of their own (job type "compare", see neurosymbolic_llm/pipeline/tracking.py).
 
 Runs are compared only when they were made on the same test rows (asked the same way), model and VSA

@@ -1,8 +1,11 @@
 """The pipeline's figures, drawn from their tables, and the one palette they share.
 
-- `accuracy_bars`: results.png (stage 3, compare_runs), accuracy per problem type and method;
-- `gate_histogram`: gate_scores.png (stage 3), gate_validation.png (gate_statistics);
-- `encoding_lines`: encoding_accuracy.png (stage 2), decoding accuracy against the layer.
+- `accuracy_bars`: results.png (stage 3, compare_runs), accuracy per problem type and method, the
+  seen types' mean first, 95% Wilson intervals as error bars, diagnostics hatched;
+- `gate_histogram`: gate_scores.png (stage 3), gate_validation.png (gate_statistics), the share of
+  each group's prompts per score, the open band shaded, a caption saying what the score is;
+- `encoding_lines`: encoding_accuracy.png (stage 2), decoding accuracy against the layer, the
+  chosen layer marked.
 Each returns a matplotlib Figure; `save` writes and closes it.
 
 Seen types, unseen types and non-math prompts have the same colour in every figure (results.png,
@@ -13,6 +16,7 @@ run's and compare_runs'); seen and unseen are solid and dashed wherever lines ar
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -73,84 +77,147 @@ def save(fig, path, what: str = ""):
 
 
 # ----------------------------------------------------------------------------- the figures
-def accuracy_bars(accuracy: pd.DataFrame, seen: set, n_text: dict, title: str):
-    """results.png. accuracy: fractions [problem types x method keys] in the order to draw (NaN: not
-    evaluated); seen: the seen types; n_text: {type: "n=20"}. One bar per method and type; a zero
-    gets a bar-wide stroke on the axis and the value 0 (a zero-height bar alone is invisible)."""
+# Methods that are diagnostics of the neurosymbolic model's parts, not competing methods: drawn hatched.
+DIAGNOSTICS = {"read_and_print", "true_operands", "write_side_alone"}
+# How tick labels name the problem types (others: underscores as spaces).
+TYPE_LABELS = {"square_mod": "x\u00b2 mod y", "bitwise_and": "bitwise AND", "bitwise_xor": "bitwise XOR",
+               "bitwise_or": "bitwise OR", "gcd": "gcd", "lcm": "lcm"}
+OPEN_BAND = "#2ca02c"  # the gate figure's shaded band where the gate opens
+
+
+def type_label(problem_type: str) -> str:
+    return TYPE_LABELS.get(problem_type, problem_type.replace("_", " "))
+
+
+def caption(ax, text: str):
+    """A small line of explanation between the title and the axes."""
+    return ax.text(0.0, 1.015, text, transform=ax.transAxes, fontsize=7.5, va="bottom", ha="left", wrap=True)
+
+
+def accuracy_bars(accuracy: pd.DataFrame, lower: pd.DataFrame, upper: pd.DataFrame, seen_mean: pd.DataFrame,
+                  seen: set, n_text: dict, title: str, note: str = ""):
+    """results.png. accuracy, lower, upper: fractions [problem types x method keys] in the order to draw
+    (NaN: not evaluated), lower/upper the 95% Wilson bounds; seen_mean: [method keys x (mean, lower,
+    upper, asked)], the seen types' mean and the pooled interval, drawn first as its own group; seen:
+    the seen types; n_text: {type: "n=20"}; note: a caption line (e.g. the runs merged).
+
+    Error bars are the 95% intervals; diagnostics (DIAGNOSTICS) are hatched outlines; a zero gets the
+    value 0 above the axis and a stroke on it, clipped to the axes (nothing below zero)."""
     plt = pyplot()
     types, methods = list(accuracy.index), list(accuracy.columns)
     colours = method_colours(methods)
-    x = np.arange(len(types))
-    width = 0.8 / max(len(methods), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(types) + 2), 4))
-    unseen_x = [i for i, t in enumerate(types) if t not in seen]
+    n_seen = len([t for t in types if t in seen])
+    groups = ([f"mean, {n_seen} seen types"] if n_seen else []) + types
+    first = 1 if n_seen else 0
+    x = np.arange(len(groups))
+    width = 0.84 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.95 * len(groups) + 2.5), 4.2))
+    unseen_x = [first + i for i, t in enumerate(types) if t not in seen]
     if unseen_x:  # unseen types come last (results.type_order): one shaded span
-        ax.axvspan(min(unseen_x) - 0.5, max(unseen_x) + 0.5, color=UNSEEN, alpha=0.12, lw=0, label="unseen types")
+        ax.axvspan(min(unseen_x) - 0.5, max(unseen_x) + 0.5, color=UNSEEN, alpha=0.10, lw=0, label="unseen types")
+    if n_seen:
+        ax.axvline(0.5, color="k", lw=0.8)
     for i, m in enumerate(methods):
         xs = x + (i - (len(methods) - 1) / 2) * width
-        values = 100 * accuracy[m].to_numpy(dtype=float)
-        ax.bar(xs, np.nan_to_num(values), width, color=colours[m], label=label(m))
+        means = [seen_mean.loc[m, "mean"]] if n_seen else []
+        lows = [seen_mean.loc[m, "lower"]] if n_seen else []
+        highs = [seen_mean.loc[m, "upper"]] if n_seen else []
+        values = 100 * np.array(means + accuracy[m].tolist(), dtype=float)
+        lo = 100 * np.array(lows + lower[m].tolist(), dtype=float)
+        hi = 100 * np.array(highs + upper[m].tolist(), dtype=float)
+        err = np.nan_to_num(np.vstack([values - lo, hi - values]))
+        diagnostic = m in DIAGNOSTICS
+        style = dict(facecolor="white", edgecolor=colours[m], hatch="////", lw=1.0) if diagnostic else \
+            dict(color=colours[m])
+        ax.bar(xs, np.nan_to_num(values), width, yerr=err, ecolor="#333333", error_kw=dict(lw=0.7, capsize=1.5),
+               label=label(m) + (" (diagnostic)" if diagnostic else ""), **style)
         for xi, v in zip(xs, values):
+            if v == 0:
+                ax.plot([xi - width / 2, xi + width / 2], [0, 0], color=colours[m], lw=3, solid_capstyle="butt")
             if v == 0 or math.isnan(v):
-                if v == 0:
-                    ax.plot([xi - width / 2, xi + width / 2], [0, 0], color=colours[m], lw=3, solid_capstyle="butt",
-                            clip_on=False)
                 ax.annotate("0" if v == 0 else "-", (xi, 0), xytext=(0, 2), textcoords="offset points",
-                            ha="center", va="bottom", fontsize=7, color=colours[m] if v == 0 else NON_MATH)
-    ax.set_xticks(x, [f"{t} ({n_text[t]})" if t in seen else f"{t} (unseen, {n_text[t]})" for t in types],
-                  rotation=30, ha="right")
-    for tick, t in zip(ax.get_xticklabels(), types):
-        tick.set_color(SEEN if t in seen else UNSEEN)
+                            ha="center", va="bottom", fontsize=6.5, color=colours[m] if v == 0 else NON_MATH)
+    asked = seen_mean["asked"].dropna() if n_seen else pd.Series(dtype=float)
+    pooled = (f"n={int(asked.min())}" if asked.min() == asked.max() else f"n={int(asked.min())}-{int(asked.max())}") \
+        if len(asked) else "n=?"
+    names = ([f"mean of {n_seen}\nseen types\n({pooled})"] if n_seen else []) + \
+        [f"{type_label(t)}\n({n_text[t]})" if t in seen else f"{type_label(t)}\n(unseen, {n_text[t]})" for t in types]
+    ax.set_xticks(x, names, fontsize=8)
+    for tick, g in zip(ax.get_xticklabels(), groups):
+        tick.set_color(SEEN if g in seen else UNSEEN if g in types else "k")
+        if g not in types:
+            tick.set_fontweight("bold")
     ax.set_ylabel("exact-match accuracy (%)")
     ax.set_ylim(0, 105)
-    ax.set_xlim(-0.5, len(types) - 0.5)
-    ax.set_title(title)
+    ax.set_xlim(-0.5, len(groups) - 0.5)
+    ax.set_title(title, loc="left", pad=16)
+    caption(ax, "Error bars: 95% Wilson intervals (the mean's: the seen-type questions pooled). "
+                "Hatched: diagnostics of the method's parts, not competitors." + (f" {note}" if note else ""))
     legend_outside(ax, fontsize=8)
     return fig
 
 
+# What the gate figure's score is (its caption).
+GATE_SCORE = ("Score: the largest dot product of the encoder's reading of the prompt (a VSA code) with a "
+              "problem-type vector, about 1 for a question read as that type. It is not normalised: prompts "
+              "unlike the training questions can score far above 1, hence the upper bound.")
+
+
 def gate_histogram(scores: pd.DataFrame, threshold: float, maximum: float, title: str):
     """gate_scores.png / gate_validation.png. scores: columns group, score, gate_open; groups in
-    GROUP_ORDER (others after them), each in its group colour; the threshold (dashed) and maximum
-    (dotted) lines in the legend with the gate's rule."""
+    GROUP_ORDER (others after them), each in its group colour and normalised to its own size (the
+    y-axis is the share of the group's prompts, so a group of 35 is as visible as one of 160); the
+    band where the gate opens shaded, the threshold (dashed) and maximum (dotted) lines in the legend."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(7, 3.8))
     finite = scores["score"][np.isfinite(scores["score"])]
     lines = [threshold] + ([maximum] if math.isfinite(maximum) else [])
-    bins = np.linspace(min(finite.min(), *lines) - 0.05, max(finite.max(), *lines) + 0.05, 40) if len(finite) else 20
+    low, high = (min(finite.min(), *lines) - 0.05, max(finite.max(), *lines) + 0.05) if len(finite) else (0.0, 1.0)
+    bins = np.linspace(low, high, 40)
+    ax.axvspan(threshold, maximum if math.isfinite(maximum) else high, color=OPEN_BAND, alpha=0.12, lw=0,
+               label="gate open (" + (f"{threshold:g} < score < {maximum:g}" if math.isfinite(maximum)
+                                      else f"score > {threshold:g}") + ")")
     present = list(dict.fromkeys(scores["group"]))
     for group in [g for g in GROUP_ORDER if g in present] + [g for g in present if g not in GROUP_ORDER]:
         part = scores[scores["group"] == group]
-        ax.hist(part["score"], bins=bins, alpha=0.55, color=group_colour(group),
-                label=f"{group}: n={len(part)}, gate open {100 * part['gate_open'].mean():.0f}%")
+        ax.hist(part["score"], bins=bins, weights=np.full(len(part), 100.0 / max(len(part), 1)), alpha=0.6,
+                color=group_colour(group), label=f"{group}: n={len(part)}, gate open {100 * part['gate_open'].mean():.0f}%")
     ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g} (open above)")
     if math.isfinite(maximum):
         ax.axvline(maximum, color="k", ls=":", lw=1.2, label=f"maximum {maximum:g} (open below)")
-    ax.set_xlabel("max problem-type score of the prompt")
-    ax.set_ylabel("prompts")
-    ax.set_title(title)
+    ax.set_xlim(low, high)
+    ax.set_xlabel("gate score of the prompt (max over problem types)")
+    ax.set_ylabel("share of the group's prompts (%)")
+    ax.set_title(title, loc="left", pad=28)
+    caption(ax, GATE_SCORE)
     legend_outside(ax, fontsize=8, handlelength=3)
     return fig
 
 
-def encoding_lines(table: pd.DataFrame, title: str):
-    """encoding_accuracy.png. table: the rows of one split of encoding_accuracy.csv. One colour per
-    quantity (QUANTITIES), solid for seen types and dashed for unseen ones; two legends outside the
-    axes, the line styles with handles long enough to show the dashes."""
+def encoding_lines(table: pd.DataFrame, title: str, chosen_layer: Optional[int] = None, chosen_text: str = ""):
+    """encoding_accuracy.png. table: the rows of one split of encoding_accuracy.csv (the title names
+    it). One colour per quantity (QUANTITIES), solid for seen types and dashed for unseen ones; two
+    legends outside the axes, the line styles with handles long enough to show the dashes; the
+    chosen layer (chosen_layer, chosen_text saying how it was chosen) a vertical band with a label."""
     from matplotlib.lines import Line2D
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     groups = [g for g in GROUP_LINESTYLES if (table["seen"] == g).any()]
+    if chosen_layer is not None:
+        ax.axvspan(chosen_layer - 0.15, chosen_layer + 0.15, color="#999999", alpha=0.25, lw=0)
+        ax.annotate(chosen_text or f"layer {chosen_layer}: chosen", (chosen_layer, 0.45), xytext=(6, 0),
+                    textcoords="offset points", fontsize=7.5, ha="left", va="center",
+                    bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="#999999", alpha=0.9))
     for group in groups:
         part = table[table["seen"] == group].sort_values("layer")
         for col, (_, colour) in QUANTITIES.items():
             ax.plot(part["layer"], part[col], GROUP_LINESTYLES[group], color=colour, marker=".")
     ax.set_xlabel("layer (residual stream entering the block)")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    ax.set_ylabel("share decoded right")
+    ax.set_ylabel("share of questions decoded right")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title)
+    ax.set_title(title, loc="left")
     ax.grid(alpha=0.3)
     quantities = [Line2D([], [], color=c, marker=".", label=name) for name, c in QUANTITIES.values()]
     ax.add_artist(legend_outside(ax, handles=quantities, title="decoded", fontsize=7, title_fontsize=7))

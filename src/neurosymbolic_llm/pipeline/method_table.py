@@ -43,9 +43,13 @@ DEFAULT_MAIN = "neurosymbolic"
 MAIN_FLAGS = [m.flag for m in METHODS.values() if m.main and m.flag]
 
 
+# Columns compare_runs gives runs of the neurosymbolic method with the true operands (diagnostics).
+DIAGNOSTIC_LABELS = {"true_operands": "true operands", "write_side_alone": "write side alone"}
+
+
 def label(name: str) -> str:
     """The display name of a method key (an unknown key, e.g. from another version's results, as it is)."""
-    return METHODS[name].label if name in METHODS else name
+    return METHODS[name].label if name in METHODS else DIAGNOSTIC_LABELS.get(name, name)
 
 
 def ordered(names) -> list[str]:

@@ -6,16 +6,8 @@ written atomically (temporary file in the same folder, then rename). Tables and 
 methods by method_table's labels, in its order, and list the problem types in `type_order`; the
 figures themselves are drawn by figures.py.
 
-Headline ratios (docs/METHOD.md, "Metrics"), over the seen (trained) problem types:
-- "times more problems solved": per type acc_NS / acc_X, averaged over seen types, for X = chain of
-  thought and X = the adapter (paper's LoRA; LoRA (peft) stands in when no adapter ran); the reported
-  figure is the mean of those two averages. Division by zero: a type where X solved nothing counts
-  as if X had solved one question of that type (denominator max(acc_X, 1/n_X)), the measurement's
-  resolution; so the ratio stays finite and errs against the NS model. A type where both solved
-  nothing counts as one solved question for each (ratio (1/n_NS) / (1/n_X), 1 for equal counts),
-  so two identical methods give exactly 1.
-- "lower cross-entropy": per type 1 - CE_NS / CE_X, averaged the same way (in percent); a type with
-  CE_X == 0 is left out (NS cannot be lower than zero).
+The headline ratios (times more solved, lower cross-entropy) are headline.py's; results.md prints
+them with a line saying what each means.
 """
 from __future__ import annotations
 
@@ -25,13 +17,13 @@ import math
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import pandas as pd
 
 from neurosymbolic_llm.pipeline import figures
 from neurosymbolic_llm.pipeline.errors import DataError, echo
 from neurosymbolic_llm.pipeline.files import atomic_write_csv, atomic_write_json, atomic_write_text
 from neurosymbolic_llm.pipeline.gate import gate_open
+from neurosymbolic_llm.pipeline.headline import headline_ratios, markdown_section, percent
 from neurosymbolic_llm.pipeline.method_table import METHODS, label, ordered
 from neurosymbolic_llm.pipeline.paths import check_run_name, results_dir
 from neurosymbolic_llm.symbolic.solver import PROBLEM_TYPES
@@ -117,46 +109,22 @@ def paper_names(methods) -> str:
         (f" Not in the paper: {', '.join(outside)}." if outside else "")
 
 
-def headline_ratios(results: pd.DataFrame) -> dict[str, float]:
-    """The paper's aggregate claims (see the module docstring), as far as the methods are present."""
-    seen = seen_types(results)
-    acc, ce, n = (wide(results, v).loc[seen] for v in ("accuracy", "cross_entropy", "n"))
-    out: dict[str, float] = {}
-    if "neurosymbolic" not in acc.columns or not seen:
-        return out
-    others = [m for m in acc.columns if m != "neurosymbolic"]
-    ns = acc["neurosymbolic"].values
-    for m in others:
-        denom = np.maximum(acc[m].values, 1.0 / n[m].values.clip(min=1))
-        num = np.where((ns == 0) & (acc[m].values == 0), 1.0 / n["neurosymbolic"].values.clip(min=1), ns)
-        out[f"times_more_solved_vs_{m}"] = float(np.nanmean(num / denom))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            red = np.where(ce[m].values > 0, 1 - ce["neurosymbolic"].values / ce[m].values, np.nan)
-        out[f"lower_ce_pct_vs_{m}"] = float(100 * np.nanmean(red)) if np.isfinite(red).any() else math.nan
-    lora_row = "adapter" if "adapter" in others else ("lora" if "lora" in others else None)
-    pair = [m for m in ("cot", lora_row) if m is not None]
-    if len(pair) == 2:
-        out["times_more_solved"] = float(np.mean([out[f"times_more_solved_vs_{m}"] for m in pair]))
-        out["lower_ce_pct"] = float(np.nanmean([out[f"lower_ce_pct_vs_{m}"] for m in pair]))
-        out["lora_row"] = lora_row
-    return out
-
-
 def headline_summary(results: pd.DataFrame) -> dict:
     """The paper's headline figures of a run: mean accuracy and cross-entropy of each method over
-    the seen (and the unseen) types, and the headline ratios."""
+    the seen (and the unseen) types, and the headline ratios; a figure a method does not have (read
+    and print's cross-entropy) is left out, never NaN."""
     out = {}
     for seen, group in ((True, "seen"), (False, "unseen")):
         part = results[results["seen"] == seen].groupby("method")
-        out |= {f"{group}_accuracy/{m}": float(v) for m, v in part["accuracy"].mean().items()}
-        out |= {f"{group}_cross_entropy/{m}": float(v) for m, v in part["cross_entropy"].mean().items()}
+        for value in ("accuracy", "cross_entropy"):
+            out |= {f"{group}_{value}/{m}": float(v) for m, v in part[value].mean().items() if pd.notna(v)}
     return out | headline_ratios(results)
 
 
 def _fmt(v, pct: bool) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    return f"{100 * v:.1f}" if pct else f"{v:.3f}"
+    return percent(v) if pct else f"{v:.3f}"
 
 
 def wilson_interval(solved: float, asked: float, z: float = 1.96) -> tuple[float, float]:
@@ -169,12 +137,61 @@ def wilson_interval(solved: float, asked: float, z: float = 1.96) -> tuple[float
     return max(centre - half, 0.0), min(centre + half, 1.0)  # exactly 0 / 1 at p = 0 / 1, not -1e-17
 
 
+def intervals(accuracy: pd.DataFrame, n: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """95% Wilson bounds (lower, upper) of every cell of wide(results, "accuracy") with its question
+    counts wide(results, "n"); NaN where the method was not evaluated."""
+    lo, hi = accuracy.copy(), accuracy.copy()
+    for t in accuracy.index:
+        for m in accuracy.columns:
+            a, k = accuracy.loc[t, m], n.loc[t, m]
+            lo.loc[t, m], hi.loc[t, m] = wilson_interval(a * k, k) if pd.notna(a) and pd.notna(k) else (math.nan,) * 2
+    return lo, hi
+
+
+def seen_means(results: pd.DataFrame) -> pd.DataFrame:
+    """Per method (rows, method_table's order): mean accuracy over the seen types, the seen-type
+    questions pooled (solved, asked) and their 95% Wilson interval (lower, upper); the tables' and
+    results.png's "mean of the seen types"."""
+    seen = seen_types(results)
+    acc, n = wide(results, "accuracy").loc[seen], wide(results, "n").loc[seen]
+    solved, asked = (acc * n).sum(), n.where(acc.notna()).sum()
+    rows = {m: {"mean": acc[m].mean(), "solved": solved[m], "asked": asked[m],
+                **dict(zip(("lower", "upper"), wilson_interval(solved[m], asked[m])))} for m in acc.columns}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def _fmt_interval(lo: float, hi: float) -> str:
-    return "-" if math.isnan(lo) else f"{100 * lo:.1f}-{100 * hi:.1f}"
+    return "-" if math.isnan(lo) else f"{percent(lo)}-{percent(hi)}"
+
+
+# Why a method has no value ("-") in a table, by method key; other dashes: not evaluated.
+NO_VALUE = {("cross_entropy", "read_and_print"): "read and print prints the solver's answer for the encoder's "
+                                                 "reading without the model, so it has no answer distribution "
+                                                 "and no cross-entropy"}
+# One line under each table: what its numbers are.
+TABLE_MEANING = {
+    "accuracy": "Exact-match accuracy: the share of a type's test questions whose parsed answer equals the "
+                "solution. Mean: the unweighted mean over the seen (trained) types. 95% interval: Wilson score "
+                "interval over the seen-type questions pooled.",
+    "cross_entropy": "Answer cross-entropy: the mean per-token cross-entropy (nats) of the reference answer's "
+                     "tokens, teacher-forced after the prompt; lower is better.",
+}
+
+
+def dash_notes(table: pd.DataFrame, value: str) -> list[str]:
+    """The footnote lines for the dashes of one table: why each method has one."""
+    notes = []
+    for m in table.columns:
+        if table[m].isna().any():
+            why = NO_VALUE.get((value, m), f"{label(m)} was not evaluated on "
+                               + ", ".join(str(t) for t in table.index[table[m].isna()]))
+            notes.append(f"- (-) {why}.")
+    return notes
 
 
 def markdown(results: pd.DataFrame, title: str = "Results") -> str:
-    """Accuracy (%) and cross-entropy tables in the layout of the paper's Table 1, plus seen means."""
+    """Accuracy (%) and cross-entropy tables in the layout of the paper's Table 1, plus seen means,
+    the headline ratios (headline.py) and one line defining every figure; no NaN (a dash and a footnote)."""
     lines = [f"# {title}", ""]
     seen = set(seen_types(results))
     for value, heading, pct in (("accuracy", "Exact-match accuracy (%)", True),
@@ -190,50 +207,45 @@ def markdown(results: pd.DataFrame, title: str = "Results") -> str:
             means = table.loc[seen_rows].mean()
             lines.append(f"| *mean, {len(seen)} seen types* | " + " | ".join(f"*{_fmt(means[c], pct)}*" for c in cols) + " |")
             if pct:  # the questions of the seen types pooled (the mean, when every type has as many)
-                solved, asked = (table.loc[seen_rows] * n.loc[seen_rows]).sum(), n.loc[seen_rows].sum()
-                cells = [_fmt_interval(*wilson_interval(solved[c], asked[c])) for c in cols]
+                pooled = seen_means(results)
+                cells = [_fmt_interval(pooled.loc[c, "lower"], pooled.loc[c, "upper"]) for c in cols]
                 lines.append("| *95% interval (Wilson), seen-type questions* | " + " | ".join(cells) + " |")
         lines += [f"| {t} (unseen) | " + " | ".join(_fmt(table.loc[t, c], pct) for c in cols) + " |"
                   for t in table.index if t not in seen]
-        lines += ["", f"Questions per type: {int(np.nanmin(n.values))}-{int(np.nanmax(n.values))}.", ""]
+        lines += ["", f"Questions per type: {questions_per_type(pd.Series(n.values.ravel()))[2:]}. "
+                  + TABLE_MEANING[value]]
+        lines += dash_notes(table, value) + [""]
     lines += [paper_names(wide(results, "n").columns).strip(), ""]
-    ratios = headline_ratios(results)
-    if ratios:
-        lines += ["## Headline ratios (seen types)", ""]
-        lines += [ratio_line(k, v) for k, v in ratios.items()]
-        lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + markdown_section(results))
 
 
-def ratio_line(key: str, value) -> str:
-    """A headline ratio in results.md: its key (as in the run's summary) and the method it compares with."""
-    if key == "lora_row":
-        return f"- {key}: {label(value)}"
-    against = key.split("_vs_", 1)[1] if "_vs_" in key else ""
-    return f"- {key}: {value:.2f}" + (f" (against {label(against)})" if against else "")
-
-
-def plot_accuracy(results: pd.DataFrame, path: Path, title: str = "Accuracy per problem type") -> Path:
-    """results.png (figures.accuracy_bars): problem types in `type_order`, with their question counts;
-    methods in method_table's order and names."""
-    n = wide(results, "n")
-    fig = figures.accuracy_bars(wide(results, "accuracy"), set(seen_types(results)),
-                                {t: questions_per_type(n.loc[t]) for t in n.index}, title)
+def plot_accuracy(results: pd.DataFrame, path: Path, title: str = "Exact-match accuracy on the test questions",
+                  note: str = "") -> Path:
+    """results.png (figures.accuracy_bars): the seen types' mean first, then the problem types in
+    `type_order` with their question counts; methods in method_table's order and names; 95% Wilson
+    intervals (`intervals`, `seen_means`)."""
+    n, acc = wide(results, "n"), wide(results, "accuracy")
+    lower, upper = intervals(acc, n)
+    fig = figures.accuracy_bars(acc, lower, upper, seen_means(results), set(seen_types(results)),
+                                {t: questions_per_type(n.loc[t]) for t in n.index}, title, note)
     return figures.save(fig, path)
 
 
-def write_results(run_dir: Path, results: pd.DataFrame, title: str = "Results") -> dict[str, Path]:
+def write_results(run_dir: Path, results: pd.DataFrame, title: str = "Results",
+                  figure_title: str = "Exact-match accuracy on the test questions", note: str = "") -> dict[str, Path]:
+    """results.csv, results.md (titled `title`) and results.png (titled `figure_title`, `note` a
+    caption line) in run_dir."""
     results = results[RESULT_COLUMNS]
     run_dir = Path(run_dir)
     md = markdown(results, title)  # before any file: an error in the table leaves no half-written folder
     return {"csv": atomic_write_csv(results, run_dir / "results.csv"),
             "md": atomic_write_text(run_dir / "results.md", md),
-            "png": plot_accuracy(results, run_dir / "results.png", title)}
+            "png": plot_accuracy(results, run_dir / "results.png", figure_title, note)}
 
 
 # ----------------------------------------------------------------------------- gate figure
 # What the gate figures of each name show (their titles; another name: give `what`).
-GATE_FIGURES = {"gate_scores": "stage 3's test prompts", "gate_validation": "validation prompts (gate_statistics)"}
+GATE_FIGURES = {"gate_scores": "stage 3's test prompts", "gate_validation": "validation prompts, scored by gate_statistics,"}
 
 
 def write_gate_scores(run_dir: Path, scores: pd.DataFrame, threshold: float, maximum: float = math.inf,
@@ -243,7 +255,7 @@ def write_gate_scores(run_dir: Path, scores: pd.DataFrame, threshold: float, max
     run_dir = Path(run_dir)
     scores = scores.assign(gate_open=gate_open(scores["score"], threshold, maximum))
     csv = atomic_write_csv(scores, run_dir / f"{name}.csv")
-    title = f"Gate scores of {what or GATE_FIGURES.get(name, name)}, run {run_dir.name}"
+    title = f"Gate scores of {what or GATE_FIGURES.get(name, name)} (run {run_dir.name})"
     png = figures.save(figures.gate_histogram(scores, threshold, maximum, title), run_dir / f"{name}.png")
     return {"csv": csv, "png": png}
 
@@ -285,8 +297,41 @@ def rows_fingerprint(rows: pd.DataFrame) -> str:
 
 def write_fingerprints(run_dir: Path, info: dict) -> Path:
     """`fingerprints.json` beside results.csv: {test_rows, n_test_rows, test_questions (how they were
-    asked), model, codebook (None when the run used no VSA engine), seen_types, seen_from}."""
+    asked), model, codebook (None when the run used no VSA engine), seen_types, seen_from,
+    environment (`environment()`, unless info has one)}."""
+    info = {**info, "environment": info.get("environment") or environment()}
     return atomic_write_json(Path(run_dir) / FINGERPRINTS, info, what="the run's fingerprints")
+
+
+def environment() -> dict:
+    """What a run's numbers depend on besides its inputs: the torch build, and (when torch is loaded)
+    the CPU kernels it chose and its threads. Trained methods differ by rounding between environments
+    (Programs/real/README.md, "Run-to-run variation"), so compare_runs warns when they differ."""
+    import platform
+    import sys
+    from importlib import metadata
+
+    try:
+        env = {"torch": metadata.version("torch")}
+    except metadata.PackageNotFoundError:
+        env = {"torch": None}
+    env["python"] = platform.python_version()
+    torch = sys.modules.get("torch")  # not imported here: compare_runs runs without torch
+    if torch is not None:
+        env |= {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    return env
+
+
+def environment_warnings(names: list[str], prints: list[Optional[dict]]) -> list[str]:
+    """One line when the runs were made in different environments (torch build, CPU kernels, threads):
+    merged anyway, but trained methods then differ by rounding, not only by method."""
+    envs = {n: p["environment"] for n, p in zip(names, prints) if p and p.get("environment")}
+    keys = sorted({k for e in envs.values() for k in e if k != "python"})
+    differ = [k for k in keys if len({json_key(e.get(k)) for e in envs.values()}) > 1]
+    if not differ:
+        return []
+    return [f"runs made in different environments ({', '.join(f'{n}: ' + ' '.join(str(envs[n].get(k)) for k in differ) for n in envs)}; "
+            f"{', '.join(differ)}): trained methods may differ by rounding as well as by method"]
 
 
 def read_fingerprints(results_csv: Path) -> Optional[dict]:

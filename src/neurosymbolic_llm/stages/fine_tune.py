@@ -282,7 +282,8 @@ def write_outputs(run: FineTuneRun, responses: pd.DataFrame, gate_df) -> None:
     where every output went, on the console."""
     cfg, out_dir, tracker = run.cfg, run.out_dir, run.tracker
     results = summarize(responses)
-    paths = write_results(out_dir, results, title=f"Results of run {out_dir.name}")
+    paths = write_results(out_dir, results, title=f"Results of run {out_dir.name}",
+                          figure_title=f"Exact-match accuracy on the test questions (run {out_dir.name})")
     tracker.table("results", results, paths["csv"])
     files = [paths["csv"], paths["md"], paths["png"]]
     if cfg.save_responses:

@@ -262,10 +262,17 @@ def log_accuracy(tracker, table: pd.DataFrame, csv: Path, png: Path, split: str 
     tracker.image("encoding_accuracy_plot", png)
 
 
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
+
 def plot_accuracy(table: pd.DataFrame, path: Path, split: str = "test") -> Path:
-    """encoding_accuracy.png: one split's accuracy against the layer (figures.encoding_lines)."""
-    fig = figures.encoding_lines(table[table["split"] == split],
-                                 f"Linear encoder decoding accuracy vs layer ({split} split)")
+    """encoding_accuracy.png: one split's accuracy against the layer (figures.encoding_lines), the
+    layer chosen on validation (best_layer_line) marked."""
+    chosen, _ = best_layer_line(table)
+    val = val_all_accuracy(table)
+    text = f"layer {chosen}: best on validation\n(x, y and type all: {val[chosen]:.0%})" if chosen is not None else ""
+    fig = figures.encoding_lines(table[table["split"] == split], "How well a linear encoder reads the question, "
+                                 f"by layer ({SPLIT_NAMES.get(split, split)} split)", chosen, text)
     return figures.save(fig, path)
 
 
