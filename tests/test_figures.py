@@ -11,6 +11,7 @@ from matplotlib.legend import Legend
 
 from neurosymbolic_llm.pipeline import figures
 from neurosymbolic_llm.pipeline.method_table import METHODS
+from neurosymbolic_llm.pipeline.gate import Gate
 from neurosymbolic_llm.pipeline.results import RESULT_COLUMNS, write_gate_scores, write_results
 
 
@@ -72,7 +73,7 @@ def test_results_png_order_names_counts_and_a_visible_zero_bar(tmp_path, saved):
 def test_gate_figure_is_titled_and_uses_the_palette_in_a_fixed_order(tmp_path, saved):
     scores = pd.DataFrame({"group": ["non-math"] * 3 + ["unseen math"] * 2 + ["seen math"] * 4,
                            "problem_type": ["t"] * 9, "score": [0.1, 0.2, 0.5, 0.7, 0.9, 0.85, 0.95, 1.0, 1.1]})
-    write_gate_scores(tmp_path / "R7", scores, threshold=0.8, maximum=1.05)
+    write_gate_scores(tmp_path / "R7", scores, Gate(0.8, 1.05))
     ax = saved[-1].axes[0]
     assert "run R7" in ax.get_title() and "test prompts" in ax.get_title()
     hists = list(ax.containers)  # one per group; the label is on its first patch
@@ -83,7 +84,7 @@ def test_gate_figure_is_titled_and_uses_the_palette_in_a_fixed_order(tmp_path, s
     assert any(s.startswith("threshold 0.8") for s in labels) and any(s.startswith("maximum 1.05") for s in labels)
     assert "seen math: n=4, gate open 75%" in labels  # 0.85, 0.95, 1.0 lie between 0.8 and 1.05
     assert_legends_outside(saved[-1], ax)
-    write_gate_scores(tmp_path / "R7", scores, threshold=0.8, name="gate_validation")
+    write_gate_scores(tmp_path / "R7", scores, Gate(0.8), name="gate_validation")
     assert "validation prompts" in saved[-1].axes[0].get_title()
 
 

@@ -94,6 +94,8 @@ class FineTuneOptions:
     validation_rows: int = option(200, "validation problems (random mode) / at most this many rows of the validation CSV (0: all; default 200)")
     checkpoint_every: int = option(100, "optimizer steps between saves of the training state (results/<run>/training_state.pt; also saved at the end and on Ctrl-C/SIGTERM; 0: only then). A rerun with the same --run_name resumes from it")
     restart: bool = option(False, "ignore a saved training state of this run and train from step 0 (it is replaced)")
+    # science (issue 26): the write-side recipe, evaluated behind the encoder.
+    train_on_true_operands: bool = option(False, "train the decoder with the true operands and type given to the solver (the write side alone); evaluation still reads with the encoder (unlike --simulate_perfect_encoder)")
 
 
 MERGES = ("convex", "add", "add_rmsnorm")
@@ -115,6 +117,10 @@ class InterventionOptions:
     simulate_perfect_encoder: bool = option(False, "feed the true operands and type to the solver (the gate still uses the encoder)")
     encode_counter: bool = option(False, "with --multi_token_intervention: add the counter x^t to the answer vector written at the t-th position after the last prompt position (t = 1, 2, ...; nothing at t = 0), so the decoder can tell the tokens of a multi-token answer apart")
 
+    # science (issue 26): the gate's margins (pipeline/gate.py; chosen with Programs/gate_statistics.py)
+    gate_min_type_margin: float = option(0.0, "gate: and the best problem-type score leads the second best by at least this (0: not checked)")
+    gate_min_digit_margin: float = option(0.0, "gate: and the least sure digit decision of the operands has at least this margin (0: not checked)")
+
     def merge_mode(self) -> str:
         return "add_rmsnorm" if self.rms_layer else self.merge
 
@@ -126,6 +132,9 @@ class InterventionOptions:
         if not self.problem_score_max > self.problem_score_threshold:
             raise ConfigError(f"--problem_score_max {self.problem_score_max} must exceed --problem_score_threshold "
                               f"{self.problem_score_threshold}: the gate would never open")
+        for name in ("gate_min_type_margin", "gate_min_digit_margin"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"--{name} {getattr(self, name)} must be >= 0 (0: not checked)")
         if self.encode_counter and not self.multi_token_intervention:
             raise ConfigError("--encode_counter 1 needs --multi_token_intervention 1: the counter marks the "
                               "positions after the last prompt position, which are written only then")

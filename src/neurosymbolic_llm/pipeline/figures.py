@@ -109,10 +109,11 @@ def accuracy_bars(accuracy: pd.DataFrame, seen: set, n_text: dict, title: str):
     return fig
 
 
-def gate_histogram(scores: pd.DataFrame, threshold: float, maximum: float, title: str):
+def gate_histogram(scores: pd.DataFrame, gate, title: str):
     """gate_scores.png / gate_validation.png. scores: columns group, score, gate_open; groups in
-    GROUP_ORDER (others after them), each in its group colour; the threshold (dashed) and maximum
-    (dotted) lines in the legend with the gate's rule."""
+    GROUP_ORDER (others after them), each in its group colour; the gate's (pipeline/gate.Gate) lower
+    (dashed) and upper (dotted) bounds in the legend with its rule (margins in the x label)."""
+    threshold, maximum = gate.lower, gate.upper
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     finite = scores["score"][np.isfinite(scores["score"])]
@@ -126,7 +127,8 @@ def gate_histogram(scores: pd.DataFrame, threshold: float, maximum: float, title
     ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g} (open above)")
     if math.isfinite(maximum):
         ax.axvline(maximum, color="k", ls=":", lw=1.2, label=f"maximum {maximum:g} (open below)")
-    ax.set_xlabel("max problem-type score of the prompt")
+    margins = gate.describe().partition(", ")[2]
+    ax.set_xlabel("max problem-type score of the prompt" + (f" (the gate also needs {margins})" if margins else ""))
     ax.set_ylabel("prompts")
     ax.set_title(title)
     legend_outside(ax, fontsize=8, handlelength=3)
@@ -161,4 +163,23 @@ def encoding_lines(table: pd.DataFrame, title: str):
                                 handlelength=4.5)
         for text, group in zip(legend.get_texts(), groups):
             text.set_color(GROUP_COLOURS[group])
+    return fig
+
+
+def gate_coverage(curve: pd.DataFrame, gate, title: str):
+    """gate_coverage.png (stages/gate_statistics.py). curve: columns min_type_margin, coverage,
+    accuracy (gate_calibration.coverage_curve); the chosen minimum of `gate` marked on the curve."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(100 * curve["coverage"], 100 * curve["accuracy"], marker=".", color=SEEN, label="type-margin minimum swept")
+    chosen = curve.iloc[(curve["min_type_margin"] - gate.min_type_margin).abs().argmin()]
+    ax.plot([100 * chosen["coverage"]], [100 * chosen["accuracy"]], "o", ms=9, mfc="none", color="k",
+            label=f"chosen: {gate.describe()}")
+    ax.set_xlabel("coverage: seen-type validation questions the gate opens for (%)")
+    ax.set_ylabel("accuracy: opened prompts read right (%)")
+    ax.set_xlim(-2, 102)
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    legend_outside(ax, fontsize=8)
     return fig

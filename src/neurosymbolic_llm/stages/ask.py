@@ -86,7 +86,8 @@ def ask(llama, art: artefacts.TrainedIntervention, questions: Sequence[str], *, 
                     "answer": solve_one(known[0], known[1], known[2], complexity=p["complexity"],
                                         limit_solution_digits=p["limit_solution_digits"])},
                 "gate": {"score": float(rec["score"][i]), "open": bool(rec["gate"][i]),
-                         "threshold": iv.threshold, "maximum": None if math.isinf(iv.maximum) else iv.maximum},
+                         "threshold": iv.gate.lower, "maximum": None if math.isinf(iv.gate.upper) else iv.gate.upper,
+                         "type_margin": float(rec["type_margin"][i]), "rule": iv.gate.describe()},
                 "decoded": {"type": names[order[0]], "type_score": float(type_scores[i, order[0]]),
                             "runner_up": names[order[1]] if len(order) > 1 else None,
                             "runner_up_score": float(type_scores[i, order[1]]) if len(order) > 1 else None,
@@ -102,7 +103,7 @@ def ask(llama, art: artefacts.TrainedIntervention, questions: Sequence[str], *, 
 def answer_lines(a: dict) -> list[str]:
     """The text form of one answer of `ask`."""
     g, d = a["gate"], a["decoded"]
-    bounds = f"score > {g['threshold']:g}" if g["maximum"] is None else f"{g['threshold']:g} < score < {g['maximum']:g}"
+    bounds = g["rule"]
     lines = [f"Q: {a['question']}   [{a['asked_as']}]",
              f"  gate       {'OPEN' if g['open'] else 'closed'}: score {g['score']:.3f} (opens when {bounds})",
              f"  decoded    type {d['type']} ({d['type_score']:.3f}; next {d['runner_up']} "
@@ -131,7 +132,7 @@ def read_questions(cfg: AskConfig) -> list[str]:
     return questions
 
 
-GATE_OPTIONS = ("problem_score_threshold", "problem_score_max")
+GATE_OPTIONS = ("problem_score_threshold", "problem_score_max", "gate_min_type_margin", "gate_min_digit_margin")
 
 
 def with_gate_options(art: artefacts.TrainedIntervention, cfg: AskConfig, given: Sequence[str]):
