@@ -63,12 +63,16 @@ def test_reduced_make_real_runs_every_stage_and_method(env, tmp_path):
 
     gates = pd.read_csv(results / "real_ns" / "gate_scores.csv")
     assert set(gates.group) == {"seen math", "unseen math", "non-math"}
-    # the two-sided gate of the preset (real.yaml) decides gate_open; validation prompts scored apart
+    # the preset's gate (real.yaml: score bounds and type margin) decides gate_open, recomputed here
     cfg = yaml.safe_load((results / "real_ns" / "config_fine_tune.yaml").read_text())
-    lo, hi = cfg["problem_score_threshold"], cfg["problem_score_max"]
-    assert gates.gate_open.tolist() == ((gates.score > lo) & (gates.score < hi)).tolist()
+    lo, hi, m = cfg["problem_score_threshold"], cfg["problem_score_max"], cfg["gate_min_type_margin"]
+    assert m > 0 and gates.gate_open.tolist() == [lo < s < hi and t >= m for s, t in zip(gates.score, gates.type_margin)]
     val_gates = pd.read_csv(results / "real_gate_validation" / "gate_validation.csv")
     assert (val_gates.group == "non-math").sum() == 21 and (val_gates.group == "seen math").sum() == 8
+    # the gate's calibration report: leave-one-operation-out readings, hard negatives, the curve
+    calib = pd.read_csv(results / "real_gate_validation" / "gate_calibration.csv")
+    assert calib.group.str.endswith("(left out)").any() and calib.group.str.endswith("(hard negative)").any()
+    assert (results / "real_gate_validation" / "gate_coverage.png").is_file()
 
     # Answers of several digit tokens are generated, read and scored end to end.
     resp = pd.read_csv(results / "real_ns" / "responses.csv")
