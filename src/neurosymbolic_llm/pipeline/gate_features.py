@@ -1,6 +1,6 @@
 """What the gate reads from the encoder's output besides the best type score: how far the best type
 is ahead of the second, and how sure the weakest digit decision of the two operands is
-(docs/METHOD.md, "The gate"). pipeline/gate.py holds the rule; this module computes its inputs."""
+(docs/METHOD.md, "Decoding"). pipeline/gate.py holds the rule; this module computes its inputs."""
 from __future__ import annotations
 
 import torch
