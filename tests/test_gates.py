@@ -51,3 +51,31 @@ def test_gate_statistics_scores_validation_prompts_as_a_direct_forward(tiny_ckpt
             want.append(eng.problem_type_scores(seen["h"].float() @ w1.T).max(-1).values.item())
     handle.remove()
     assert got["score"].tolist() == pytest.approx(want, rel=1e-4, abs=1e-5)
+
+
+def test_gate_statistics_decisions_recomputed_from_its_saved_readings(tiny_ckpt, tmp_path, capsys):
+    """With a type-margin minimum between the readings' own values, gate_validation.csv's decisions are
+    the rule recomputed here, and gate_open_rates.csv's rates are those of the saved readings."""
+    import numpy as np
+
+    enc, dec, _ = write_maps(tmp_path, tiny_ckpt, layers=(1, 2))
+    csv = write_csvs(tmp_path)
+    argv = ["--chpt_dir", str(tiny_ckpt), "--programs_dir", str(tmp_path), "--encoder_path", str(enc),
+            "--decoder_path", str(dec), "--val_data_df_path", str(csv["val"]), "--symbolic_encoding_layer", "1",
+            "--symbolic_decoding_layers", "2", "--problem_type", "gcd,modulo", "--problem_score_threshold", "-100",
+            "--problem_score_max", "100", "--max_seq_len", "512", "--eval_batch_size", "8"]
+    assert run(parse_config(FineTuneConfig, argv + ["--run_name", "A"])) == 0
+    first = pd.read_csv(tmp_path / "results" / "A" / "gate_validation.csv")
+    margins = np.sort(first["type_margin"].to_numpy())
+    cut = float((margins[len(margins) // 2 - 1] + margins[len(margins) // 2]) / 2)
+    assert run(parse_config(FineTuneConfig, argv + ["--run_name", "B", "--gate_min_type_margin", str(cut)])) == 0
+    got = pd.read_csv(tmp_path / "results" / "B" / "gate_validation.csv")
+    want = [-100 < s < 100 and m >= cut for s, m in zip(got["score"], got["type_margin"])]
+    assert got["gate_open"].tolist() == want and any(want) and not all(want)
+    calib = pd.read_csv(tmp_path / "results" / "B" / "gate_calibration.csv")
+    rates = pd.read_csv(tmp_path / "results" / "B" / "gate_open_rates.csv")
+    for _, row in rates.iterrows():
+        part = calib[(calib["kind"] == row["kind"]) & (calib["group"] == row["group"])]
+        opened = [-100 < s < 100 and m >= cut for s, m in zip(part["score"], part["type_margin"])]
+        assert row["n"] == len(part) and row["open: configured"] == pytest.approx(sum(opened) / len(part))
+    assert "proposed gate:" in capsys.readouterr().out
