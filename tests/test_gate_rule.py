@@ -124,3 +124,26 @@ def test_intervention_decisions_recomputed_from_its_records():
     got = iv.take_records()["gate"].tolist()
     want = [lo < t[0] < hi and t[0] - t[1] >= m for t in top]
     assert got == want and any(want) and not all(want)
+
+
+def test_leave_one_operation_out_readings_on_a_synthetic_store(tmp_path):
+    """Hidden states that are a linear image of the problem's code: an encoder refitted without one
+    type reads every other type's rows exactly and never names the left-out type."""
+    from test_encoder_training import make_cfg, write_synthetic_store
+
+    from neurosymbolic_llm.pipeline.maps import load_maps
+    from neurosymbolic_llm.stages.gate_statistics import leave_one_out_readings
+    from neurosymbolic_llm.stages.train_maps import run_training
+
+    cfg = make_cfg(str(tmp_path), "--complexity", "1")
+    engine = write_synthetic_store(cfg)
+    extra = load_maps(run_training(cfg)["encoders"], "encoder").extra
+    assert extra["ridge"] == cfg.ridge and extra["map_init"] == "least_squares"
+    got = leave_one_out_readings(engine, extra, 2)
+    assert sorted(got["fold"].unique()) == [f"without {t}" for t in sorted(extra["trained_types"])]
+    for held in extra["trained_types"]:
+        fold = got[got["fold"] == f"without {held}"]
+        unknown = fold[fold["kind"] == "unknown"]
+        assert len(unknown) and set(unknown["group"]) == {f"{held} (left out)"}
+        assert not unknown["read_right"].any()  # its type atom is outside what the refit can write
+        assert fold.loc[fold["kind"] == "seen", "read_right"].all()
