@@ -141,7 +141,8 @@ def questions_bytes(draw, st) -> bytes:
 
 def questions_outcome(path: Path) -> tuple[str, str]:
     """("read" | "error" | "other", detail) of reading the file and preparing and showing its questions."""
-    from neurosymbolic_llm.stages.ask import dialog, read_questions, shown
+    from neurosymbolic_llm.pipeline.ask_prompt import dialog
+    from neurosymbolic_llm.stages.ask import read_questions, shown
 
     art = TrainedIntervention(None, None, {}, {}, InterventionOptions(), {"complexity": 2, "limit_solution_digits": True,
                                                                           "seed": 5}, {})

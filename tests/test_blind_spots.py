@@ -111,7 +111,8 @@ def test_correct_and_accuracy_follow_parsed_equals_expected():
 NON_DEFAULT = dict(symbolic_encoding_layer=1, symbolic_decoding_layers=[2, 3], problem_score_threshold=-7.5,
                    problem_score_max=11.25, merge="add_rmsnorm", rms_layer=False, starting_skip_strength=0.3,
                    trainable_skip=True, static_encoding=False, multi_token_intervention=True,
-                   simulate_perfect_encoder=True, encode_counter=True)
+                   simulate_perfect_encoder=True, encode_counter=True, gate_min_type_margin=0.25,
+                   gate_min_digit_margin=0.125)
 
 
 def test_every_saved_setting_round_trips_and_is_used(tmp_path):

@@ -12,6 +12,7 @@ from matplotlib.legend import Legend
 
 from neurosymbolic_llm.pipeline import figures
 from neurosymbolic_llm.pipeline.method_table import METHODS
+from neurosymbolic_llm.pipeline.gate import Gate
 from neurosymbolic_llm.pipeline.results import RESULT_COLUMNS, wilson_interval, write_gate_scores, write_results
 
 
@@ -123,7 +124,7 @@ def test_tick_labels_are_readable():
 def test_gate_figure_is_titled_and_uses_the_palette_in_a_fixed_order(tmp_path, saved):
     scores = pd.DataFrame({"group": ["non-math"] * 3 + ["unseen math"] * 2 + ["seen math"] * 4,
                            "problem_type": ["t"] * 9, "score": [0.1, 0.2, 0.5, 0.7, 0.9, 0.85, 0.95, 1.0, 1.1]})
-    write_gate_scores(tmp_path / "R7", scores, threshold=0.8, maximum=1.05)
+    write_gate_scores(tmp_path / "R7", scores, Gate(0.8, 1.05))
     ax = saved[-1].axes[0]
     assert "run R7" in ax.get_title(loc="left") and "test prompts" in ax.get_title(loc="left")
     hists = list(ax.containers)  # one per group; the label is on its first patch
@@ -134,16 +135,16 @@ def test_gate_figure_is_titled_and_uses_the_palette_in_a_fixed_order(tmp_path, s
     assert any(s.startswith("threshold 0.8") for s in labels) and any(s.startswith("maximum 1.05") for s in labels)
     assert "seen math: n=4, gate open 75%" in labels  # 0.85, 0.95, 1.0 lie between 0.8 and 1.05
     assert_legends_outside(saved[-1], ax)
-    write_gate_scores(tmp_path / "R7", scores, threshold=0.8, name="gate_validation")
+    write_gate_scores(tmp_path / "R7", scores, Gate(0.8), name="gate_validation")
     assert "validation prompts" in saved[-1].axes[0].get_title(loc="left")
 
 
 def test_gate_figure_shades_the_open_band_normalises_each_group_and_says_what_the_score_is(tmp_path, saved):
     """The y-axis is the share of each group's prompts (each group's bars sum to 100 whatever its size),
-    the band threshold < score < maximum is shaded, and a caption says what the score is."""
+    the band lower < score < upper is shaded, and a caption says what the score is."""
     scores = pd.DataFrame({"group": ["non-math"] * 3 + ["seen math"] * 12, "problem_type": ["t"] * 15,
                            "score": [3.0, 4.0, 5.0] + [0.9 + 0.01 * i for i in range(12)]})
-    write_gate_scores(tmp_path / "R8", scores, threshold=0.8, maximum=2.3)
+    write_gate_scores(tmp_path / "R8", scores, Gate(0.8, 2.3))
     ax = saved[-1].axes[0]
     for h in ax.containers:
         assert sum(p.get_height() for p in h.patches) == pytest.approx(100.0)

@@ -1,6 +1,5 @@
-"""Gate settings chosen on the validation split: the proposal rule, and Programs/gate_statistics.py
-on the tiny checkpoint against scores computed directly (one prompt at a time, own residual hook)."""
-import math
+"""Programs/gate_statistics.py on the tiny checkpoint against scores computed directly (one prompt at
+a time, own residual hook); the gate's choice rule is tested in test_gate_rule.py."""
 
 import pandas as pd
 import pytest
@@ -8,29 +7,9 @@ import torch
 from test_fine_tuning import write_csvs, write_maps
 
 from neurosymbolic_llm.pipeline.configs import FineTuneConfig
-from neurosymbolic_llm.stages.gate_statistics import propose_maximum, run
+from neurosymbolic_llm.stages.gate_statistics import run
 from neurosymbolic_llm.pipeline.options import parse_config
 from neurosymbolic_llm.pipeline.runtime import build_llama
-
-
-def frame(seen, other):
-    return pd.DataFrame({"group": ["seen math"] * len(seen) + ["non-math"] * len(other), "score": seen + other})
-
-
-def test_separable_scores_give_the_midpoint_of_the_gap():
-    m, rate = propose_maximum(frame([0.9, 1.0, 1.2], [2.2, 3.0, 7.0]), threshold=0.8)
-    assert m == pytest.approx(1.7) and rate == 1.0
-
-
-def test_overlapping_scores_give_the_best_balanced_cut():
-    # cut at 1.15: seen 3 of 4 open, non-math 3 of 4 closed (0.75); no cut does better
-    m, rate = propose_maximum(frame([0.9, 1.0, 1.1, 1.3], [1.2, 1.4, 1.5, 0.95]), threshold=0.8)
-    assert rate == pytest.approx(0.75) and 1.1 < m < 1.2
-
-
-def test_no_cut_beats_none_when_non_math_scores_lower():
-    m, rate = propose_maximum(frame([1.5, 1.6], [0.9, 1.0]), threshold=0.8)
-    assert math.isinf(m) and rate == 0.5  # a maximum cannot close them without closing every seen one
 
 
 def test_gate_statistics_scores_validation_prompts_as_a_direct_forward(tiny_ckpt, tmp_path, capsys):
@@ -47,7 +26,8 @@ def test_gate_statistics_scores_validation_prompts_as_a_direct_forward(tiny_ckpt
             "--problem_score_threshold", "-100", "--problem_score_max", "100", "--max_seq_len", "512",
             "--eval_batch_size", "8"]
     assert run(parse_config(FineTuneConfig, argv)) == 0
-    assert "proposed --problem_score_max" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "proposed gate:" in printed and "AUROC" in printed
     got = pd.read_csv(tmp_path / "results" / "G" / "gate_validation.csv")
     assert (tmp_path / "results" / "G" / "gate_validation.png").is_file()
     val = pd.read_csv(csv["val"])
@@ -71,3 +51,31 @@ def test_gate_statistics_scores_validation_prompts_as_a_direct_forward(tiny_ckpt
             want.append(eng.problem_type_scores(seen["h"].float() @ w1.T).max(-1).values.item())
     handle.remove()
     assert got["score"].tolist() == pytest.approx(want, rel=1e-4, abs=1e-5)
+
+
+def test_gate_statistics_decisions_recomputed_from_its_saved_readings(tiny_ckpt, tmp_path, capsys):
+    """With a type-margin minimum between the readings' own values, gate_validation.csv's decisions are
+    the rule recomputed here, and gate_open_rates.csv's rates are those of the saved readings."""
+    import numpy as np
+
+    enc, dec, _ = write_maps(tmp_path, tiny_ckpt, layers=(1, 2))
+    csv = write_csvs(tmp_path)
+    argv = ["--chpt_dir", str(tiny_ckpt), "--programs_dir", str(tmp_path), "--encoder_path", str(enc),
+            "--decoder_path", str(dec), "--val_data_df_path", str(csv["val"]), "--symbolic_encoding_layer", "1",
+            "--symbolic_decoding_layers", "2", "--problem_type", "gcd,modulo", "--problem_score_threshold", "-100",
+            "--problem_score_max", "100", "--max_seq_len", "512", "--eval_batch_size", "8"]
+    assert run(parse_config(FineTuneConfig, argv + ["--run_name", "A"])) == 0
+    first = pd.read_csv(tmp_path / "results" / "A" / "gate_validation.csv")
+    margins = np.sort(first["type_margin"].to_numpy())
+    cut = float((margins[len(margins) // 2 - 1] + margins[len(margins) // 2]) / 2)
+    assert run(parse_config(FineTuneConfig, argv + ["--run_name", "B", "--gate_min_type_margin", str(cut)])) == 0
+    got = pd.read_csv(tmp_path / "results" / "B" / "gate_validation.csv")
+    want = [-100 < s < 100 and m >= cut for s, m in zip(got["score"], got["type_margin"])]
+    assert got["gate_open"].tolist() == want and any(want) and not all(want)
+    calib = pd.read_csv(tmp_path / "results" / "B" / "gate_calibration.csv")
+    rates = pd.read_csv(tmp_path / "results" / "B" / "gate_open_rates.csv")
+    for _, row in rates.iterrows():
+        part = calib[(calib["kind"] == row["kind"]) & (calib["group"] == row["group"])]
+        opened = [-100 < s < 100 and m >= cut for s, m in zip(part["score"], part["type_margin"])]
+        assert row["n"] == len(part) and row["open: configured"] == pytest.approx(sum(opened) / len(part))
+    assert "proposed gate:" in capsys.readouterr().out

@@ -6,7 +6,6 @@ time; the model exactly as before once the hooks are off; refusals that change n
 content fingerprint of the model's own parameters, also of a model transformers dequantized from
 a GGUF file."""
 import copy
-import math
 import warnings
 
 import numpy as np
@@ -49,7 +48,7 @@ def tied(tiny_formats):
     return llama, model, transformers.AutoTokenizer.from_pretrained(folder)
 
 
-def artefact(info, threshold=-math.inf, **kw) -> TrainedIntervention:
+def artefact(info, threshold=-1e9, **kw) -> TrainedIntervention:
     """Random maps (an untrained intervention: the mechanism is the same) made on the model `info`."""
     g = torch.Generator().manual_seed(0)
     kw.setdefault("symbolic_decoding_layers", [1])
@@ -116,7 +115,7 @@ def test_same_decisions_operands_and_answers_as_the_projects_ask(tied, config):
     qs = questions(100 if "static" not in config else 37)
     art = with_gate_between_rows(llama, model, tok, artefact(project_info(llama), **CONFIGS[config]), qs)
     texts, report = hf_answers(llama, model, tok, Intervention(art), qs)
-    ours = ask(llama, art, qs, batch_size=BATCH)
+    ours = list(ask(llama, art, qs, batch_size=BATCH))
     opened = [a["gate"]["open"] for a in ours]
     assert 0 < sum(opened) < len(qs)
     assert [r["gate"] for r in report] == opened

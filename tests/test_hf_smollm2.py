@@ -73,7 +73,7 @@ def test_smollm2_from_its_gguf_answers_as_the_project(tmp_path):
         scores = sorted(r["score"] for r in hf_generate(model, iv, prompts, 1, stop, mode="read")[1])
         iv.artefact.options.problem_score_threshold = (scores[3] + scores[4]) / 2
     rows, report = hf_generate(model, iv, prompts, n_new, stop)
-    ours = ask(llama, iv.artefact, QUESTIONS, batch_size=len(QUESTIONS))
+    ours = list(ask(llama, iv.artefact, QUESTIONS, batch_size=len(QUESTIONS)))
     assert [r["gate"] for r in report] == [a["gate"]["open"] for a in ours]
     assert [(r["type"], r["x"], r["y"], r["answer"]) for r in report] == \
         [(a["decoded"]["type"], a["decoded"]["x"], a["decoded"]["y"], a["symbolic_answer"]) for a in ours]

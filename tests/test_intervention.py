@@ -1,5 +1,7 @@
 """The neurosymbolic intervention as residual hooks: gate, positions, merge modes, gradients."""
+import dataclasses
 import math
+
 
 import pytest
 import torch
@@ -69,12 +71,12 @@ def test_mixed_batch_changes_only_open_samples(model, engine, bound):
         model(tok, pad_lengths=pad)
     scores = iv.take_records()["score"]
     cut = float(scores.median())
-    setattr(iv, bound, cut)
+    iv.gate = dataclasses.replace(iv.gate, **{"lower" if bound == "threshold" else "upper": cut})
     with iv.attached(model):
         out = model(tok, pad_lengths=pad)
     gate = iv.take_records()["gate"]
     assert torch.equal(gate, scores > cut if bound == "threshold" else scores < cut)
-    assert torch.equal(gate, gate_open(scores, iv.threshold, iv.maximum))
+    assert torch.equal(gate, gate_open(scores, iv.gate.lower, iv.gate.upper))
     assert gate.any() and (~gate).any()
     assert torch.equal(out[~gate], base[~gate])
     changed = (out != base).any(-1)  # [B,S]

@@ -16,7 +16,6 @@ its report), "off" (nothing attached, nothing checked). The hooks: neurosymbolic
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -25,9 +24,10 @@ from neurosymbolic_llm.hf.hooks import Attachment
 from neurosymbolic_llm.hf.weights import model_args, model_info_of
 from neurosymbolic_llm.pipeline import artefact as artefacts
 from neurosymbolic_llm.pipeline.errors import ConfigError, EngineMismatchError
+from neurosymbolic_llm.pipeline.gate import Gate
 from neurosymbolic_llm.pipeline.intervention import SymbolicIntervention
 from neurosymbolic_llm.pipeline.maps import check_model
-from neurosymbolic_llm.stages.ask import dialog
+from neurosymbolic_llm.pipeline.ask_prompt import dialog
 from neurosymbolic_llm.symbolic.solver import solve
 
 MODES = ("write", "read", "off")
@@ -115,9 +115,7 @@ class Intervention:
             self._records, self._written = records, written
             if not gate_any and not self._warned:
                 self._warned = True
-                o = self.artefact.options
-                bounds = (f"score > {o.problem_score_threshold:g}" if math.isinf(o.problem_score_max) else
-                          f"{o.problem_score_threshold:g} < score < {o.problem_score_max:g}")
+                bounds = Gate.of(self.artefact.options).describe()
                 scores = records["score"].float()
                 warnings.warn(f"{self.source}: the gate stayed shut for all {len(scores)} rows (scores "
                               f"{float(scores.min()):.3f}..{float(scores.max()):.3f}; it opens when {bounds}): "

@@ -33,7 +33,11 @@ MODEL_KEYS = {"fingerprint": "text", "dim": "count", "n_layers": "count"}
 OPTIONAL_MODEL = {"weights", "tokenizer"}  # absent in artefacts made before they were recorded
 OPTION_KINDS = {"symbolic_encoding_layer": "layer", "symbolic_decoding_layers": "layers",
                 "problem_score_threshold": "number", "problem_score_max": "bound", "merge": "merge",
-                "starting_skip_strength": "number"}  # every other option is a switch (bool)
+                "starting_skip_strength": "number", "gate_min_type_margin": "margin",
+                "gate_min_digit_margin": "margin"}  # every other option is a switch (bool)
+# Options added after artefacts were first written, with the value that gives the older artefacts'
+# behaviour (the gate's margins were not checked): an artefact without them is read as it was made.
+ADDED_LATER = {"gate_min_type_margin": 0.0, "gate_min_digit_margin": 0.0}
 
 
 def _is_int(v) -> bool:
@@ -52,6 +56,7 @@ KIND_CHECKS = {
     "layers": (lambda v: isinstance(v, list) and bool(v) and all(_is_int(x) and x >= 0 for x in v)
                and len(set(v)) == len(v), "a non-empty list of distinct layer numbers"),
     "number": (_is_number, "a finite number"),
+    "margin": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
     "bound": (lambda v: v is None or _is_number(v), "a finite number or null (no upper bound)"),
     "merge": (lambda v: v in MERGES, f"one of {', '.join(MERGES)}"),
 }
@@ -98,6 +103,8 @@ def check_json(path: Path, data: Any) -> None:
     if "weights" in data["model"] and not isinstance(data["model"]["weights"], dict):
         raise bad("model.weights", "is not a mapping (the weight samples)")
     kinds = {f.name: OPTION_KINDS.get(f.name, "bool") for f in dataclasses.fields(InterventionOptions)}
+    for key, value in ADDED_LATER.items():
+        data["intervention"].setdefault(key, value)
     _section(bad, "intervention", data["intervention"], kinds)
     if not 0 <= data["prompt"]["complexity"] <= MAX_COMPLEXITY:
         raise bad("prompt.complexity", f"is {data['prompt']['complexity']}, expected 0..{MAX_COMPLEXITY}")

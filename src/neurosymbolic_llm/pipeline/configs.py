@@ -124,6 +124,8 @@ class FineTuneOptions:
     checkpoint_every: int = option(100, "optimizer steps between saves of the training state (0: only at the end and "
                                         "on Ctrl-C; default 100)", low=0)
     restart: bool = option(False, "ignore a saved training state of this run and train from step 0 (it is replaced)")
+    # science (issue 26): the write-side recipe, evaluated behind the encoder.
+    train_on_true_operands: bool = option(False, "train the decoder with the true operands and type given to the solver; evaluation reads with the encoder")
 
 
 MERGES = ("convex", "add", "add_rmsnorm")
@@ -150,6 +152,10 @@ class InterventionOptions:
     encode_counter: bool = option(False, "with --multi_token_intervention: add the counter x^t to the answer vector "
                                          "written t positions on (docs/RUNNING.md)")
 
+    # science (issue 26): the gate's margins (pipeline/gate.py; chosen with Programs/gate_statistics.py)
+    gate_min_type_margin: float = option(0.0, "gate: and the best problem-type score leads the second best by at least this (0: not checked)")
+    gate_min_digit_margin: float = option(0.0, "gate: and the least sure digit decision of the operands has at least this margin (0: not checked)")
+
     def merge_mode(self) -> str:
         return "add_rmsnorm" if self.rms_layer else self.merge
 
@@ -163,6 +169,9 @@ class InterventionOptions:
         if not self.problem_score_max > self.problem_score_threshold:
             raise ConfigError(f"--problem_score_max {self.problem_score_max} must exceed --problem_score_threshold "
                               f"{self.problem_score_threshold}: the gate would never open")
+        for name in ("gate_min_type_margin", "gate_min_digit_margin"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"--{name} {getattr(self, name)} must be >= 0 (0: not checked)")
         if self.encode_counter and not self.multi_token_intervention:
             raise ConfigError("--encode_counter 1 needs --multi_token_intervention 1: the counter marks the "
                               "positions after the last prompt position, which are written only then")

@@ -163,11 +163,13 @@ GATE_SCORE = ("Score: the largest dot product of the encoder's reading of the pr
               "unlike the training questions can score far above 1, hence the upper bound.")
 
 
-def gate_histogram(scores: pd.DataFrame, threshold: float, maximum: float, title: str):
+def gate_histogram(scores: pd.DataFrame, gate, title: str):
     """gate_scores.png / gate_validation.png. scores: columns group, score, gate_open; groups in
     GROUP_ORDER (others after them), each in its group colour and normalised to its own size (the
     y-axis is the share of the group's prompts, so a group of 35 is as visible as one of 160); the
-    band where the gate opens shaded, the threshold (dashed) and maximum (dotted) lines in the legend."""
+    band where the gate's (pipeline/gate.Gate) score bounds open shaded, its lower (dashed) and upper
+    (dotted) bounds in the legend, its margin minimums in the x label."""
+    threshold, maximum = gate.lower, gate.upper
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.8))
     finite = scores["score"][np.isfinite(scores["score"])]
@@ -186,7 +188,9 @@ def gate_histogram(scores: pd.DataFrame, threshold: float, maximum: float, title
     if math.isfinite(maximum):
         ax.axvline(maximum, color="k", ls=":", lw=1.2, label=f"maximum {maximum:g} (open below)")
     ax.set_xlim(low, high)
-    ax.set_xlabel("gate score of the prompt (max over problem types)")
+    margins = gate.describe().partition(", ")[2]
+    ax.set_xlabel("gate score of the prompt (max over problem types)"
+                  + (f"; the gate also needs {margins}" if margins else ""))
     ax.set_ylabel("share of the group's prompts (%)")
     ax.set_title(title, loc="left", pad=28)
     caption(ax, GATE_SCORE)
@@ -228,4 +232,23 @@ def encoding_lines(table: pd.DataFrame, title: str, chosen_layer: Optional[int] 
                                 handlelength=4.5)
         for text, group in zip(legend.get_texts(), groups):
             text.set_color(GROUP_COLOURS[group])
+    return fig
+
+
+def gate_coverage(curve: pd.DataFrame, gate, title: str):
+    """gate_coverage.png (stages/gate_statistics.py). curve: columns min_type_margin, coverage,
+    accuracy (gate_calibration.coverage_curve); the chosen minimum of `gate` marked on the curve."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(100 * curve["coverage"], 100 * curve["accuracy"], marker=".", color=SEEN, label="type-margin minimum swept")
+    chosen = curve.iloc[(curve["min_type_margin"] - gate.min_type_margin).abs().argmin()]
+    ax.plot([100 * chosen["coverage"]], [100 * chosen["accuracy"]], "o", ms=9, mfc="none", color="k",
+            label=f"chosen: {gate.describe()}")
+    ax.set_xlabel("coverage: seen-type validation questions the gate opens for (%)")
+    ax.set_ylabel("accuracy: opened prompts read right (%)")
+    ax.set_xlim(-2, 102)
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    legend_outside(ax, fontsize=8)
     return fig

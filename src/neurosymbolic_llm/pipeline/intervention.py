@@ -4,7 +4,7 @@ At the encoding layer L_e, at each sample's last prompt position (P-1; prompts a
 every row ends at P-1):
 
     z = Enc(h)                      [B, V]   linear map of the unmodified residual
-    scores = T_p · z                [B, T]   gate: threshold < max score < maximum (per sample)
+    scores = T_p · z                [B, T]   gate: pipeline/gate.py's rule on the reading (per sample)
     x, y, type = decode(z)                   (or the true ones with --simulate_perfect_encoder)
     a = enc(solve(type, x, y))      [B, V]   the answer alone: no role, no type atom
 
@@ -39,7 +39,8 @@ from torch import nn
 from neurosymbolic_llm.llama.model import RMSNorm
 from neurosymbolic_llm.pipeline.configs import MERGES, InterventionOptions
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
-from neurosymbolic_llm.pipeline.gate import gate_open
+from neurosymbolic_llm.pipeline.gate import READINGS, Gate
+from neurosymbolic_llm.pipeline.gate_features import reading_confidence
 from neurosymbolic_llm.symbolic.solver import solve
 
 
@@ -90,9 +91,10 @@ class SymbolicIntervention(nn.Module):
         self.merges = nn.ModuleDict({str(l): Merge(opts.merge_mode(), D, opts.starting_skip_strength,
                                                    opts.trainable_skip, norm_eps) for l in self.dec_layers})
         self.complexity, self.limit_solution_digits = complexity, limit_solution_digits
-        self.threshold, self.maximum = float(opts.problem_score_threshold), float(opts.problem_score_max)
+        self.gate = Gate.of(opts)
         self._prompt_len: Optional[int] = None
         self._truth: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+        self._solve_truth = False  # solving_truth(): the true operands in training only
         self._static: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (a [B,V], gate [B]) of P-1
         self._pending: Optional[tuple[int, int, torch.Tensor, torch.Tensor]] = None  # lo, hi, a [B,K,V], gate [B,K]
         self._last_prompt_pos = 0  # P-1 of the current batch
@@ -134,6 +136,16 @@ class SymbolicIntervention(nn.Module):
     def set_truth(self, type_ids=None, x=None, y=None) -> None:
         """True type ids / operands [B] of the next batch (used by simulate_perfect_encoder)."""
         self._truth = None if type_ids is None else (type_ids, x, y)
+
+    @contextlib.contextmanager
+    def solving_truth(self):
+        """Within the block the solver gets the true operands and type set by set_truth, as with
+        --simulate_perfect_encoder (training with --train_on_true_operands)."""
+        self._solve_truth = True
+        try:
+            yield self
+        finally:
+            self._solve_truth = False
 
     @contextlib.contextmanager
     def prompt_length(self, P: int):
@@ -230,14 +242,15 @@ class SymbolicIntervention(nn.Module):
                              "type_id": neg, "x": neg, "y": neg}
         with torch.no_grad():  # the symbolic step is integer arithmetic: no gradient
             zf = z.detach().reshape(B * K, -1)  # [N,V]
-            score, type_id = self.engine.problem_type_scores(zf).max(-1)  # [N]
-            gate = gate_open(score, self.threshold, self.maximum)
+            type_id = self.engine.problem_type_scores(zf).argmax(-1)  # [N]
+            reading = reading_confidence(self.engine, zf)  # score, type_margin, digit_margin [N]
+            gate = self.gate.open(*(reading[k] for k in READINGS))
             x = self.engine.decode_number(zf, role="n1")  # [N] long
             y = self.engine.decode_number(zf, role="n2")
-            rec = {k: v.view(B, K) for k, v in {"score": score, "gate": gate, "type_id": type_id, "x": x,
+            rec = {k: v.view(B, K) for k, v in {**reading, "gate": gate, "type_id": type_id, "x": x,
                                                  "y": y}.items()}
             rec["vsa"] = zf.view(B, K, -1)  # Enc(h): ask shows its scores
-            if self.opts.simulate_perfect_encoder and self._truth is not None:
+            if (self.opts.simulate_perfect_encoder or self._solve_truth) and self._truth is not None:
                 type_id, x, y = (t.to(z.device).long()[:, None].expand(B, K).reshape(-1) for t in self._truth)
             ans = solve(type_id, x, y, problem_list=self.engine.possible_problems,
                         complexity=self.complexity, limit_solution_digits=self.limit_solution_digits)

@@ -22,7 +22,7 @@ import pandas as pd
 from neurosymbolic_llm.pipeline import figures
 from neurosymbolic_llm.pipeline.errors import DataError, echo
 from neurosymbolic_llm.pipeline.files import atomic_write_csv, atomic_write_json, atomic_write_text
-from neurosymbolic_llm.pipeline.gate import gate_open
+from neurosymbolic_llm.pipeline.gate import Gate
 from neurosymbolic_llm.pipeline.headline import headline_ratios, markdown_section, percent
 from neurosymbolic_llm.pipeline.method_table import METHODS, label, ordered
 from neurosymbolic_llm.pipeline.paths import check_run_name, results_dir
@@ -248,21 +248,24 @@ def write_results(run_dir: Path, results: pd.DataFrame, title: str = "Results",
 GATE_FIGURES = {"gate_scores": "stage 3's test prompts", "gate_validation": "validation prompts, scored by gate_statistics,"}
 
 
-def write_gate_scores(run_dir: Path, scores: pd.DataFrame, threshold: float, maximum: float = math.inf,
-                      name: str = "gate_scores", what: str = "") -> dict[str, Path]:
-    """scores: columns group (seen math | unseen math | non-math), problem_type, score -> <name>.csv/png
-    (figures.gate_histogram, titled with `what` the prompts are (default GATE_FIGURES[name]) and the run)."""
+def write_gate_scores(run_dir: Path, scores: pd.DataFrame, gate: Gate, name: str = "gate_scores",
+                      what: str = "") -> dict[str, Path]:
+    """scores: columns group (seen math | unseen math | non-math), problem_type, score (and the margins
+    the gate reads, or the gate_open decisions already made) -> <name>.csv/png (figures.gate_histogram,
+    titled with `what` the prompts are (default GATE_FIGURES[name]) and the run)."""
     run_dir = Path(run_dir)
-    scores = scores.assign(gate_open=gate_open(scores["score"], threshold, maximum))
+    if "gate_open" not in scores:
+        scores = scores.assign(gate_open=gate.open_rows(scores))
     csv = atomic_write_csv(scores, run_dir / f"{name}.csv")
     title = f"Gate scores of {what or GATE_FIGURES.get(name, name)} (run {run_dir.name})"
-    png = figures.save(figures.gate_histogram(scores, threshold, maximum, title), run_dir / f"{name}.png")
+    png = figures.save(figures.gate_histogram(scores, gate, title), run_dir / f"{name}.png")
     return {"csv": csv, "png": png}
 
 
-def gate_summary(scores: pd.DataFrame, threshold: float, maximum: float = math.inf) -> dict[str, float]:
-    return {f"gate_open_rate/{g}": float(gate_open(p["score"], threshold, maximum).mean())
-            for g, p in scores.groupby("group")}
+def gate_summary(scores: pd.DataFrame, gate: Gate) -> dict[str, float]:
+    """{gate_open_rate/<group>: share of the group's prompts the gate opens for}."""
+    opened = scores["gate_open"].astype(bool) if "gate_open" in scores else gate.open_rows(scores)
+    return {f"gate_open_rate/{g}": float(p.mean()) for g, p in opened.groupby(scores["group"])}
 
 
 def combine(frames: list[pd.DataFrame], names: Optional[list[str]] = None) -> tuple[pd.DataFrame, list[str]]:

@@ -225,6 +225,12 @@ def _allreduce_grads(params, info: DistInfo) -> None:
         off += g.numel()
 
 
+def _solving_truth(method: Method, opts: FineTuneOptions) -> ContextManager:
+    """--train_on_true_operands: the solver gets each training row's true operands and type."""
+    iv = method.intervention
+    return iv.solving_truth() if opts.train_on_true_operands and iv is not None else contextlib.nullcontext()
+
+
 def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, from_csv: bool, seed: int,
           tracker=None, info: DistInfo = DistInfo(), validate: Optional[Callable[[int], dict]] = None,
           state: Optional[TrainingState] = None) -> list[dict]:
@@ -282,7 +288,7 @@ def train(llama, method: Method, train_ex: Examples, opts: FineTuneOptions, *, f
                 mine = idx[row_slice(len(idx), info)]
                 optim.zero_grad(set_to_none=True)
                 total = torch.zeros((), device=device)
-                with method.attach():
+                with method.attach(), _solving_truth(method, opts):
                     for m0 in range(0, len(mine), opts.n_samples):
                         mb = mine[m0:m0 + opts.n_samples]
                         truth = train_ex.truth(mb)

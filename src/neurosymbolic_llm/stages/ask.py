@@ -29,6 +29,7 @@ import torch
 from neurosymbolic_llm.llama.formats import open_checkpoint
 from neurosymbolic_llm.llama.identity import tokenizer_digest
 from neurosymbolic_llm.pipeline import artefact as artefacts
+from neurosymbolic_llm.pipeline.ask_prompt import dialog
 from neurosymbolic_llm.pipeline.configs import AskConfig, InterventionOptions
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, UserError
 from neurosymbolic_llm.pipeline.evaluation import answer_token_budget
@@ -36,28 +37,13 @@ from neurosymbolic_llm.pipeline.intervention_source import ARTEFACT, load_source
 from neurosymbolic_llm.pipeline.maps import check_model, model_info
 from neurosymbolic_llm.pipeline.runtime import build_llama
 from neurosymbolic_llm.pipeline.saved_runs import located
-from neurosymbolic_llm.symbolic.problems import parse_question, solve_one
-from neurosymbolic_llm.symbolic.prompts import few_shot_dialog, non_math_dialog, parse_answer, row_rng
+from neurosymbolic_llm.symbolic.problems import solve_one
+from neurosymbolic_llm.symbolic.prompts import parse_answer
 from neurosymbolic_llm.symbolic.solver import solve
 
-SPLIT = "ask"  # the few-shot examples of question i come from row_rng(seed, SPLIT, i)
 
 
 # ----------------------------------------------------------------------------- asking
-def dialog(question: str, index: int, art: artefacts.TrainedIntervention, examples_type: str = "auto"):
-    """(messages, how it is asked, (type, x, y) of a recognised question or None)."""
-    p = art.prompt
-    kw = dict(complexity=p["complexity"], limit_solution_digits=p["limit_solution_digits"])
-    try:
-        known = parse_question(question, **kw)
-    except ValueError:  # a number of more digits than int() reads: no problem of any complexity
-        known = None
-    kind = examples_type if examples_type != "auto" else known[0] if known else None
-    if kind is None:
-        return non_math_dialog(question), "non-math prompt", known
-    return few_shot_dialog(kind, question, row_rng(p["seed"], SPLIT, index), **kw), f"few-shot {kind}", known
-
-
 def prompt_problem(llama, question: str, number: int, tokens: list[int], n_new: int) -> str:
     """Why question `number` (1-based) cannot be asked whole, or "": its prompt and answer must fit
     --max_seq_len (a prompt that fills it would give no answer, and its reading would be another
@@ -116,7 +102,8 @@ def ask(llama, art: artefacts.TrainedIntervention, questions: Sequence[str], *, 
                     "answer": solve_one(known[0], known[1], known[2], complexity=p["complexity"],
                                         limit_solution_digits=p["limit_solution_digits"])},
                 "gate": {"score": float(rec["score"][i]), "open": bool(rec["gate"][i]),
-                         "threshold": iv.threshold, "maximum": None if math.isinf(iv.maximum) else iv.maximum},
+                         "threshold": iv.gate.lower, "maximum": None if math.isinf(iv.gate.upper) else iv.gate.upper,
+                         "type_margin": float(rec["type_margin"][i]), "rule": iv.gate.describe()},
                 "decoded": {"type": names[order[0]], "type_score": float(type_scores[i, order[0]]),
                             "runner_up": names[order[1]] if len(order) > 1 else None,
                             "runner_up_score": float(type_scores[i, order[1]]) if len(order) > 1 else None,
@@ -146,7 +133,7 @@ def strict_json(a: dict) -> str:
 def answer_lines(a: dict) -> list[str]:
     """The text form of one answer of `ask`."""
     g, d = a["gate"], a["decoded"]
-    bounds = f"score > {g['threshold']:g}" if g["maximum"] is None else f"{g['threshold']:g} < score < {g['maximum']:g}"
+    bounds = g["rule"]
     lines = [f"Q: {shown(a['question'])}   [{a['asked_as']}]",
              f"  gate       {'OPEN' if g['open'] else 'closed'}: score {g['score']:.3f} (opens when {bounds})",
              f"  decoded    type {d['type']} ({d['type_score']:.3f}; next {d['runner_up']} "
@@ -192,7 +179,7 @@ def read_questions(cfg: AskConfig) -> list[str]:
     return questions
 
 
-GATE_OPTIONS = ("problem_score_threshold", "problem_score_max")
+GATE_OPTIONS = ("problem_score_threshold", "problem_score_max", "gate_min_type_margin", "gate_min_digit_margin")
 
 
 def with_gate_options(art: artefacts.TrainedIntervention, cfg: AskConfig, given: Sequence[str]):

@@ -40,6 +40,7 @@ from neurosymbolic_llm.pipeline.maps import model_info_of, save_maps
 from neurosymbolic_llm.pipeline.method_table import label
 from neurosymbolic_llm.pipeline.options import to_dict
 from neurosymbolic_llm.pipeline.paths import decoder_output_path, results_dir, run_name_or_today
+from neurosymbolic_llm.pipeline.gate import Gate
 from neurosymbolic_llm.pipeline.results import (gate_summary, headline_summary, rows_fingerprint, write_fingerprints,
                                                 write_gate_scores, write_results)
 from neurosymbolic_llm.pipeline.runtime import build_llama, model_parallel_size, resolve_device
@@ -294,19 +295,20 @@ def write_outputs(run: FineTuneRun, responses: pd.DataFrame, gate_df) -> None:
         scored = responses[responses["gate_score"].notna()]
         gated = scored[scored["method"] == scored["method"].iloc[-1]]  # the gated methods share one encoder
         gate_df = pd.DataFrame({"group": ["seen math" if s else "unseen math" for s in gated["seen"]],
-                                "problem_type": gated["problem_type"].values, "score": gated["gate_score"].values})
+                                "problem_type": gated["problem_type"].values, "score": gated["gate_score"].values,
+                                "gate_open": gated["gate_open"].astype(bool).values})  # the decisions made
     if gate_df is not None:
-        gp = write_gate_scores(out_dir, gate_df, cfg.problem_score_threshold, cfg.problem_score_max)
+        gp = write_gate_scores(out_dir, gate_df, Gate.of(cfg))
         tracker.table("gate_scores", pd.read_csv(gp["csv"]), gp["csv"])
-        summary |= gate_summary(gate_df, cfg.problem_score_threshold, cfg.problem_score_max)
+        summary |= gate_summary(gate_df, Gate.of(cfg))
         tracker.image("gate_scores_plot", gp["png"])
         files += [gp["csv"], gp["png"]]
     tracker.image("results_plot", paths["png"])
     tracker.summary(summary)
     print(paths["md"].read_text())
     if gate_df is not None:
-        print(f"gate (open when {cfg.problem_score_threshold:g} < score < {cfg.problem_score_max:g}), test questions:")
-        print("\n".join(gate_scores.open_rate_lines(gate_df, cfg.problem_score_threshold, cfg.problem_score_max)))
+        print(f"gate (open when {Gate.of(cfg).describe()}), test questions:")
+        print("\n".join(gate_scores.open_rate_lines(gate_df, Gate.of(cfg))))
     print(f"outputs in {out_dir}: {', '.join(p.name for p in files)}, {tracker.config_path.name}, metrics.jsonl")
     for what, path in run.written.items():
         print(f"{what}: {path}")
