@@ -18,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 import numpy as np
 import torch
@@ -163,7 +164,9 @@ def measure_load(path: Path) -> tuple[float, int]:
 def token_agreement(gguf_path: Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import AutoTokenizer
-    from test_llama_formats import comparable_with_gpt2_split, sample_strings
+    harness.test_module("tiny_formats")  # test_llama_formats imports it
+    formats_tests = harness.test_module("test_llama_formats")
+    comparable_with_gpt2_split, sample_strings = formats_tests.comparable_with_gpt2_split, formats_tests.sample_strings
     from neurosymbolic_llm.llama.gguf_checkpoint import field
     ckpt = open_checkpoint(gguf_path)
     ours, _ = ckpt.load_tokenizer()

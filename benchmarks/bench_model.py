@@ -11,9 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 import torch
 
@@ -47,7 +48,7 @@ def _time_pair(f, g, repeats):
 
 @torch.inference_mode()
 def bench_forward(name, params, B, S, repeats):
-    from test_llama_model import hf_model
+    hf_model = harness.test_module("test_llama_model").hf_model
     ours = Transformer(ModelArgs.from_params(params)).init_weights(seed=0).eval()
     hf = hf_model(ours, attn="sdpa")
     tokens = torch.randint(0, params["vocab_size"], (B, S), generator=torch.Generator().manual_seed(0))
