@@ -97,10 +97,11 @@ def test_the_own_model_template_runs_the_reduced_pipeline_on_the_tiny_model(tiny
     val = pd.read_csv(programs / "results" / "R" / "encoding_accuracy.csv").query("split == 'val' and seen == 'seen'")
     assert ("warning: stage 2 reads nothing on validation" in out) == (val["all_accuracy"].max() == 0)
     assert nsllm(["gate-statistics", *common, *maps, "--run_name", "R_gate", "--eval_batch_size", "8"]) == 0
-    proposed = [l for l in capsys.readouterr().out.splitlines() if l.startswith("proposed --problem_score_max")]
-    bound = proposed[0].split()[2]
+    proposed = [l for l in capsys.readouterr().out.splitlines() if l.startswith("proposed gate: ")]
+    gate_options = proposed[0].split("): ", 1)[1].split()  # --problem_score_max X --gate_min_type_margin Y ...
+    assert gate_options[0::2] == ["--problem_score_max", "--gate_min_type_margin", "--gate_min_digit_margin"]
     assert nsllm(["fine-tune-decoders", *common, *maps, "--run_name", "R_ns", "--test_baseline", "also",
-                  "--problem_score_max", bound, "--n_samples", "8", "--eval_batch_size", "8",
+                  *gate_options, "--n_samples", "8", "--eval_batch_size", "8",
                   "--validation_rows", "4"]) == 0
     res = pd.read_csv(programs / "results" / "R_ns" / "results.csv")
     assert set(res["method"]) == {"neurosymbolic", "baseline"}
