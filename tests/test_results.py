@@ -291,3 +291,12 @@ def test_percentages_round_halves_up_whatever_the_order_of_the_sum():
                        for t, pair in acc.items() for m, a in zip(("neurosymbolic", "baseline"), pair)])
     md = markdown(df)
     assert "| *mean, 4 seen types* | *46.3* | *20.0* |" in md and "(against plain model: 46.3% / 20.0%)" in md
+
+
+@pytest.mark.parametrize("asked", [7, 20, 97, 100, 113])
+def test_wilson_interval_ends_exactly_at_0_and_1(asked):
+    # 97 of 97 solved gave 0.9999999999999999, an upper bound below the share itself (a negative
+    # error bar, which matplotlib refuses: make demo failed on it)
+    assert wilson_interval(asked, asked)[1] == 1.0 and wilson_interval(0, asked)[0] == 0.0
+    lo, hi = wilson_interval(asked // 2, asked)
+    assert 0.0 < lo < (asked // 2) / asked < hi < 1.0

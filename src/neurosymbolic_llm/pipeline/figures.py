@@ -125,7 +125,9 @@ def accuracy_bars(accuracy: pd.DataFrame, lower: pd.DataFrame, upper: pd.DataFra
         values = 100 * np.array(means + accuracy[m].tolist(), dtype=float)
         lo = 100 * np.array(lows + lower[m].tolist(), dtype=float)
         hi = 100 * np.array(highs + upper[m].tolist(), dtype=float)
-        err = np.nan_to_num(np.vstack([values - lo, hi - values]))
+        # clipped at 0: the seen-type mean is a mean of per-type shares, its interval the pooled one's,
+        # and with unequal questions per type the two need not nest
+        err = np.clip(np.nan_to_num(np.vstack([values - lo, hi - values])), 0.0, None)
         diagnostic = m in DIAGNOSTICS
         style = dict(facecolor="white", edgecolor=colours[m], hatch="////", lw=1.0) if diagnostic else \
             dict(color=colours[m])

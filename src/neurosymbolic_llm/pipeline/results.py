@@ -134,7 +134,8 @@ def wilson_interval(solved: float, asked: float, z: float = 1.96) -> tuple[float
     p = solved / asked
     centre = (p + z * z / (2 * asked)) / (1 + z * z / asked)
     half = z * math.sqrt(p * (1 - p) / asked + z * z / (4 * asked * asked)) / (1 + z * z / asked)
-    return max(centre - half, 0.0), min(centre + half, 1.0)  # exactly 0 / 1 at p = 0 / 1, not -1e-17
+    # exactly 0 / 1 at p = 0 / 1 (rounding gives -1e-17 or 0.9999999999999999 there)
+    return (0.0 if solved <= 0 else max(centre - half, 0.0)), (1.0 if solved >= asked else min(centre + half, 1.0))
 
 
 def intervals(accuracy: pd.DataFrame, n: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
