@@ -40,7 +40,7 @@ from neurosymbolic_llm.llama.model import RMSNorm
 from neurosymbolic_llm.pipeline.configs import MERGES, InterventionOptions
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
 from neurosymbolic_llm.pipeline.gate import READINGS, Gate
-from neurosymbolic_llm.pipeline.gate_features import reading_confidence
+from neurosymbolic_llm.pipeline.gate_features import read_problem
 from neurosymbolic_llm.symbolic.solver import solve
 
 
@@ -242,13 +242,10 @@ class SymbolicIntervention(nn.Module):
                              "type_id": neg, "x": neg, "y": neg}
         with torch.no_grad():  # the symbolic step is integer arithmetic: no gradient
             zf = z.detach().reshape(B * K, -1)  # [N,V]
-            type_id = self.engine.problem_type_scores(zf).argmax(-1)  # [N]
-            reading = reading_confidence(self.engine, zf)  # score, type_margin, digit_margin [N]
-            gate = self.gate.open(*(reading[k] for k in READINGS))
-            x = self.engine.decode_number(zf, role="n1")  # [N] long
-            y = self.engine.decode_number(zf, role="n2")
-            rec = {k: v.view(B, K) for k, v in {**reading, "gate": gate, "type_id": type_id, "x": x,
-                                                 "y": y}.items()}
+            read = read_problem(self.engine, zf)  # score, margins, type_id, x, y [N]
+            gate = self.gate.open(*(read[k] for k in READINGS))
+            type_id, x, y = read["type_id"], read["x"], read["y"]
+            rec = {k: v.view(B, K) for k, v in {**read, "gate": gate}.items()}
             rec["vsa"] = zf.view(B, K, -1)  # Enc(h): ask shows its scores
             if (self.opts.simulate_perfect_encoder or self._solve_truth) and self._truth is not None:
                 type_id, x, y = (t.to(z.device).long()[:, None].expand(B, K).reshape(-1) for t in self._truth)

@@ -190,12 +190,21 @@ class SymbolicEngine:
 
     def decode_digits(self, vsa_vec: torch.Tensor, role=None) -> torch.Tensor:
         """Hard digits ``[B, V] -> [B, M] long`` (column k = 10^k place); 0 where max score <= 0.5."""
-        best, arg = self.digit_scores(vsa_vec, role).max(-1)
-        return torch.where(best > DIGIT_THRESHOLD, arg, torch.zeros_like(arg))
+        return self.digits_of_scores(self.digit_scores(vsa_vec, role))
 
     def decode_number(self, vsa_vec: torch.Tensor, role=None) -> torch.Tensor:
         """Hard decode ``[B, V] -> [B] long``; ``role`` None (a bare number), "n1" or "n2"."""
-        return (self.decode_digits(vsa_vec, role) * self._pow10).sum(-1)
+        return self.number_of_scores(self.digit_scores(vsa_vec, role))
+
+    @staticmethod
+    def digits_of_scores(scores: torch.Tensor) -> torch.Tensor:
+        """The hard digit rule on digit_scores' output: ``[B, M, 10] -> [B, M] long``."""
+        best, arg = scores.max(-1)
+        return torch.where(best > DIGIT_THRESHOLD, arg, torch.zeros_like(arg))
+
+    def number_of_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """The number read from digit_scores' output: ``[B, M, 10] -> [B] long``."""
+        return (self.digits_of_scores(scores) * self._pow10).sum(-1)
 
     def soft_decode_number(self, vsa_vec: torch.Tensor, role=None, *, temperature: float = 0.01,
                            sharpness: float = 100.0) -> torch.Tensor:
