@@ -126,9 +126,11 @@ def test_intervention_decisions_recomputed_from_its_records():
     assert got == want and any(want) and not all(want)
 
 
-def test_leave_one_operation_out_readings_on_a_synthetic_store(tmp_path):
+@pytest.mark.parametrize("layers", [(2,), (0, 2)])
+def test_leave_one_operation_out_readings_on_a_synthetic_store(tmp_path, layers):
     """Hidden states that are a linear image of the problem's code: an encoder refitted without one
-    type reads every other type's rows exactly and never names the left-out type."""
+    type reads every other type's rows exactly and never names the left-out type (one layer read, or
+    two read at once)."""
     from test_encoder_training import make_cfg, write_synthetic_store
 
     from neurosymbolic_llm.pipeline.maps import load_maps
@@ -139,7 +141,7 @@ def test_leave_one_operation_out_readings_on_a_synthetic_store(tmp_path):
     engine = write_synthetic_store(cfg)
     extra = load_maps(run_training(cfg)["encoders"], "encoder").extra
     assert extra["ridge"] == cfg.ridge and extra["map_init"] == "least_squares"
-    got = leave_one_out_readings(engine, extra, 2)
+    got = leave_one_out_readings(engine, extra, layers)
     assert sorted(got["fold"].unique()) == [f"without {t}" for t in sorted(extra["trained_types"])]
     for held in extra["trained_types"]:
         fold = got[got["fold"] == f"without {held}"]

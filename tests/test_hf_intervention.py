@@ -36,6 +36,8 @@ CONFIGS = {  # the intervention settings that change where and what is written
         dict(multi_token_intervention=True, encode_counter=True, symbolic_decoding_layers=[1, 2]),
     "every generated position, static, rmsnorm merge":
         dict(multi_token_intervention=True, static_encoding=True, merge="add_rmsnorm"),
+    "a joint read of layers 0 and 1 (one map of their states concatenated), re-encoded at every position":
+        dict(symbolic_encoding_layer="0+1", multi_token_intervention=True),
 }
 
 
@@ -52,10 +54,12 @@ def artefact(info, threshold=-1e9, **kw) -> TrainedIntervention:
     """Random maps (an untrained intervention: the mechanism is the same) made on the model `info`."""
     g = torch.Generator().manual_seed(0)
     kw.setdefault("symbolic_decoding_layers", [1])
-    opts = InterventionOptions(symbolic_encoding_layer=1, problem_score_threshold=threshold, **kw)
+    kw.setdefault("symbolic_encoding_layer", 1)
+    opts = InterventionOptions(problem_score_threshold=threshold, **kw)
     dec = {l: torch.randn(D, V, generator=g) for l in opts.symbolic_decoding_layers}
     merge = {str(l): {"norm.weight": 1 + torch.randn(D, generator=g) / 10} for l in dec} if opts.merge == "add_rmsnorm" else {}
-    return TrainedIntervention(SymbolicEngine(VSA_dim=V, max_digits=4, seed=4), torch.randn(V, D, generator=g) / 4,
+    enc = torch.randn(V, D * len(opts.read_layers()), generator=g) / 4  # [V, k D] for k layers read
+    return TrainedIntervention(SymbolicEngine(VSA_dim=V, max_digits=4, seed=4), enc,
                                dec, merge, opts, {"complexity": 2, "limit_solution_digits": True, "seed": 3}, info)
 
 

@@ -47,7 +47,7 @@ def test_auto_parses_and_other_words_are_refused():
     assert cfg.symbolic_encoding_layer == "auto"
     cfg = parse_config(FineTuneConfig, ["--symbolic_encoding_layer", "4"])
     assert cfg.symbolic_encoding_layer == 4 and isinstance(cfg.symbolic_encoding_layer, int)
-    with pytest.raises(ConfigError, match="expected a layer number or auto"):
+    with pytest.raises(ConfigError, match="expected a layer number or layers joined by .+.*; or auto"):
         parse_config(FineTuneConfig, ["--symbolic_encoding_layer", "best"])
 
 

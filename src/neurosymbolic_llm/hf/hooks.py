@@ -48,11 +48,12 @@ class Attachment:
         self._pending: Optional[tuple] = None   # answer vectors a [N,V], gate [N] of this forward
         self._static: Optional[tuple] = None    # a [B,V], gate [B] of P-1, for later steps
         self._n_prompt: Optional[torch.Tensor] = None  # [B] real prompt tokens per row
+        self._earlier: dict[int, torch.Tensor] = {}     # a joint read's earlier layers' states [N,D]
         self._handles: list = []
         blocks = decoder_layers(model)
         try:
             self._handles.append(model.model.register_forward_pre_hook(self._start, with_kwargs=True))
-            for layer in sorted({iv.enc_layer, *(iv.dec_layers if write else [])}):
+            for layer in sorted({*iv.read_layers, *(iv.dec_layers if write else [])}):
                 if layer < len(blocks):
                     self._handles.append(blocks[layer].register_forward_pre_hook(self._pre(layer), with_kwargs=True))
                 else:  # n_layers: after the final norm
@@ -127,6 +128,8 @@ class Attachment:
         """h [B,S,D] the residual at `layer`; the replacement, or None to leave it."""
         if self._plan is None:
             return None
+        if layer in self.iv.read_layers[:-1]:  # a joint read: kept until its last layer
+            self._earlier[layer] = self._read_positions(h)
         if layer == self.iv.enc_layer:  # encoding first within a shared layer, as in the project
             self._encode(h)
         if self.write and layer in self.iv.dec_layers and self._pending is not None:
@@ -136,10 +139,16 @@ class Attachment:
             return h.index_put((rows, pos), new.to(h.device))
         return None
 
+    def _read_positions(self, h: torch.Tensor) -> torch.Tensor:
+        """h [B,S,D] -> [N,D]: the positions this forward reads, on the encoder's device."""
+        rows, pos = self._plan[:2]
+        return h[rows.to(h.device), pos.to(h.device)].to(self.iv.encoder.weight.device)
+
     def _encode(self, h: torch.Tensor) -> None:
         rows, pos, t, prompt = self._plan
         iv = self.iv
-        h = h[rows.to(h.device), pos.to(h.device)].to(iv.encoder.weight.device)  # [N,D] the read positions
+        h = iv.read_input(self._read_positions(h), self._earlier)  # [N, k D] the read positions
+        self._earlier = {}
         if prompt:
             a, gate, rec = iv.read(h[:, None])  # [B,1,V], [B,1]
             a, gate = a[:, 0], gate[:, 0]

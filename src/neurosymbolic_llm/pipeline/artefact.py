@@ -1,6 +1,7 @@
 """A trained intervention as one shareable artefact: a folder with two files.
 
-    <folder>/intervention.safetensors   tensors: "encoder" [V, D] float32 (the encoding layer's),
+    <folder>/intervention.safetensors   tensors: "encoder" [V, k D] float32 (of the k layers read,
+                                        concatenated in ascending order; k = 1 in the paper),
                                         "decoder.<layer>" [D, V] float32 (every decoding layer's;
                                         the fine-tuned ones when stage 3 trained them),
                                         "codebook" [rows, V] float64 (the VSA engine's),
@@ -62,7 +63,7 @@ PROMPT_KEYS = ("complexity", "limit_solution_digits", "seed")
 @dataclass
 class TrainedIntervention:
     engine: SymbolicEngine
-    encoder: torch.Tensor                  # [V, D] of options.symbolic_encoding_layer
+    encoder: torch.Tensor                  # [V, k D] of options.symbolic_encoding_layer (k layers)
     decoders: dict[int, torch.Tensor]      # {layer: [D, V]} of options.symbolic_decoding_layers
     merge_state: dict[str, dict[str, torch.Tensor]]  # {layer: merge parameters}
     options: InterventionOptions

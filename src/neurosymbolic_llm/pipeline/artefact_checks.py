@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from neurosymbolic_llm.pipeline.configs import MERGES, InterventionOptions
-from neurosymbolic_llm.pipeline.errors import DataError, echo
+from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, echo
+from neurosymbolic_llm.pipeline.layer_choice import read_key, read_layers
 from neurosymbolic_llm.pipeline.finite import non_finite_count
 
 MAX_JSON_BYTES = 64 * 2 ** 20  # settings and weight samples are a few kB; refuse before reading more
@@ -31,7 +32,7 @@ ENGINE_KEYS = {"VSA_dim": "count", "max_digits": "count", "possible_problems": "
 PROMPT_KEYS = {"complexity": "int", "limit_solution_digits": "bool", "seed": "int"}
 MODEL_KEYS = {"fingerprint": "text", "dim": "count", "n_layers": "count"}
 OPTIONAL_MODEL = {"weights", "tokenizer"}  # absent in artefacts made before they were recorded
-OPTION_KINDS = {"symbolic_encoding_layer": "layer", "symbolic_decoding_layers": "layers",
+OPTION_KINDS = {"symbolic_encoding_layer": "read", "symbolic_decoding_layers": "layers",
                 "problem_score_threshold": "number", "problem_score_max": "bound", "merge": "merge",
                 "starting_skip_strength": "number", "gate_min_type_margin": "margin",
                 "gate_min_digit_margin": "margin"}  # every other option is a switch (bool)
@@ -44,6 +45,16 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_read(v) -> bool:
+    """A layer >= 0, or a joint read's canonical key ("3+4+5")."""
+    if _is_int(v):
+        return v >= 0
+    try:
+        return isinstance(v, str) and len(read_layers(v)) > 1 and read_key(v) == v
+    except ConfigError:
+        return False
+
+
 def _is_number(v) -> bool:
     return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
@@ -52,7 +63,7 @@ KIND_CHECKS = {
     "int": (_is_int, "an integer"), "count": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "bool": (lambda v: isinstance(v, bool), "true or false"), "text": (lambda v: isinstance(v, str), "text"),
     "names": (lambda v: isinstance(v, list) and bool(v) and all(isinstance(n, str) for n in v), "a list of names"),
-    "layer": (lambda v: _is_int(v) and v >= 0, "a layer number (an integer >= 0)"),
+    "read": (lambda v: _is_read(v), "a layer number (an integer >= 0) or increasing layers joined by '+' (3+4+5)"),
     "layers": (lambda v: isinstance(v, list) and bool(v) and all(_is_int(x) and x >= 0 for x in v)
                and len(set(v)) == len(v), "a non-empty list of distinct layer numbers"),
     "number": (_is_number, "a finite number"),
@@ -128,7 +139,7 @@ def _section(bad, name: str, section: dict, kinds: dict[str, str], optional=froz
 
 def expected_shapes(options: InterventionOptions, VSA_dim: int, dim: int, codebook_rows: int) -> dict:
     """{tensor name: shape} of a valid artefact (merge parameters by the merge mode)."""
-    out = {"encoder": (VSA_dim, dim), "codebook": (codebook_rows, VSA_dim)}
+    out = {"encoder": (VSA_dim, dim * len(options.read_layers())), "codebook": (codebook_rows, VSA_dim)}
     for layer in options.symbolic_decoding_layers:
         out[f"decoder.{layer}"] = (dim, VSA_dim)
     return out

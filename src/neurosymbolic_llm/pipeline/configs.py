@@ -15,6 +15,7 @@ from neurosymbolic_llm.errors import ConfigError
 from neurosymbolic_llm.pipeline.method_table import DEFAULT_MAIN, MAIN_FLAGS, METHODS
 from neurosymbolic_llm.pipeline.method_table import needs_maps as method_needs_maps
 from neurosymbolic_llm.pipeline.config_files import register_schemas
+from neurosymbolic_llm.pipeline.layer_choice import read_layers
 from neurosymbolic_llm.pipeline.options import (SEED_MAX, DataOptions, ModelOptions, RunOptions, SymbolicOptions,
                                                   option)
 from neurosymbolic_llm.symbolic.problem_types import PROBLEM_TYPES
@@ -65,6 +66,8 @@ class EncoderTrainingOptions:
                                 "(0: never; default 100)", low=0)
     weight_dtype: str = option("float32", "dtype of the trained weights (master copy and Adam state)",
                                choices=["float32", "float64"])
+    joint_encoder_layers: list[int] = option([], "also train one encoder of these layers' states concatenated "
+                                                 "(stage 3: --symbolic_encoding_layer 3+4+5)", low=0)
 
 
 @dataclass
@@ -134,8 +137,8 @@ MERGES = ("convex", "add", "add_rmsnorm")
 @dataclass
 class InterventionOptions:
     """stage 3: the neurosymbolic intervention (also the adapter's place)"""
-    symbolic_encoding_layer: int | str = option(17, "residual index read by the encoder (0 = embeddings), or auto: the "
-                                                    "best stage-2 layer on validation", low=0)
+    symbolic_encoding_layer: int | str = option(17, "residual index read by the encoder (0 = embeddings), 3+4+5 "
+                                                    "(layers read at once), or auto (best on validation)", low=0)
     symbolic_decoding_layers: list[int] = option([17], "residual indices written by the decoder(s) (each >= the encoding "
                                                        "layer)", low=0)
     problem_score_threshold: float = option(0.8, "gate: intervene iff the best problem-type score exceeds this")
@@ -161,9 +164,8 @@ class InterventionOptions:
 
     def validate_intervention(self) -> None:
         """Option combinations that cannot work, before any model is loaded."""
-        if isinstance(self.symbolic_encoding_layer, str) and self.symbolic_encoding_layer != "auto":
-            raise ConfigError(f"--symbolic_encoding_layer {self.symbolic_encoding_layer!r}: expected a layer "
-                              f"number or auto")
+        if self.symbolic_encoding_layer != "auto":
+            self.read_layers()  # a ConfigError names a malformed read
         if not self.symbolic_decoding_layers:
             raise ConfigError("--symbolic_decoding_layers is empty: give at least one residual layer to write")
         if not self.problem_score_max > self.problem_score_threshold:
@@ -176,21 +178,28 @@ class InterventionOptions:
             raise ConfigError("--encode_counter 1 needs --multi_token_intervention 1: the counter marks the "
                               "positions after the last prompt position, which are written only then")
 
+    def read_layers(self) -> tuple[int, ...]:
+        """The residual layers the encoder reads, ascending (one, or several read at once)."""
+        if self.symbolic_encoding_layer == "auto":
+            raise ConfigError("--symbolic_encoding_layer auto must be resolved first (fine_tune_inputs.encoding_layer)")
+        try:
+            return read_layers(self.symbolic_encoding_layer)
+        except ConfigError as exc:
+            raise ConfigError(f"--symbolic_encoding_layer: {exc}; or auto") from None
+
     def validate_layers(self, n_layers: int) -> None:
         """Layer numbers against the model; an `auto` encoding layer must have been resolved first
         (fine_tune_inputs.encoding_layer)."""
-        if not isinstance(self.symbolic_encoding_layer, int):
-            raise ConfigError(f"--symbolic_encoding_layer {self.symbolic_encoding_layer!r}: expected a layer "
-                              f"number or auto")
+        reads = self.read_layers()
         if not self.symbolic_decoding_layers:
             raise ConfigError("--symbolic_decoding_layers is empty: give at least one residual layer to write")
-        if not 0 <= self.symbolic_encoding_layer <= n_layers:
+        if not all(0 <= l <= n_layers for l in reads):
             raise ConfigError(f"--symbolic_encoding_layer {self.symbolic_encoding_layer}: this model has residual "
                               f"layers 0..{n_layers}")
         bad = [l for l in self.symbolic_decoding_layers if not 0 <= l <= n_layers]
         if bad:
             raise ConfigError(f"--symbolic_decoding_layers {bad}: this model has residual layers 0..{n_layers}")
-        if min(self.symbolic_decoding_layers) < self.symbolic_encoding_layer:
+        if min(self.symbolic_decoding_layers) < reads[-1]:
             raise ConfigError(f"--symbolic_decoding_layers {self.symbolic_decoding_layers} must not precede "
                               f"--symbolic_encoding_layer {self.symbolic_encoding_layer} (the answer is not known yet)")
 

@@ -200,21 +200,27 @@ def gate_histogram(scores: pd.DataFrame, gate, title: str):
     return fig
 
 
-def encoding_lines(table: pd.DataFrame, title: str, chosen_layer: Optional[int] = None, chosen_text: str = ""):
-    """encoding_accuracy.png. table: the rows of one split of encoding_accuracy.csv (the title names
-    it). One colour per quantity (QUANTITIES), solid for seen types and dashed for unseen ones; two
-    legends outside the axes, the line styles with handles long enough to show the dashes; the
-    chosen layer (chosen_layer, chosen_text saying how it was chosen) a vertical band with a label."""
+def encoding_lines(table: pd.DataFrame, title: str, chosen: Optional[tuple[int, ...]] = None, chosen_text: str = "",
+                   joint: Optional[dict[tuple[int, ...], float]] = None):
+    """encoding_accuracy.png. table: the one-layer rows of one split of encoding_accuracy.csv (the
+    title names it). One colour per quantity (QUANTITIES), solid for seen types and dashed for unseen
+    ones; two legends outside the axes, the line styles with handles long enough to show the dashes;
+    the chosen read (its layers, chosen_text saying how it was chosen) a vertical band with a label;
+    joint reads ({layers: seen-type share with x, y and type all right}) a black bar over their layers."""
     from matplotlib.lines import Line2D
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     groups = [g for g in GROUP_LINESTYLES if (table["seen"] == g).any()]
-    if chosen_layer is not None:
-        ax.axvspan(chosen_layer - 0.15, chosen_layer + 0.15, color="#999999", alpha=0.25, lw=0)
-        ax.annotate(chosen_text or f"layer {chosen_layer}: chosen", (chosen_layer, 0.45), xytext=(6, 0),
+    if chosen is not None:
+        ax.axvspan(chosen[0] - 0.15, chosen[-1] + 0.15, color="#999999", alpha=0.25, lw=0)
+        ax.annotate(chosen_text or f"layer {chosen}: chosen", (chosen[-1], 0.45), xytext=(6, 0),
                     textcoords="offset points", fontsize=7.5, ha="left", va="center",
                     bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="#999999", alpha=0.9))
+    for layers, acc in (joint or {}).items():
+        ax.hlines(acc, layers[0] - 0.1, layers[-1] + 0.1, color="k", lw=3)
+        ax.annotate(f"layers {'+'.join(map(str, layers))} at once: all {acc:.0%}", (layers[0], acc),
+                    xytext=(0, 5), textcoords="offset points", fontsize=7.5, ha="left", va="bottom")
     for group in groups:
         part = table[table["seen"] == group].sort_values("layer")
         for col, (_, colour) in QUANTITIES.items():

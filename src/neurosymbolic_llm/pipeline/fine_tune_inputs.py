@@ -14,7 +14,7 @@ import torch
 from neurosymbolic_llm.llama.checkpoint import file_fingerprint
 from neurosymbolic_llm.pipeline import rows
 from neurosymbolic_llm.pipeline.configs import FineTuneConfig
-from neurosymbolic_llm.pipeline.layer_choice import best_encoding_layer
+from neurosymbolic_llm.pipeline.layer_choice import ReadKey, best_encoding_layer, read_key
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
 from neurosymbolic_llm.pipeline.maps import MapFile, load_maps, model_info_of
 from neurosymbolic_llm.pipeline.training import samples_per_step
@@ -61,8 +61,8 @@ def load_rows(cfg: FineTuneConfig, split: str, dp_size: int = 1, max_digits: int
 class Maps:
     """The stage-2 maps a run uses, checked against the model and each other."""
     engine: SymbolicEngine
-    encoding_layer: int                   # the residual layer the encoder reads (auto: chosen on validation)
-    encoder: torch.Tensor                 # [V, D] of that layer
+    encoding_layer: ReadKey               # the layer(s) the encoder reads (auto: chosen on validation)
+    encoder: torch.Tensor                 # [V, k D] of those k layers
     decoders: dict[int, torch.Tensor]     # {layer: [D, V]} of --symbolic_decoding_layers
     encoder_extra: dict                   # what stage 2 recorded (trained_types, val_all_accuracy, ...)
     decoder_extra: dict                   # (merge_state of a fine-tuned decoder, ...)
@@ -77,18 +77,19 @@ def _load_encoder(cfg: FineTuneConfig, llama) -> MapFile:
                      allow_other_weights=cfg.allow_other_weights)
 
 
-def encoding_layer(cfg: FineTuneConfig, encoder_extra: dict) -> int:
-    """The residual layer the encoder reads: --symbolic_encoding_layer, or for auto the layer with the
-    best stage-2 validation accuracy (x, y and type all decoded; the encoder file records it), not
-    after the first decoding layer."""
+def encoding_layer(cfg: FineTuneConfig, encoder_extra: dict) -> ReadKey:
+    """The read of the encoder (a layer, or "3+4+5": layers read at once): --symbolic_encoding_layer,
+    or for auto the read with the best stage-2 validation accuracy (x, y and type all decoded; the
+    encoder file records it) that ends at or before the first decoding layer."""
     if cfg.symbolic_encoding_layer != "auto":
-        return int(cfg.symbolic_encoding_layer)
+        return read_key(cfg.read_layers())
     accuracy = encoder_extra.get("val_all_accuracy")
     if not accuracy:
         raise DataError(f"{cfg.encoder_path}: no validation accuracy per layer in the file (written by an "
                         f"older stage 2); rerun stage 2 or give --symbolic_encoding_layer a layer number")
+    accuracy = {read_key(k): v for k, v in accuracy.items()}
     layer = best_encoding_layer(accuracy, min(cfg.symbolic_decoding_layers))
-    print(f"--symbolic_encoding_layer auto: layer {layer} (validation accuracy {accuracy[layer]:.3f}, x, y and "
+    print(f"--symbolic_encoding_layer auto: {layer} (validation accuracy {accuracy[layer]:.3f}, x, y and "
           f"type all decoded)")
     return layer
 
@@ -108,16 +109,17 @@ def load_maps_for(cfg: FineTuneConfig, llama) -> Maps:
     dec = load_maps(cfg.decoder_path, "decoder", engine=engine,
                     model_info=model_info_of(llama) if llama is not None else None,
                     allow_other_weights=cfg.allow_other_weights)
-    if layer not in enc.weights:
+    enc_w = enc.encoder_of(layer)
+    if enc_w is None:
+        hint = " (a joint read is trained by stage 2's --joint_encoder_layers)" if isinstance(layer, str) else ""
         raise DataError(f"{cfg.encoder_path}: no encoder for layer {layer} (--symbolic_encoding_layer); the file "
-                        f"has layers {enc.layers}")
+                        f"has {enc.reads}{hint}")
     if llama is not None:
         engine.to(llama.device)
-    enc_w = enc.weights[layer]
     # zero replaces stage 2's decoders (the decoding layers need not have been gathered in stage 1);
     # a decoder that stage 3 fine-tuned is what is being evaluated or resumed: always its own weights
     if cfg.decoder_init == "zero" and not fine_tuned(dec.extra):
-        decoders = {l: torch.zeros(enc_w.shape[1], enc_w.shape[0]) for l in cfg.symbolic_decoding_layers}
+        decoders = {l: torch.zeros(enc.model_info["dim"], enc_w.shape[0]) for l in cfg.symbolic_decoding_layers}
     else:
         missing = [l for l in cfg.symbolic_decoding_layers if l not in dec.weights]
         if missing:

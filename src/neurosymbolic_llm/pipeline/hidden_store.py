@@ -25,6 +25,8 @@ rows in the same order whatever the number of ranks or the batch size was.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import hashlib
 import json
@@ -60,6 +62,12 @@ class SplitData:
 
     def __len__(self) -> int:
         return self.row.shape[0]
+
+    def joint(self, positions: Optional[list[int]] = None) -> "SplitData":
+        """The split with the states of the loaded layers at `positions` (default: all, in order)
+        concatenated: hidden [N, L, D] -> [N, 1, k D], the input of an encoder reading k layers at once."""
+        hidden = self.hidden if positions is None else self.hidden[:, positions]  # [N,k,D]
+        return dataclasses.replace(self, hidden=hidden.reshape(hidden.shape[0], 1, -1))
 
 
 class HiddenStore:

@@ -3,7 +3,9 @@
 At the encoding layer L_e, at each sample's last prompt position (P-1; prompts are left-padded, so
 every row ends at P-1):
 
-    z = Enc(h)                      [B, V]   linear map of the unmodified residual
+    z = Enc(h)                      [B, V]   linear map of the unmodified residual (a joint read,
+                                             e.g. --symbolic_encoding_layer 3+4+5: of the states of
+                                             layers 3, 4 and 5 concatenated [B, 3 D]; L_e = 5)
     scores = T_p · z                [B, T]   gate: pipeline/gate.py's rule on the reading (per sample)
     x, y, type = decode(z)                   (or the true ones with --simulate_perfect_encoder)
     a = enc(solve(type, x, y))      [B, V]   the answer alone: no role, no type atom
@@ -74,14 +76,19 @@ class SymbolicIntervention(nn.Module):
         if mode not in ("symbolic", "adapter"):
             raise ValueError(f"mode must be symbolic or adapter, got {mode!r}")
         self.mode, self.engine, self.opts = mode, engine, opts
-        self.enc_layer = int(opts.symbolic_encoding_layer)
+        self.read_layers = opts.read_layers()  # ascending; the last one encodes
+        self.enc_layer = self.read_layers[-1]
         self.dec_layers = [int(l) for l in opts.symbolic_decoding_layers]
         missing = [l for l in self.dec_layers if l not in decoder_weights]
         if missing:
             raise DataError(f"decoder maps lack decoding layer(s) {missing} (have {sorted(decoder_weights)})")
-        V, D = encoder_weight.shape
+        V, D_in = encoder_weight.shape  # D_in = k D for k read layers
+        D = D_in // len(self.read_layers)
+        if D * len(self.read_layers) != D_in:
+            raise DataError(f"an encoder of input width {D_in} cannot read the {len(self.read_layers)} layers "
+                            f"{opts.symbolic_encoding_layer}")
         # float32 master weights whatever the model's dtype; the model's state is cast at the boundary.
-        self.encoder = nn.Linear(D, V, bias=False)
+        self.encoder = nn.Linear(D_in, V, bias=False)
         self.decoders = nn.ModuleDict({str(l): nn.Linear(V, D, bias=False) for l in self.dec_layers})
         with torch.no_grad():
             self.encoder.weight.copy_(encoder_weight)
@@ -98,6 +105,7 @@ class SymbolicIntervention(nn.Module):
         self._static: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (a [B,V], gate [B]) of P-1
         self._pending: Optional[tuple[int, int, torch.Tensor, torch.Tensor]] = None  # lo, hi, a [B,K,V], gate [B,K]
         self._last_prompt_pos = 0  # P-1 of the current batch
+        self._earlier: dict[int, torch.Tensor] = {}  # a joint read's earlier layers' states [B,S,D] of this forward
         self.records: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ setup
@@ -159,7 +167,7 @@ class SymbolicIntervention(nn.Module):
     @contextlib.contextmanager
     def attached(self, model):
         """Register the hooks on `model` for the duration of the block."""
-        layers = sorted({self.enc_layer, *self.dec_layers})
+        layers = sorted({*self.read_layers, *self.dec_layers})
         handles = [model.register_residual_hook(l, self._hook) for l in layers]
         try:
             yield self
@@ -169,8 +177,11 @@ class SymbolicIntervention(nn.Module):
 
     # ------------------------------------------------------------------ the hook
     def _hook(self, h: torch.Tensor, ctx) -> Optional[torch.Tensor]:
+        if ctx.layer in self.read_layers[:-1]:  # kept until the last read layer of this forward
+            self._earlier[ctx.layer] = h
         if ctx.layer == self.enc_layer:
-            self._encode(h, ctx.start_pos)
+            self._encode(self.read_input(h, self._earlier), ctx.start_pos)
+            self._earlier = {}
         if ctx.layer in self.dec_layers and self._pending is not None:
             return self._decode(h, ctx.layer)
         return None
@@ -229,9 +240,20 @@ class SymbolicIntervention(nn.Module):
 
     # ------------------------------------------------------------------ the per-position maths
     # One source of truth for read / gate / solve / encode and decode / merge: the hooks above and the
-    # hooks on a transformers model (neurosymbolic_llm/hf/hooks.py) both call these two.
+    # hooks on a transformers model (neurosymbolic_llm/hf/hooks.py) both call these.
+    def read_input(self, h: torch.Tensor, earlier: dict[int, torch.Tensor]) -> torch.Tensor:
+        """The encoder's input from the last read layer's states h [..., D] and the earlier read
+        layers' states at the same positions ({layer: [..., D]}): [..., k D], layers ascending."""
+        if len(self.read_layers) == 1:
+            return h
+        missing = [l for l in self.read_layers[:-1] if l not in earlier]
+        if missing:
+            raise RuntimeError(f"the joint read {self.opts.symbolic_encoding_layer} reached layer {self.enc_layer} "
+                               f"without the states of layer(s) {missing} (a forward that starts above them)")
+        return torch.cat([*(earlier[l] for l in self.read_layers[:-1]), h], dim=-1)
+
     def read(self, hs: torch.Tensor):
-        """hs [B,K,D] (model dtype) -> (answer vectors a [B,K,V] float32, gate [B,K] bool, readings
+        """hs [B,K,k D] (model dtype; read_input) -> (answer vectors a [B,K,V] float32, gate [B,K] bool, readings
         {score, gate, type_id, x, y: [B,K]; vsa (Enc(h)) [B,K,V] in symbolic mode})."""
         B, K, _ = hs.shape
         z = self.encoder(hs.float())  # [B,K,V]

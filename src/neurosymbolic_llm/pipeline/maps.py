@@ -9,7 +9,11 @@ numbers (loaded with `weights_only=True`; no pickled modules) and is written ato
 
     {"format": "nsllm-maps", "version": 1, "kind": "encoder"|"decoder",
      "weights": {"17": W [out, in]}, "engine": engine.state_dict(),
-     "model": {"fingerprint", "dim", "n_layers", "weights", "tokenizer"}, "extra": {...}}
+     "model": {"fingerprint", "dim", "n_layers", "weights", "tokenizer"}, "extra": {...},
+     "joint": {"3+4+5": W [V, 3 D]}}
+
+"joint" (encoder files only, optional) holds encoders that read several layers at once: one linear
+map of the layers' states concatenated in ascending layer order (pipeline/layer_choice.py).
 
 "weights" (the checkpoint's weight samples, neurosymbolic_llm/llama/fingerprint.py) is absent from
 files written before fingerprints followed the weights' content; check_model says what to do then.
@@ -26,9 +30,10 @@ from torch import nn
 
 from neurosymbolic_llm.llama.fingerprint import OTHER_WEIGHTS, SAME, WeightSamples, compare
 from neurosymbolic_llm.llama.identity import tokenizer_digest
-from neurosymbolic_llm.pipeline.errors import DataError, EngineMismatchError, echo
+from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, EngineMismatchError, echo
 from neurosymbolic_llm.pipeline.files import atomic_torch_save
 from neurosymbolic_llm.pipeline.finite import DIVERGED, require_finite
+from neurosymbolic_llm.pipeline.layer_choice import ReadKey, read_key, read_layers
 
 FORMAT = "nsllm-maps"
 VERSION = 1
@@ -42,10 +47,21 @@ class MapFile:
     engine_state: dict[str, Any]
     model_info: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
+    joint: dict[str, torch.Tensor] = field(default_factory=dict)  # "3+4+5" -> W [V, 3 D] (encoders)
 
     @property
     def layers(self) -> list[int]:
         return sorted(self.weights)
+
+    @property
+    def reads(self) -> list[ReadKey]:
+        """Every read this file can encode: its layers, then its joint reads."""
+        return [*self.layers, *sorted(self.joint, key=read_layers)]
+
+    def encoder_of(self, key: ReadKey) -> Optional[torch.Tensor]:
+        """The map of a read (a layer, or layers read at once), or None when the file lacks it."""
+        key = read_key(key)
+        return self.weights.get(key) if isinstance(key, int) else self.joint.get(key)
 
 
 def model_info(fingerprint: str, dim: int, n_layers: int, weights=None, tokenizer: str = "") -> dict[str, Any]:
@@ -113,14 +129,19 @@ def check_model(stored: dict[str, Any], current: dict[str, Any], where: str, *,
 
 
 def save_maps(path: str | Path, kind: str, weights: dict[int, torch.Tensor], engine_state: dict[str, Any],
-              model_info: dict[str, Any], extra: Optional[dict[str, Any]] = None, what: str = "") -> Path:
-    """Write the maps of `weights` (layer -> W [out, in]) with their engine and model description."""
+              model_info: dict[str, Any], extra: Optional[dict[str, Any]] = None, what: str = "",
+              joint: Optional[dict[str, torch.Tensor]] = None) -> Path:
+    """Write the maps of `weights` (layer -> W [out, in]) with their engine and model description;
+    `joint`: encoders reading several layers at once ("3+4+5" -> W [V, 3 D])."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     missing = [k for k in MODEL_KEYS if k not in model_info]
     if missing:
         raise ValueError(f"model_info lacks {missing}")
-    require_finite({f"the {kind} of layer {l}": w.detach() for l, w in sorted(weights.items())},
+    if joint and kind != "encoder":
+        raise ValueError("only encoder files hold joint reads")
+    joint = {str(read_key(k)): w for k, w in (joint or {}).items()}
+    require_finite({f"the {kind} of layer {l}": w.detach() for l, w in [*sorted(weights.items()), *joint.items()]},
                    f"{what or f'the {kind} maps'} {path}", f"nothing was saved; {DIVERGED}")
     payload = {
         "format": FORMAT, "version": VERSION, "kind": kind,
@@ -130,6 +151,8 @@ def save_maps(path: str | Path, kind: str, weights: dict[int, torch.Tensor], eng
         "model": {k: model_info[k] for k in (*MODEL_KEYS, "weights", "tokenizer") if k in model_info},
         "extra": dict(extra or {}),
     }
+    if joint:
+        payload["joint"] = {k: w.detach().to("cpu", torch.float32).contiguous().clone() for k, w in joint.items()}
     atomic_torch_save(payload, Path(path), what=what or f"the {kind} maps")
     return Path(path)
 
@@ -163,10 +186,12 @@ def load_maps(path: str | Path, kind: str, *, engine=None, model_info: Optional[
         if note:
             print(note, file=sys.stderr)
     weights = {int(k): v for k, v in data["weights"].items()}
-    _check_shapes(path, kind, weights, data["engine"], stored)
-    require_finite({f"the {kind} of layer {l}": w for l, w in sorted(weights.items())}, str(path),
+    joint = data.get("joint", {})
+    _check_shapes(path, kind, {**weights, **joint}, data["engine"], stored)
+    require_finite({f"the {kind} of layer {l}": w for l, w in [*sorted(weights.items()), *joint.items()]}, str(path),
                    "the file is unusable: rerun the stage that wrote it")
-    return MapFile(weights=weights, engine_state=data["engine"], model_info=stored, extra=data.get("extra", {}))
+    return MapFile(weights=weights, engine_state=data["engine"], model_info=stored, extra=data.get("extra", {}),
+                   joint=dict(joint))
 
 
 # The engine state's settings and their types (the codebook is checked by the engine itself).
@@ -187,6 +212,18 @@ def _check_keys(path: Path, data: dict) -> None:
             raise bad(f"weights key {echo(k)} is not a layer number")
         if not torch.is_tensor(w) or not w.is_floating_point():
             raise bad(f"the weights of layer {k} are not a floating-point tensor")
+    joint = data.get("joint", {})
+    if not isinstance(joint, dict) or joint and data.get("kind") != "encoder":
+        raise bad("'joint' (encoders of several layers) must be a mapping, in an encoder file")
+    for k, w in joint.items():
+        try:
+            ok = isinstance(k, str) and len(read_layers(k)) > 1 and str(read_key(k)) == k
+        except ConfigError:  # not layers joined by '+'
+            ok = False
+        if not ok:
+            raise bad(f"joint key {echo(k)} is not increasing layer numbers joined by '+'")
+        if not torch.is_tensor(w) or not w.is_floating_point():
+            raise bad(f"the weights of layers {k} are not a floating-point tensor")
     if not isinstance(engine, dict):
         raise bad("'engine' (the VSA engine state) is missing")
     for key, tp in ENGINE_KEYS.items():
@@ -205,15 +242,18 @@ def _check_keys(path: Path, data: dict) -> None:
         raise bad("'extra' is not a mapping")
 
 
-def _check_shapes(path: Path, kind: str, weights: dict[int, torch.Tensor], engine_state: dict, model: dict) -> None:
+def _check_shapes(path: Path, kind: str, weights: dict, engine_state: dict, model: dict) -> None:
+    """weights: {read key: W}, a joint read's W [V, k D] for its k layers."""
     dim = model.get("dim")
     vsa_dim = engine_state.get("VSA_dim") if isinstance(engine_state, dict) else None
     for layer, w in weights.items():
-        if not 0 <= layer <= model.get("n_layers", layer):
+        reads = read_layers(layer)
+        if not all(0 <= l <= model.get("n_layers", l) for l in reads):
             raise DataError(f"{path}: layer {layer} outside 0..{model.get('n_layers')}")
         if w.ndim != 2:
             raise DataError(f"{path}: {kind} of layer {layer} is not a matrix (shape {tuple(w.shape)})")
-        want = (vsa_dim or w.shape[0], dim or w.shape[1]) if kind == "encoder" else (dim or w.shape[0], vsa_dim or w.shape[1])
+        d_in = dim * len(reads) if dim else w.shape[1]
+        want = (vsa_dim or w.shape[0], d_in) if kind == "encoder" else (dim or w.shape[0], vsa_dim or w.shape[1])
         if tuple(w.shape) != tuple(want):
             raise DataError(f"{path}: {kind} of layer {layer} has shape {tuple(w.shape)}, expected {tuple(want)}")
 

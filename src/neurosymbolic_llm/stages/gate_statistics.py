@@ -21,7 +21,7 @@ from neurosymbolic_llm.pipeline.files import atomic_write_csv
 from neurosymbolic_llm.pipeline.fine_tune_inputs import load_maps_for, load_rows, seen_types, used_config
 from neurosymbolic_llm.pipeline.gate import READINGS, Gate
 from neurosymbolic_llm.pipeline.gate_calibration import choose_gate, coverage_curve, open_rates, separation
-from neurosymbolic_llm.pipeline.gate_features import reading_confidence
+from neurosymbolic_llm.pipeline.gate_features import read_problem
 from neurosymbolic_llm.pipeline.gate_scores import gate_readings, open_rate_lines, unrelated_gate_scores
 from neurosymbolic_llm.pipeline.hard_negatives import hard_negative_dialogs
 from neurosymbolic_llm.pipeline.hidden_store import HiddenStore
@@ -33,27 +33,27 @@ from neurosymbolic_llm.pipeline.runtime import build_llama, resolve_device
 HARD_NEGATIVES_PER_GROUP = 12
 
 
-def leave_one_out_readings(engine, extra: dict, layer: int) -> pd.DataFrame:
+def leave_one_out_readings(engine, extra: dict, layers: tuple[int, ...]) -> pd.DataFrame:
     """Readings of the gathered validation rows by encoders refitted without one trained type each
-    (stage 2's least squares with the encoder file's ridge, on the gathered training states of
-    `layer`). Columns fold, kind (unknown: the held-out type's rows), group, READINGS, read_right.
-    Empty when the encoder file does not say where its gathered data and ridge are."""
+    (stage 2's least squares with the encoder file's ridge, on the gathered training states of the
+    encoder's read: one layer, or several concatenated). Columns fold, kind (unknown: the held-out
+    type's rows), group, READINGS, read_right. Empty when the encoder file does not say where its
+    gathered data and ridge are."""
     store_root, ridge = extra.get("gathered_data"), extra.get("ridge")
     if not store_root or ridge is None or extra.get("map_init", "least_squares") != "least_squares":
         print("leave-one-operation-out: skipped (the encoder file names no gathered data or ridge; rerun stage 2)")
         return pd.DataFrame()
     store = HiddenStore(store_root)
-    train, val = store.load_split("train", [layer]), store.load_split("val", [layer])
+    train, val = (store.load_split(split, list(layers)).joint() for split in ("train", "val"))  # [N,1,k D]
     names = list(engine.possible_problems)
     parts = []
     for held in extra["trained_types"]:
         keep = train.type_id != names.index(held)
-        W = least_squares(train.hidden[keep], train.targets[keep], float(ridge), 4096, torch.float32)[0]  # [V, D]
+        W = least_squares(train.hidden[keep], train.targets[keep], float(ridge), 4096, torch.float32)[0]  # [V, k D]
         z = (val.hidden[:, 0].float() @ W.T).to(engine.device)  # [N, V]
-        part = pd.DataFrame({k: v.double().cpu().numpy() for k, v in reading_confidence(engine, z).items()})
-        type_id = engine.problem_type_scores(z).argmax(-1).cpu()
-        right = ((type_id == val.type_id) & (engine.decode_number(z, "n1").cpu() == val.x)
-                 & (engine.decode_number(z, "n2").cpu() == val.y))
+        read = {k: v.cpu() for k, v in read_problem(engine, z).items()}
+        part = pd.DataFrame({k: read[k].double().numpy() for k in READINGS})
+        right = (read["type_id"] == val.type_id) & (read["x"] == val.x) & (read["y"] == val.y)
         true_type = [names[i] for i in val.type_id.tolist()]
         part.insert(0, "fold", f"without {held}")
         part.insert(1, "kind", ["unknown" if t == held else "seen" for t in true_type])
@@ -99,7 +99,7 @@ def run(cfg: FineTuneConfig) -> int:
         full[list(READINGS)][seen_mask].assign(fold="full", kind="seen", group="seen math", read_right=right[seen_mask]),
         neg[list(READINGS)].assign(fold="full", kind="unknown", group=[f"{g} (hard negative)" for g, _ in negatives]),
         nonmath[list(READINGS)].assign(fold="full", kind="unknown", group="non-math (validation)"),
-        leave_one_out_readings(engine, maps.encoder_extra, int(cfg.symbolic_encoding_layer)),
+        leave_one_out_readings(engine, maps.encoder_extra, cfg.read_layers()),
     ], ignore_index=True)
     proposed, rate = choose_gate(calib, gate.lower)
     rates = open_rates(calib, {"configured": gate, "proposed": proposed})

@@ -31,7 +31,7 @@ from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, EngineMism
 from neurosymbolic_llm.pipeline.files import MiB, atomic_write_csv, check_output_folders
 from neurosymbolic_llm.pipeline.finite import DIVERGED, require_finite
 from neurosymbolic_llm.pipeline.hidden_store import HiddenStore, SplitData
-from neurosymbolic_llm.pipeline.layer_choice import best_encoding_layer
+from neurosymbolic_llm.pipeline.layer_choice import best_encoding_layer, read_key, read_layers
 from neurosymbolic_llm.pipeline.least_squares import apply_maps, least_squares, numerical_rank_cutoff  # noqa: F401 (re-exported)
 from neurosymbolic_llm.pipeline.locks import stage_lock
 from neurosymbolic_llm.pipeline.maps import model_info, save_maps
@@ -176,11 +176,11 @@ def encoding_accuracy(engine, W_enc: torch.Tensor, data: SplitData, layers: list
     return rows
 
 
-def val_all_accuracy(table: pd.DataFrame) -> dict[int, float]:
-    """{layer: share of the validation split's seen-type questions with x, y and type all decoded}
-    (the encoder file's extra["val_all_accuracy"]; {} when that split holds no seen type)."""
+def val_all_accuracy(table: pd.DataFrame) -> dict:
+    """{read (a layer, or "3+4+5"): share of the validation split's seen-type questions with x, y and
+    type all decoded} (the encoder file's extra["val_all_accuracy"]; {} when that split holds no seen type)."""
     val = table[(table["split"] == "val") & (table["seen"] == "seen")]
-    return {int(r.layer): float(r.all_accuracy) for r in val.itertuples()}
+    return {read_key(r.layer): float(r.all_accuracy) for r in val.itertuples()}
 
 
 def best_layer_line(table: pd.DataFrame) -> tuple[Optional[int], str]:
@@ -190,8 +190,8 @@ def best_layer_line(table: pd.DataFrame) -> tuple[Optional[int], str]:
     val = val_all_accuracy(table)
     if not val:
         return None, "best layer on validation: none (the validation split holds no seen-type question)"
-    layer = best_encoding_layer(val, max(val))
-    test = table[(table["split"] == "test") & (table["seen"] == "seen") & (table["layer"] == layer)]
+    layer = best_encoding_layer(val, max(read_layers(k)[-1] for k in val))
+    test = table[(table["split"] == "test") & (table["seen"] == "seen") & (table["layer"].map(read_key) == layer)]
     beside = f"; test split: {test['all_accuracy'].iloc[0]:.2f}" if len(test) else ""
     line = f"best layer on validation: {layer} (seen types, x, y and type all decoded: {val[layer]:.2f}{beside})"
     if val[layer] <= 0:  # exact x and y by chance is about 10^-(2 x operand digits): zero is chance level
@@ -203,7 +203,7 @@ def best_layer_line(table: pd.DataFrame) -> tuple[Optional[int], str]:
 def log_accuracy(tracker, table: pd.DataFrame, csv: Path, png: Path, split: str = "test") -> None:
     """The accuracy table (every split) and a line plot of x, y and type accuracy against the layer."""
     tracker.table("encoding_accuracy", table, csv)
-    sub = table[table["split"] == split]
+    sub = single_layers(table[table["split"] == split])
     xs = sorted(set(sub["layer"]))
     ys = {f"{col.replace('_accuracy', '')} ({seen} types)": part.set_index("layer")[col].reindex(xs).tolist()
           for seen, part in sub.groupby("seen", sort=True) for col in ("x_accuracy", "y_accuracy", "type_accuracy")}
@@ -221,10 +221,22 @@ def plot_accuracy(table: pd.DataFrame, path: Path, split: str = "test") -> Path:
     layer chosen on validation (best_layer_line) marked."""
     chosen, _ = best_layer_line(table)
     val = val_all_accuracy(table)
-    text = f"layer {chosen}: best on validation\n(x, y and type all: {val[chosen]:.0%})" if chosen is not None else ""
-    fig = figures.encoding_lines(table[table["split"] == split], "How well a linear encoder reads the question, "
-                                 f"by layer ({SPLIT_NAMES.get(split, split)} split)", chosen, text)
+    what = "layer" if isinstance(chosen, int) else "layers"
+    text = f"{what} {chosen}: best on validation\n(x, y and type all: {val[chosen]:.0%})" if chosen is not None else ""
+    part = table[table["split"] == split]
+    joint = {read_layers(r.layer): r.all_accuracy for r in part[part["seen"] == "seen"].itertuples()
+             if len(read_layers(r.layer)) > 1}  # drawn as a bar over their layers, x, y and type all
+    fig = figures.encoding_lines(single_layers(part), "How well a linear encoder reads the question, "
+                                 f"by layer ({SPLIT_NAMES.get(split, split)} split)",
+                                 read_layers(chosen) if chosen is not None else None, text, joint)
     return figures.save(fig, path)
+
+
+def single_layers(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of one-layer reads (joint reads left out), with integer layers."""
+    one = table[table["layer"].map(lambda k: len(read_layers(k)) == 1)].copy()
+    one["layer"] = one["layer"].map(read_key).astype(int)
+    return one
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -259,17 +271,21 @@ def run_training(cfg) -> dict:
         raise DataError(f"{store.root}: gathering is not finished ({manifest['rows']} of {manifest['totals']} rows); "
                         f"rerun stage 1 (--generate_data 1) to complete it")
     layers = sorted(set(cfg.layer_numbers)) if cfg.layer_numbers else list(manifest["layers"])
+    joint = sorted(set(cfg.joint_encoder_layers))
+    if joint and (len(joint) < 2 or not set(joint) <= set(layers)):
+        raise ConfigError(f"--joint_encoder_layers {cfg.joint_encoder_layers}: give two or more of the layers "
+                          f"stage 2 trains ({layers})")
     run = paths.run_name_or_today(cfg.run_name)
     out_dir = paths.results_dir(run, cfg.programs_dir)
     models = paths.models_dir(cfg.programs_dir)
-    map_bytes = 2 * len(layers) * engine.VSA_dim * manifest["dim"] * 4  # encoders + decoders, float32
+    map_bytes = (2 * len(layers) + len(joint)) * engine.VSA_dim * manifest["dim"] * 4  # encoders + decoders, float32
     with stage_lock(out_dir, STAGE, run):
         check_output_folders({models: ("the encoder and decoder files", 2 * map_bytes + MiB),
                               out_dir: ("the encoding-accuracy table and plot", MiB)})
-        return _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dtype)
+        return _fit(cfg, store, manifest, engine, layers, joint, run, out_dir, models, device, dtype)
 
 
-def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dtype) -> dict:
+def _fit(cfg, store, manifest, engine, layers, joint, run, out_dir, models, device, dtype) -> dict:
     """Train the maps of every layer, measure them, write the files (run_training's work)."""
     tracker = Tracker(out_dir, stage="encoders", run_name=run, config=cfg, project=cfg.wandb_project,
                       group=cfg.wandb_group, log_wandb=cfg.log_wandb)
@@ -287,6 +303,14 @@ def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dty
     W_dec, dec_stats = train_maps("decoder", Xtr, Xtr, Xva, Xva, out_dim=manifest["dim"], epochs=cfg.decoding_epochs,
                                   lr=cfg.decoder_learning_rate or cfg.learning_rate,
                                   schedule=cfg.decoder_lr_schedule, pre=W_enc, **common)
+    joint_key, W_joint = read_key(joint) if joint else None, None
+    if joint:  # one linear map of several layers' states (Programs/real/README.md: reads more than any one layer)
+        pos = [layers.index(l) for l in joint]
+        views = {s: data[s].joint(pos) for s in data}
+        W_joint, _ = train_maps("joint encoder", views["train"].hidden.to(device), data["train"].targets.to(device),
+                                views["val"].hidden.to(device), data["val"].targets.to(device),
+                                out_dim=engine.VSA_dim, epochs=cfg.training_epochs, lr=cfg.learning_rate,
+                                schedule=cfg.encoder_lr_schedule, **common)  # [1,V,kD]
     t_train = time.perf_counter() - t1
 
     n_digits = min(cfg.complexity + 1, engine.max_digits)
@@ -296,6 +320,8 @@ def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dty
     rows = []
     for split in ("train", "val", "test"):
         rows += encoding_accuracy(engine, W_enc, data[split], layers, split, trained_types, n_digits)
+        if joint:
+            rows += encoding_accuracy(engine, W_joint, views[split], [joint_key], split, trained_types, n_digits)
     table = pd.DataFrame(rows, columns=CSV_COLUMNS)
     csv_path = atomic_write_csv(table, out_dir / "encoding_accuracy.csv", float_format="%.4f")
     png = plot_accuracy(table, out_dir / "encoding_accuracy.png")
@@ -312,7 +338,7 @@ def _fit(cfg, store, manifest, engine, layers, run, out_dir, models, device, dty
                  "val_all_accuracy": val_all_accuracy(table),
                  "ridge": cfg.ridge, "map_init": cfg.map_init}  # gate_statistics refits the encoder alike
     enc_path = save_maps(models / f"encoders_{run}.pth", "encoder", {l: W_enc[j] for j, l in enumerate(layers)},
-                         engine.state_dict(), info, enc_extra)
+                         engine.state_dict(), info, enc_extra, joint={joint_key: W_joint[0]} if joint else None)
     dec_path = save_maps(models / f"decoders_{run}.pth", "decoder", {l: W_dec[j] for j, l in enumerate(layers)},
                          engine.state_dict(), info, {**extra, "val_rmse": dec_stats["best_val_rmse"]})
     summary = {"layers": layers, "encoder_val_rmse": enc_stats["best_val_rmse"],
