@@ -4,7 +4,9 @@ its inputs: fine_tune_inputs.py).
 
 A run evaluates one main method (the neurosymbolic model, or a baseline: LoRA, the paper's adapter
 row, chain of thought) and optionally the plain model first (--test_baseline) and read and print, on
-the same test rows (rows.py); method_table.py lists them. The trained methods train on the same
+the same test rows (rows.py); method_table.py lists them. With --two_step_questions the plain model, read
+and print and the neurosymbolic model also answer questions that use the answer once more
+(symbolic/two_step.py, two_step.{csv,md}). The trained methods train on the same
 training rows for the same steps. The VSA engine comes from the stage-2 map files, never from
 options: a decoder is meaningless with another codebook (config_fine_tune.yaml records the engine
 that was used). "Seen" types are the ones the maps were trained on.
