@@ -91,6 +91,16 @@ def test_reduced_make_real_runs_every_stage_and_method(env, tmp_path):
               for t, x, y in read.itertuples(index=False)]
     assert printed.generated[is_open].tolist() == [a for a, o in zip(solved, is_open) if o]
     assert printed.generated[~is_open].tolist() == plain.reset_index(drop=True).generated[~is_open].tolist()
+    # The two-step questions (--two_step_questions 1: the one test row of each seen type, then a step
+    # that uses its answer) for the plain model, read and print and the neurosymbolic model.
+    two = pd.read_csv(results / "real_ns" / "two_step.csv")
+    ns_results = pd.read_csv(results / "real_ns" / "results.csv")
+    seen = set(ns_results[ns_results.seen.astype(bool)].problem_type)
+    assert two.groupby("method").size().to_dict() == {m: len(seen) for m in ("baseline", "read_and_print",
+                                                                               "neurosymbolic")}, two
+    assert set(two.problem_type) == seen and (results / "real_ns" / "two_step.md").is_file()
+    step = {"add_one": lambda v: v + 1, "double": lambda v: 2 * v, "last_digit": lambda v: v % 10}
+    assert two.expected.tolist() == [step[f](v) for f, v in zip(two.follow_up, two.first_step)]
     # The write side alone: the neurosymbolic decoder is trained with the true operands and evaluated
     # with the encoder (real_ns), then given the true operands too (real_perfect_encoder).
     assert cfg["train_on_true_operands"] is True and cfg["simulate_perfect_encoder"] is False

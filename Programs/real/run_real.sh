@@ -44,14 +44,18 @@ while [ $# -gt 0 ]; do
     shift
 done
 # Split sizes and the reduced preset's overrides of the YAML (stage 3 caps the test rows per type).
-# STAGES12 / STAGE3: options added for stages 1-2 / stage 3 on top of the YAML.
-STAGES12=(); STAGE3=(); LORA_EPOCHS=()
+# STAGES12 / STAGE3: options added for stages 1-2 / stage 3 on top of the YAML. TWO_STEP: two-step
+# questions per seen type in real_ns (a quarter of its test rows; symbolic/two_step.py): on the cpu
+# preset 40 questions for each of the plain model, read and print and the neurosymbolic model, about
+# 1-1.5 min of the stage (the plain model's 40 took 31 s on the shared 2-core machine, the
+# neurosymbolic model's generation costs as much, read and print's reading a few seconds).
+STAGES12=(); STAGE3=(); LORA_EPOCHS=(); TWO_STEP=5
 case $PRESET in
     cpu) SIZES=(--n_train 3000 --n_val 200 --n_test 200); LORA_EPOCHS=(--num_epochs 1 --training_rows 96) ;;
-    hour) SIZES=(--n_train 5000 --n_val 200 --n_test 400)
+    hour) SIZES=(--n_train 5000 --n_val 200 --n_test 400); TWO_STEP=10
           STAGE3=(--training_rows 1280 --validation_rows 64 --cot_max_new_tokens 128); LORA_EPOCHS=(--num_epochs 1 --training_rows 320) ;;
-    gpu) SIZES=(--n_train 10000 --n_val 200 --n_test 1000) ;;
-    reduced) SIZES=(--n_train 32 --n_val 8 --n_test 10)
+    gpu) SIZES=(--n_train 10000 --n_val 200 --n_test 1000); TWO_STEP=25 ;;
+    reduced) SIZES=(--n_train 32 --n_val 8 --n_test 10); TWO_STEP=1
              STAGES12=(--layer_numbers "[0,1,2,3,4]" --training_epochs 2 --decoding_epochs 2)
              STAGE3=(--training_rows 8 --num_epochs 1 --n_samples 8 --validation_rows 4 --cot_max_new_tokens 8) ;;
 esac
@@ -130,7 +134,7 @@ step "Gate scores on validation prompts (Programs/gate_statistics.py; the gate's
 # the same rows and steps (README.md, "Write-back routes and the gate, chosen on validation").
 step "Stage 3: neurosymbolic decoder, plain model, read and print, gate statistics" \
     stage3 --run_name real_ns --train_on_true_operands 1 --test_baseline 1 --read_and_print 1 --test_on_unrelated_questions 1 \
-           --encoder_path "$ENC" --decoder_path "$DEC"
+           --two_step_questions $TWO_STEP --encoder_path "$ENC" --decoder_path "$DEC"
 step "The fine-tuned decoder given the true operands (--simulate_perfect_encoder: the write side alone)" \
     stage3 --run_name real_perfect_encoder --simulate_perfect_encoder 1 --num_epochs 0 \
            --encoder_path "$ENC" --decoder_path "$MODELS/decoders_real_post_fine_tuning_real_ns.pth"
@@ -145,4 +149,5 @@ step "All methods in one table" \
 printf '\nmake real finished in %d s. Results: %s/results/real/ (results.{csv,md,png});\n' $((SECONDS - start)) "$ROOT"
 printf 'per-layer encoding accuracy: %s/results/real/encoding_accuracy.{csv,png} (stage 2); gate\n' "$ROOT"
 printf 'figures: %s/results/real_ns/gate_scores.png (test), %s/results/real_gate_validation/gate_validation.png;\n' "$ROOT" "$ROOT"
+printf 'the two-step questions (a step that uses the answer): %s/results/real_ns/two_step.md;\n' "$ROOT"
 printf 'the fine-tuned decoder given the true operands (the write side alone): %s/results/real_perfect_encoder/\n' "$ROOT"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 
 from neurosymbolic_llm.errors import ConfigError
-from neurosymbolic_llm.pipeline.method_table import DEFAULT_MAIN, MAIN_FLAGS, METHODS
+from neurosymbolic_llm.pipeline.method_table import DEFAULT_MAIN, MAIN_FLAGS, METHODS, TWO_STEP_METHODS
 from neurosymbolic_llm.pipeline.method_table import needs_maps as method_needs_maps
 from neurosymbolic_llm.pipeline.config_files import register_schemas
 from neurosymbolic_llm.pipeline.layer_choice import read_layers
@@ -221,6 +221,8 @@ class EvaluationOptions:
                                               "histogram) or both (3)", choices=(0, 1, 2, 3),
                                            names={"none": 0, "train": 1, "test": 2, "both": 3})
     save_responses: bool = option(True, "write responses.csv (every evaluated question and method)")
+    two_step_questions: int = option(0, "two-step questions per seen type: its first test rows, then a step using the "
+                                        "answer (0: none; docs/RUNNING.md)", low=0)
 
 
 LORA_TARGETS = ["wq", "wk", "wv", "wo", "w1", "w2", "w3"]
@@ -259,6 +261,9 @@ class FineTuneConfig(FineTuneOptions, InterventionOptions, EvaluationOptions, Ba
     def validate(self) -> None:
         if sum(bool(getattr(self, f)) for f in MAIN_FLAGS) > 1:
             raise ConfigError(f"choose at most one of {', '.join('--' + f for f in MAIN_FLAGS)} per run")
+        if self.two_step_questions and not set(TWO_STEP_METHODS) & set(self.methods()):
+            raise ConfigError(f"--two_step_questions {self.two_step_questions} asks {', '.join(TWO_STEP_METHODS)}; "
+                              f"this run evaluates none of them ({', '.join(self.methods())})")
         if self.lora_baseline and not self.lora_targets:
             raise ConfigError("--lora_targets is empty: name the modules LoRA wraps (wq wk wv wo w1 w2 w3)")
         self.validate_intervention()

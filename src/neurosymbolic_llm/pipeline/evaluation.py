@@ -36,14 +36,15 @@ RESPONSE_COLUMNS = ["method", "problem_type", "seen", "question", "expected", "g
                     "cross_entropy", "gate_score", "gate_open", "decoded_type", "decoded_x", "decoded_y"]
 
 
-def answer_token_budget(tokenizer, complexity: int, limit_solution_digits: bool) -> int:
+def answer_token_budget(tokenizer, complexity: int, limit_solution_digits: bool, extra_digits: int = 0) -> int:
     """New tokens for a bare-integer answer: the paper's budget (it forces a stop once more than
     complexity + 5 tokens were generated, so complexity + 6 = 8 can be written; docs/METHOD.md), or
     the tokens of the longest possible answer plus the stop token and one spare when that is more.
     Operands have up to complexity + 1 digits, so answers have up to complexity + 2 (a sum, an or)
     or, for unreduced products and lcms, 2 * (complexity + 1) digits. Llama 3 writes up to three
-    digits per token, SmolLM2 one."""
-    digits = complexity + 2 if limit_solution_digits else 2 * (complexity + 1)
+    digits per token, SmolLM2 one. `extra_digits`: digits a further step may add to the answer (the
+    two-step questions, symbolic/two_step.py)."""
+    digits = (complexity + 2 if limit_solution_digits else 2 * (complexity + 1)) + extra_digits
     longest = len(tokenizer.encode("9" * digits, bos=False, eos=False))
     return max(complexity + 6, longest + 2)
 

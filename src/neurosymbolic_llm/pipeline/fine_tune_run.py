@@ -39,6 +39,7 @@ class FineTuneRun:
     train_ex: Optional[Examples] = None
     val_ex: Optional[Examples] = None
     state: Optional[TrainingState] = None
+    two_step: Optional[pd.DataFrame] = None    # the two-step questions (symbolic/two_step.py), or None
     written: dict[str, Path] = field(default_factory=dict)  # outputs outside out_dir, for the closing lines
 
     @property

@@ -41,6 +41,8 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (  # in the order of tables
 )}
 DEFAULT_MAIN = "neurosymbolic"
 MAIN_FLAGS = [m.flag for m in METHODS.values() if m.main and m.flag]
+# The methods --two_step_questions compares (symbolic/two_step.py): writing the answer, printing it, neither.
+TWO_STEP_METHODS = ("baseline", "read_and_print", "neurosymbolic")
 
 
 # Columns compare_runs gives runs of the neurosymbolic method with the true operands (diagnostics).

@@ -97,7 +97,8 @@ def build_examples(rows: pd.DataFrame, formatter, split: str, *, seed: int, comp
     `vary_format` (--modify_question_format) asks each row in a phrasing drawn from
     row_rng(seed, split + "/format", row) instead of its own text; `words`
     (--test_with_non_numerical_rep) writes the question's numbers, the examples' answers and the
-    expected answer in words. Either way the question is rebuilt from (type, x, y)."""
+    expected answer in words. Either way the question is rebuilt from (type, x, y). Rows with a
+    follow_up column (symbolic/two_step.py) get few-shot examples of their follow-up kind."""
     tok = formatter.tokenizer
     index = {p: i for i, p in enumerate(problem_list)}
     kw = dict(complexity=complexity, limit_solution_digits=limit_solution_digits)
@@ -113,7 +114,8 @@ def build_examples(rows: pd.DataFrame, formatter, split: str, *, seed: int, comp
         if prompt == "cot":
             msgs = cot_dialog(r.question)
         else:
-            msgs = few_shot_dialog(r.problem_type, r.question, row_rng(seed, split, i), words=words, **kw)
+            msgs = few_shot_dialog(r.problem_type, r.question, row_rng(seed, split, i), words=words, **kw,
+                                   follow_up=getattr(r, "follow_up", None))
         prompts.append(formatter.encode_dialog_prompt(msgs))
         answer = number_words(int(r.solution)) if words else str(int(r.solution))
         answers.append(tok.encode(answer, bos=False, eos=False))

@@ -4,7 +4,9 @@ its inputs: fine_tune_inputs.py).
 
 A run evaluates one main method (the neurosymbolic model, or a baseline: LoRA, the paper's adapter
 row, chain of thought) and optionally the plain model first (--test_baseline) and read and print, on
-the same test rows (rows.py); method_table.py lists them. The trained methods train on the same
+the same test rows (rows.py); method_table.py lists them. With --two_step_questions the plain model, read
+and print and the neurosymbolic model also answer questions that use the answer once more
+(symbolic/two_step.py, two_step.{csv,md}). The trained methods train on the same
 training rows for the same steps. The VSA engine comes from the stage-2 map files, never from
 options: a decoder is meaningless with another codebook (config_fine_tune.yaml records the engine
 that was used). "Seen" types are the ones the maps were trained on.
@@ -37,7 +39,7 @@ from neurosymbolic_llm.pipeline.fine_tune_inputs import (MAX_DIGITS_WITHOUT_ENGI
 from neurosymbolic_llm.llama.identity import content_digest, tokenizer_digest
 from neurosymbolic_llm.pipeline.locks import stage_lock
 from neurosymbolic_llm.pipeline.maps import model_info_of, save_maps
-from neurosymbolic_llm.pipeline.method_table import label
+from neurosymbolic_llm.pipeline.method_table import TWO_STEP_METHODS, label
 from neurosymbolic_llm.pipeline.options import to_dict
 from neurosymbolic_llm.pipeline.paths import decoder_output_path, results_dir, run_name_or_today
 from neurosymbolic_llm.pipeline.gate import Gate
@@ -48,6 +50,8 @@ from neurosymbolic_llm.pipeline.tracking import Tracker
 from neurosymbolic_llm.pipeline.train_state import FILE_NAME as STATE_FILE
 from neurosymbolic_llm.pipeline.train_state import TrainingState
 from neurosymbolic_llm.pipeline.training import build_examples, samples_per_step, train
+from neurosymbolic_llm.pipeline.two_step_report import with_follow_ups, write_two_step
+from neurosymbolic_llm.symbolic import two_step
 
 STAGE = "fine_tune_decoders"  # the name of its lock (locks.py)
 
@@ -135,7 +139,7 @@ def run(cfg: FineTuneConfig) -> int:
 def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: DistInfo) -> int:
     run = _open(cfg, run_name, device, out_dir, info)
     cfg = run.cfg
-    responses, ns_method, evaluating = [], None, False
+    responses, two_step_responses, ns_method, evaluating = [], [], None, False
     try:
         for name in cfg.methods():
             evaluating = False
@@ -148,13 +152,16 @@ def _run(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: D
                     run.written["fine-tuned decoder"] = save_decoder(run, method)
             evaluating = True
             responses.append(_evaluate(run, method))
+            if run.two_step is not None and name in TWO_STEP_METHODS:
+                two_step_responses.append(_evaluate_two_step(run, method))
             if name == "neurosymbolic" and info.is_main:
                 run.written["intervention artefact"] = _save_artefact(run, method)
         gate_df = _gate_scores(run, ns_method) if cfg.test_on_unrelated_questions else None
     except KeyboardInterrupt as exc:
         raise _interrupted(exc, run.state, evaluating) from None
     if info.is_main:
-        write_outputs(run, pd.concat(responses, ignore_index=True), gate_df)
+        write_outputs(run, pd.concat(responses, ignore_index=True), gate_df,
+                      pd.concat(two_step_responses, ignore_index=True) if two_step_responses else None)
         _write_fingerprints(run)
     run.tracker.finish()
     barrier(info)
@@ -205,10 +212,11 @@ def _open(cfg: FineTuneConfig, run_name: str, device: str, out_dir: Path, info: 
         tracker.record_used({"symbolic_encoding_layer": cfg.symbolic_encoding_layer},
                             source=f"--symbolic_encoding_layer auto: the best validation layer of {cfg.encoder_path}")
     budget = answer_token_budget(llama.tokenizer, cfg.complexity, cfg.limit_solution_digits)
+    two_step_rows = _two_step_rows(cfg, test_rows, seen, info)
     return FineTuneRun(cfg=cfg, name=run_name, out_dir=out_dir, info=info, llama=llama, maps=maps,
                        maps_at_start=maps_at_start, test_rows=test_rows, seen=seen, seen_from=seen_from,
                        tracker=tracker, budget=budget, train_rows=train_rows, from_csv=from_csv,
-                       train_ex=train_ex, val_ex=val_ex, state=state)
+                       train_ex=train_ex, val_ex=val_ex, state=state, two_step=two_step_rows)
 
 
 def _train(run: FineTuneRun, method) -> None:
@@ -237,6 +245,27 @@ def _evaluate(run: FineTuneRun, method) -> pd.DataFrame:
                            words=run.cfg.test_with_non_numerical_rep)
     return evaluate(run.llama, method, test_ex, max_new_tokens=run.test_budget(method),
                     desc=f"test {label(method.name)}", **run.evaluation_options())
+
+
+def _two_step_rows(cfg: FineTuneConfig, test_rows: pd.DataFrame, seen: list[str], info: DistInfo):
+    """The two-step questions of --two_step_questions (symbolic/two_step.py), or None."""
+    if not cfg.two_step_questions:
+        return None
+    rows = two_step.two_step_rows(test_rows, seen, cfg.two_step_questions)
+    if info.is_main:
+        print(f"two-step questions: {len(rows)} ({cfg.two_step_questions} per seen type at most, from the test rows)")
+    return rows if len(rows) else None
+
+
+def _evaluate_two_step(run: FineTuneRun, method) -> pd.DataFrame:
+    """The method's responses on the two-step questions (two_step_report.CSV_COLUMNS): asked in the rows'
+    own text with digits; the budget holds the answer's extra digit (2 * v, v + 1)."""
+    ex = run.examples(run.two_step, "two_step", prompt=method.prompt)
+    budget = answer_token_budget(run.llama.tokenizer, run.cfg.complexity, run.cfg.limit_solution_digits,
+                                 extra_digits=two_step.EXTRA_DIGITS)
+    df = evaluate(run.llama, method, ex, max_new_tokens=budget, desc=f"two-step {label(method.name)}",
+                  **run.evaluation_options())
+    return with_follow_ups(df, run.two_step) if run.info.is_main else df
 
 
 def _gate_scores(run: FineTuneRun, ns_method) -> pd.DataFrame:
@@ -278,9 +307,9 @@ def _interrupted(exc: KeyboardInterrupt, state: Optional[TrainingState], evaluat
                        f"rerun the same command to resume from it", code)
 
 
-def write_outputs(run: FineTuneRun, responses: pd.DataFrame, gate_df) -> None:
-    """results.{csv,md,png}, responses.csv, the gate figure; then the table, the gate's open rates and
-    where every output went, on the console."""
+def write_outputs(run: FineTuneRun, responses: pd.DataFrame, gate_df, two_step_df=None) -> None:
+    """results.{csv,md,png}, responses.csv, the gate figure, two_step.{csv,md}; then the tables, the
+    gate's open rates and where every output went, on the console."""
     cfg, out_dir, tracker = run.cfg, run.out_dir, run.tracker
     results = summarize(responses)
     paths = write_results(out_dir, results, title=f"Results of run {out_dir.name}",
@@ -303,9 +332,16 @@ def write_outputs(run: FineTuneRun, responses: pd.DataFrame, gate_df) -> None:
         summary |= gate_summary(gate_df, Gate.of(cfg))
         tracker.image("gate_scores_plot", gp["png"])
         files += [gp["csv"], gp["png"]]
+    if two_step_df is not None:
+        tp = write_two_step(out_dir, two_step_df)
+        tracker.table("two_step", two_step_df, tp["csv"])
+        summary |= {f"two_step_accuracy/{m}": float(c.mean()) for m, c in two_step_df.groupby("method")["correct"]}
+        files += [tp["csv"], tp["md"]]
     tracker.image("results_plot", paths["png"])
     tracker.summary(summary)
     print(paths["md"].read_text())
+    if two_step_df is not None:
+        print(tp["md"].read_text())
     if gate_df is not None:
         print(f"gate (open when {Gate.of(cfg).describe()}), test questions:")
         print("\n".join(gate_scores.open_rate_lines(gate_df, Gate.of(cfg))))

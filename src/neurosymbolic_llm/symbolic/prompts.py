@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 import zlib
+from typing import Optional
 
 import numpy as np
 
 from neurosymbolic_llm.symbolic.problems import SCALES, number_words, question_text
 from neurosymbolic_llm.symbolic.solver import solve_one
+from neurosymbolic_llm.symbolic.two_step import follow_up_answer, follow_up_question
 
 FEW_SHOT_SYSTEM = ("You are a careful math assistant that solves arithmetic problems. "
                    "Reply with the bare number only, without commas or any other text, "
@@ -33,17 +35,23 @@ FINAL_MARKER = "Final Answer:"
 
 
 def few_shot_dialog(problem_type: str, question: str, rng: np.random.Generator, *,
-                    complexity: int = 2, limit_solution_digits: bool = True, words: bool = False) -> list[dict]:
+                    complexity: int = 2, limit_solution_digits: bool = True, words: bool = False,
+                    follow_up: Optional[str] = None) -> list[dict]:
     """System message, two solved examples of ``problem_type`` (random operands with x >= y,
     canonical phrasing, the assistant answer a bare integer), then the user ``question``.
-    ``words``: the examples' numbers and answers in English words (--test_with_non_numerical_rep)."""
+    ``words``: the examples' numbers and answers in English words (--test_with_non_numerical_rep).
+    ``follow_up``: a kind of two_step.FOLLOW_UPS: the examples are two-step questions of that kind
+    with their two-step answers (the same draws as without it)."""
     hi = 10 ** (int(complexity) + 1) - 1
     kw = dict(complexity=complexity, limit_solution_digits=limit_solution_digits)
     msgs = [{"role": "system", "content": FEW_SHOT_WORDS_SYSTEM if words else FEW_SHOT_SYSTEM}]
     for _ in range(2):
         a, b = sorted(rng.integers(1, hi + 1, size=2).tolist(), reverse=True)
         answer = solve_one(problem_type, a, b, **kw)
-        msgs.append({"role": "user", "content": question_text(problem_type, a, b, words=words, **kw)})
+        text = question_text(problem_type, a, b, words=words, **kw)
+        if follow_up is not None:
+            text, answer = follow_up_question(text, follow_up), follow_up_answer(answer, follow_up)
+        msgs.append({"role": "user", "content": text})
         msgs.append({"role": "assistant", "content": number_words(answer) if words else str(answer)})
     msgs.append({"role": "user", "content": question})
     return msgs
