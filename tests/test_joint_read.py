@@ -114,3 +114,26 @@ def test_an_artefact_with_a_joint_read_round_trips(tmp_path):
     art.encoder = torch.randn(16, 8)
     with pytest.raises(DataError, match=r"encoder has shape \(16, 8\), expected \(16, 16\)"):
         save_intervention(tmp_path / "b", art)
+
+
+def test_rows_curve_refits_on_fewer_rows(tmp_path):
+    """rows_curve.csv: the best layer and the joint read refitted on the first n rows; at all the rows
+    it is the encoding table's validation accuracy (least squares, no Adam epochs)."""
+    from test_encoder_training import make_cfg, write_synthetic_store
+
+    from neurosymbolic_llm.stages.train_maps import run_training
+
+    cfg = make_cfg(str(tmp_path), "--complexity", "1", "--joint_encoder_layers", "[0,2]", "--training_epochs", "0",
+                   "--rows_curve", "[20,100000]")
+    write_synthetic_store(cfg)
+    run_training(cfg)
+    out = tmp_path / "results" / "syn"
+    curve = pd.read_csv(out / "rows_curve.csv", dtype={"read": str})
+    table = pd.read_csv(out / "encoding_accuracy.csv", dtype={"layer": str})
+    val = table[(table["split"] == "val") & (table["seen"] == "seen")].set_index("layer")["all_accuracy"]
+    assert set(curve["read"]) == {"0", "0+2"} and (out / "rows_curve.png").stat().st_size > 1000
+    for read, part in curve.groupby("read"):
+        n_train = int(table.query("split == 'train' and layer == @read")["n"].iloc[0])
+        assert list(part["rows"]) == [20, n_train]  # 100000 capped at the rows there are
+        assert part["all_accuracy"].iloc[-1] == pytest.approx(val[read])
+        assert part["all_accuracy"].iloc[0] < part["all_accuracy"].iloc[-1]  # 20 rows cannot fit a V-wide code

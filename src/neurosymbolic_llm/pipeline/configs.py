@@ -68,6 +68,8 @@ class EncoderTrainingOptions:
                                choices=["float32", "float64"])
     joint_encoder_layers: list[int] = option([], "also train one encoder of these layers' states concatenated "
                                                  "(stage 3: --symbolic_encoding_layer 3+4+5)", low=0)
+    rows_curve: list[int] = option([], "also refit the best layer's and the joint encoder on these first training "
+                                       "rows: rows_curve.{csv,png}", low=1)
 
 
 @dataclass

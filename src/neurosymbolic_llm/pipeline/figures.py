@@ -5,7 +5,9 @@
 - `gate_histogram`: gate_scores.png (stage 3), gate_validation.png (gate_statistics), the share of
   each group's prompts per score, the open band shaded, a caption saying what the score is;
 - `encoding_lines`: encoding_accuracy.png (stage 2), decoding accuracy against the layer, the
-  chosen layer marked.
+  chosen read marked, joint reads as bars over their layers;
+- `rows_curve`: rows_curve.png (stage 2, --rows_curve), validation reading against training rows;
+- `gate_coverage`: gate_coverage.png (gate_statistics), coverage and accuracy against the margin.
 Each returns a matplotlib Figure; `save` writes and closes it.
 
 Seen types, unseen types and non-math prompts have the same colour in every figure (results.png,
@@ -259,4 +261,28 @@ def gate_coverage(curve: pd.DataFrame, gate, title: str):
     ax.grid(alpha=0.3)
     ax.set_title(title)
     legend_outside(ax, fontsize=8)
+    return fig
+
+
+def rows_curve(curve: pd.DataFrame, title: str):
+    """rows_curve.png (stage 2). curve: columns read, rows, all_accuracy (train_maps.rows_curve); one
+    line per read, the rows on a log axis."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for read, part in curve.groupby("read", sort=False):
+        what = f"layers {read} at once" if "+" in str(read) else f"layer {read}"
+        ax.plot(part["rows"], part["all_accuracy"], marker="o", label=what)
+        last = part.iloc[-1]
+        ax.annotate(f"{last['all_accuracy']:.0%}", (last["rows"], last["all_accuracy"]), xytext=(4, 0),
+                    textcoords="offset points", fontsize=7.5, va="center")
+    ax.set_xscale("log")
+    sizes = sorted(set(curve["rows"]))
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("training rows (least squares)")
+    ax.set_ylabel("validation questions read right")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title, loc="left", fontsize=9)
+    ax.grid(alpha=0.3)
+    legend_outside(ax, fontsize=7)
     return fig

@@ -176,6 +176,22 @@ def encoding_accuracy(engine, W_enc: torch.Tensor, data: SplitData, layers: list
     return rows
 
 
+def rows_curve(engine, reads: dict, train: SplitData, val: SplitData, sizes: list[int], *, ridge: float,
+               trained_types: list[str], n_digits: int) -> pd.DataFrame:
+    """Stage 2's validation accuracy against the training rows: per read ({key: (train view, val
+    view)} with hidden [N, 1, in]), the least-squares encoder of the first n training rows for each n
+    of `sizes` (capped at the rows there are). Columns read, rows, all_accuracy (seen types, x, y and
+    type all right), x_accuracy, y_accuracy."""
+    out = []
+    for key, (tr, va) in reads.items():
+        for n in sorted({min(int(s), len(tr)) for s in sizes}):
+            W = least_squares(tr.hidden[:n], train.targets[:n], ridge, 4096, torch.float32)  # [1,V,in]
+            row = next(r for r in encoding_accuracy(engine, W, va, [key], "val", trained_types, n_digits)
+                       if r["seen"] == "seen")
+            out.append({"read": str(key), "rows": n, **{k: row[k] for k in ("all_accuracy", "x_accuracy", "y_accuracy")}})
+    return pd.DataFrame(out, columns=["read", "rows", "all_accuracy", "x_accuracy", "y_accuracy"])
+
+
 def val_all_accuracy(table: pd.DataFrame) -> dict:
     """{read (a layer, or "3+4+5"): share of the validation split's seen-type questions with x, y and
     type all decoded} (the encoder file's extra["val_all_accuracy"]; {} when that split holds no seen type)."""
@@ -326,6 +342,18 @@ def _fit(cfg, store, manifest, engine, layers, joint, run, out_dir, models, devi
     csv_path = atomic_write_csv(table, out_dir / "encoding_accuracy.csv", float_format="%.4f")
     png = plot_accuracy(table, out_dir / "encoding_accuracy.png")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+    if cfg.rows_curve:  # the best single layer and the joint read, refitted on fewer rows (validation)
+        best_one = max(layers, key=lambda l: val_all_accuracy(table).get(l, -1.0))
+        reads = {best_one: (data["train"].joint([layers.index(best_one)]), data["val"].joint([layers.index(best_one)]))}
+        if joint:
+            reads[joint_key] = (views["train"], views["val"])
+        curve = rows_curve(engine, reads, data["train"], data["val"], cfg.rows_curve, ridge=cfg.ridge,
+                           trained_types=trained_types, n_digits=n_digits)
+        atomic_write_csv(curve, out_dir / "rows_curve.csv", float_format="%.4f")
+        figures.save(figures.rows_curve(curve, "Validation questions read right (x, y and type) against "
+                                               "stage 2's training rows"), out_dir / "rows_curve.png")
+        print(curve.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
     for kind, W in (("encoder", W_enc), ("decoder", W_dec)):  # both or neither file is written
         require_finite({f"the {kind} of layer {l}": W[j] for j, l in enumerate(layers)},
