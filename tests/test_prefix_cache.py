@@ -31,14 +31,21 @@ def ex(llama):
     return out
 
 
-def _method(llama):
+# (encoding read, method): one layer, or layers 1 and 2 read at once (the cache must start at layer 1)
+METHODS = [(LAYER, "neurosymbolic"), ("1+2", "neurosymbolic"), ("1+2", "adapter")]
+
+
+def _method(llama, read=LAYER, kind="neurosymbolic"):
     from neurosymbolic_llm.pipeline import methods
     from neurosymbolic_llm.pipeline.configs import InterventionOptions
 
     g = torch.Generator().manual_seed(1)
-    enc, dec = torch.randn(VSA, 64, generator=g) / 8, {LAYER: torch.randn(64, VSA, generator=g) / 8}
-    opts = InterventionOptions(symbolic_encoding_layer=LAYER, symbolic_decoding_layers=[LAYER],
+    opts = InterventionOptions(symbolic_encoding_layer=read, symbolic_decoding_layers=[LAYER],
                                problem_score_threshold=-math.inf, multi_token_intervention=True)
+    enc = torch.randn(VSA, 64 * len(opts.read_layers()), generator=g) / 8
+    dec = {LAYER: torch.randn(64, VSA, generator=g) / 8}
+    if kind == "adapter":
+        return methods.adapter(llama.model, enc, dec, opts, lr=1e-3, init="stage2", seed=0)
     return methods.neurosymbolic(llama.model, SymbolicEngine(VSA_dim=VSA, max_digits=4, seed=4), enc, dec, opts,
                                  lr=1e-3, complexity=2, limit_solution_digits=True)
 
@@ -56,14 +63,15 @@ def _loss_and_grads(llama, method, ex, idx, cache=None, split=True):
     return ce.detach(), [p.grad.clone() for p in method.params]
 
 
-def test_cached_prefixes_give_the_loss_and_gradients_of_a_fresh_forward(llama, ex):
-    method = _method(llama)
-    cache = PrefixCache()
+@pytest.mark.parametrize("read,kind", METHODS)
+def test_cached_prefixes_give_the_loss_and_gradients_of_a_fresh_forward(llama, ex, read, kind):
+    method = _method(llama, read, kind)
+    cache = PrefixCache(method.trained_from)
     _loss_and_grads(llama, method, ex, [0, 1, 2], cache)  # first epoch: computed and stored
     _loss_and_grads(llama, method, ex, [3, 4, 5], cache)
     assert len(cache) == 6 and cache.nbytes() > 0
     for i, row in cache.rows.items():  # one (keys, values) pair per layer, prompt length - 1 positions
-        assert len(row) == llama.args.n_layers and row[0][0].shape[1] == len(ex.prompts[i]) - 1
+        assert len(row) == llama.args.n_layers - cache.from_layer and row[0][0].shape[1] == len(ex.prompts[i]) - 1
 
     idx = [5, 0, 3, 1]  # another composition: other left paddings than when stored
     assert cache.has(idx)

@@ -56,7 +56,7 @@ case $PRESET in
           STAGE3=(--training_rows 1280 --validation_rows 64 --cot_max_new_tokens 128); LORA_EPOCHS=(--num_epochs 1 --training_rows 320) ;;
     gpu) SIZES=(--n_train 10000 --n_val 200 --n_test 1000); TWO_STEP=25 ;;
     reduced) SIZES=(--n_train 32 --n_val 8 --n_test 10); TWO_STEP=1
-             STAGES12=(--layer_numbers "[0,1,2,3,4]" --training_epochs 2 --decoding_epochs 2)
+             STAGES12=(--layer_numbers "[0,1,2,3,4]" --joint_encoder_layers "[2,3,4]" --training_epochs 2 --decoding_epochs 2)
              STAGE3=(--training_rows 8 --num_epochs 1 --n_samples 8 --validation_rows 4 --cot_max_new_tokens 8) ;;
 esac
 CFG=${CUSTOM_CFG:-$CFG}

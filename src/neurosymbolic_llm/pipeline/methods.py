@@ -40,7 +40,7 @@ def neurosymbolic(model, engine, enc_w, dec_ws, iv_opts: InterventionOptions, *,
     iv = _symbolic_intervention(model, engine, enc_w, dec_ws, iv_opts, complexity, limit_solution_digits)
     return Method("neurosymbolic", attach=lambda: iv.attached(model),
                   params=iv.trainable_parameters() if train else [], lr=lr, intervention=iv, prefix_frozen=True,
-                  trained_from=min(iv.dec_layers))  # the encoder is frozen: below the decoders nothing trains
+                  trained_from=_frozen_below(iv))  # the encoder is frozen: below the decoders nothing trains
 
 
 def read_and_print(llama, engine, enc_w, dec_ws, iv_opts: InterventionOptions, *, complexity: int,
@@ -72,6 +72,13 @@ def plain(name: str = "baseline", prompt: str = "few_shot") -> Method:
     return Method(name, prompt=prompt)
 
 
+def _frozen_below(iv) -> int:
+    """The first layer a training forward must run: the first decoding layer, unless the encoding
+    happens there too; then the first layer read (a joint read needs its earlier layers' states)."""
+    first = min(iv.dec_layers)
+    return first if first > iv.enc_layer else iv.read_layers[0]
+
+
 def adapter(model, enc_w, dec_ws, iv_opts: InterventionOptions, *, lr: float, init: str, seed: int) -> Method:
     """Adapter = the intervention in adapter mode: a = Enc(h), gate always open, convex 0.5 mix."""
     if init == "fresh":
@@ -82,7 +89,7 @@ def adapter(model, enc_w, dec_ws, iv_opts: InterventionOptions, *, lr: float, in
     iv = SymbolicIntervention(None, enc_w, dec_ws, opts, mode="adapter",
                               norm_eps=model.args.norm_eps).to(_device(model))
     return Method("adapter", attach=lambda: iv.attached(model), params=iv.trainable_parameters(), lr=lr,
-                  intervention=iv, prefix_frozen=True, trained_from=iv.enc_layer)  # its encoder trains
+                  intervention=iv, prefix_frozen=True, trained_from=iv.read_layers[0])  # its encoder trains
 
 
 def lora(model, opts: BaselineOptions, seed: int) -> Method:
