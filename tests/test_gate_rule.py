@@ -12,7 +12,7 @@ from neurosymbolic_llm.pipeline.configs import InterventionOptions
 from neurosymbolic_llm.pipeline.errors import ConfigError
 from neurosymbolic_llm.pipeline.gate import Gate, gate_open
 from neurosymbolic_llm.pipeline.gate_calibration import auroc, balanced_rate, choose_gate, coverage_curve
-from neurosymbolic_llm.pipeline.gate_features import reading_confidence
+from neurosymbolic_llm.pipeline.gate_features import read_problem
 from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 
 
@@ -44,7 +44,10 @@ def test_readings_match_a_numpy_reimplementation():
     x, y = torch.randint(0, 1000, (12,), generator=g), torch.randint(0, 1000, (12,), generator=g)
     z = engine.encode_problem(x, y, torch.randint(0, 8, (12,), generator=g)).float()
     z = z + 0.3 * torch.randn(z.shape, generator=g)  # noisy readings: margins of every size
-    got = reading_confidence(engine, z)
+    got = read_problem(engine, z)
+    # the decoded problem beside the readings, as the engine's own decoders give it
+    assert torch.equal(got["x"], engine.decode_number(z, "n1")) and torch.equal(got["y"], engine.decode_number(z, "n2"))
+    assert torch.equal(got["type_id"], engine.problem_type_scores(z).argmax(-1))
     types = z.double().numpy() @ engine.type_atoms.double().numpy().T  # [N, T]
     top = -np.sort(-types, axis=1)
     assert got["score"].numpy() == pytest.approx(top[:, 0], abs=1e-4)
@@ -56,7 +59,7 @@ def test_readings_match_a_numpy_reimplementation():
                 s1, s2 = sorted(pos, reverse=True)[:2]
                 want = min(want, min(s1 - 0.5, s1 - s2) if s1 > 0.5 else 0.5 - s1)
         assert float(got["digit_margin"][i]) == pytest.approx(want, abs=1e-4)
-    clean = reading_confidence(engine, engine.encode_problem(x, y, torch.zeros(12, dtype=torch.long)).float())
+    clean = read_problem(engine, engine.encode_problem(x, y, torch.zeros(12, dtype=torch.long)).float())
     assert clean["digit_margin"].mean() > got["digit_margin"].mean()  # exact codes are surer than noisy ones
 
 

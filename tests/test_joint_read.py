@@ -11,7 +11,7 @@ from neurosymbolic_llm.llama.model import ModelArgs, Transformer
 from neurosymbolic_llm.pipeline.configs import InterventionOptions
 from neurosymbolic_llm.pipeline.errors import ConfigError, DataError
 from neurosymbolic_llm.pipeline.intervention import SymbolicIntervention
-from neurosymbolic_llm.pipeline.layer_choice import best_encoding_layer, read_key, read_layers
+from neurosymbolic_llm.pipeline.layer_choice import best_encoding_layer, is_joint_key, read_key, read_layers
 from neurosymbolic_llm.pipeline.maps import load_maps, save_maps
 from neurosymbolic_llm.symbolic.engine import SymbolicEngine
 
@@ -22,6 +22,7 @@ def test_read_keys():
     for bad in ("5+4", "3+3", "a+b", "3,4", "", True):
         with pytest.raises(ConfigError):
             read_layers(bad)
+    assert is_joint_key("3+4+5") and not any(map(is_joint_key, ("4", 4, "5+4", "3 + 4", "3+3", None)))
     # a joint read competes on validation; it must end before the first written layer
     acc = {3: 0.5, 4: 0.69, "3+4+5": 0.93, "4+5+6": 0.99}
     assert best_encoding_layer(acc, max_layer=5) == "3+4+5"

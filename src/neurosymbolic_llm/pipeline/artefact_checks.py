@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from neurosymbolic_llm.pipeline.configs import MERGES, InterventionOptions
-from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, echo
-from neurosymbolic_llm.pipeline.layer_choice import read_key, read_layers
+from neurosymbolic_llm.pipeline.errors import DataError, echo
+from neurosymbolic_llm.pipeline.layer_choice import is_joint_key
 from neurosymbolic_llm.pipeline.finite import non_finite_count
 
 MAX_JSON_BYTES = 64 * 2 ** 20  # settings and weight samples are a few kB; refuse before reading more
@@ -45,16 +45,6 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_read(v) -> bool:
-    """A layer >= 0, or a joint read's canonical key ("3+4+5")."""
-    if _is_int(v):
-        return v >= 0
-    try:
-        return isinstance(v, str) and len(read_layers(v)) > 1 and read_key(v) == v
-    except ConfigError:
-        return False
-
-
 def _is_number(v) -> bool:
     return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
@@ -63,7 +53,7 @@ KIND_CHECKS = {
     "int": (_is_int, "an integer"), "count": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "bool": (lambda v: isinstance(v, bool), "true or false"), "text": (lambda v: isinstance(v, str), "text"),
     "names": (lambda v: isinstance(v, list) and bool(v) and all(isinstance(n, str) for n in v), "a list of names"),
-    "read": (lambda v: _is_read(v), "a layer number (an integer >= 0) or increasing layers joined by '+' (3+4+5)"),
+    "read": (lambda v: _is_int(v) and v >= 0 or is_joint_key(v), "a layer number (an integer >= 0) or increasing layers joined by '+' (3+4+5)"),
     "layers": (lambda v: isinstance(v, list) and bool(v) and all(_is_int(x) and x >= 0 for x in v)
                and len(set(v)) == len(v), "a non-empty list of distinct layer numbers"),
     "number": (_is_number, "a finite number"),

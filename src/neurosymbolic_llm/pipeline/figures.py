@@ -216,7 +216,7 @@ def encoding_lines(table: pd.DataFrame, title: str, chosen: Optional[tuple[int, 
     groups = [g for g in GROUP_LINESTYLES if (table["seen"] == g).any()]
     if chosen is not None:
         ax.axvspan(chosen[0] - 0.15, chosen[-1] + 0.15, color="#999999", alpha=0.25, lw=0)
-        ax.annotate(chosen_text or f"layer {chosen}: chosen", (chosen[-1], 0.45), xytext=(6, 0),
+        ax.annotate(chosen_text or f"{'+'.join(map(str, chosen))}: chosen", (chosen[-1], 0.45), xytext=(6, 0),
                     textcoords="offset points", fontsize=7.5, ha="left", va="center",
                     bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="#999999", alpha=0.9))
     for layers, acc in (joint or {}).items():

@@ -32,8 +32,3 @@ def read_problem(engine, z: torch.Tensor) -> dict[str, torch.Tensor]:
             "type_id": types.argmax(-1),  # the first of equal scores, as the gate always took
             "x": engine.number_of_scores(digits["n1"]), "y": engine.number_of_scores(digits["n2"])}
 
-
-def reading_confidence(engine, z: torch.Tensor) -> dict[str, torch.Tensor]:
-    """z [N, V] -> {"score", "type_margin", "digit_margin"}, each [N] (read_problem's readings)."""
-    read = read_problem(engine, z)
-    return {k: read[k] for k in ("score", "type_margin", "digit_margin")}

@@ -40,6 +40,15 @@ def read_key(layers: Iterable[int] | ReadKey) -> ReadKey:
     return layers[0] if len(layers) == 1 else JOINER.join(map(str, layers))
 
 
+def is_joint_key(value) -> bool:
+    """Whether `value` is a joint read's canonical key ("3+4+5": two or more increasing layers), as
+    map files and artefacts must store it."""
+    try:
+        return isinstance(value, str) and len(read_layers(value)) > 1 and read_key(value) == value
+    except ConfigError:
+        return False
+
+
 def best_encoding_layer(val_accuracy: dict, max_layer: int) -> ReadKey:
     """The read (a layer, or layers read at once) whose encoder decoded the most validation questions
     (x, y and type all right), among reads whose last layer is <= max_layer (the first decoding layer:

@@ -30,10 +30,10 @@ from torch import nn
 
 from neurosymbolic_llm.llama.fingerprint import OTHER_WEIGHTS, SAME, WeightSamples, compare
 from neurosymbolic_llm.llama.identity import tokenizer_digest
-from neurosymbolic_llm.pipeline.errors import ConfigError, DataError, EngineMismatchError, echo
+from neurosymbolic_llm.pipeline.errors import DataError, EngineMismatchError, echo
 from neurosymbolic_llm.pipeline.files import atomic_torch_save
 from neurosymbolic_llm.pipeline.finite import DIVERGED, require_finite
-from neurosymbolic_llm.pipeline.layer_choice import ReadKey, read_key, read_layers
+from neurosymbolic_llm.pipeline.layer_choice import ReadKey, is_joint_key, read_key, read_layers
 
 FORMAT = "nsllm-maps"
 VERSION = 1
@@ -216,11 +216,7 @@ def _check_keys(path: Path, data: dict) -> None:
     if not isinstance(joint, dict) or joint and data.get("kind") != "encoder":
         raise bad("'joint' (encoders of several layers) must be a mapping, in an encoder file")
     for k, w in joint.items():
-        try:
-            ok = isinstance(k, str) and len(read_layers(k)) > 1 and str(read_key(k)) == k
-        except ConfigError:  # not layers joined by '+'
-            ok = False
-        if not ok:
+        if not is_joint_key(k):
             raise bad(f"joint key {echo(k)} is not increasing layer numbers joined by '+'")
         if not torch.is_tensor(w) or not w.is_floating_point():
             raise bad(f"the weights of layers {k} are not a floating-point tensor")

@@ -344,7 +344,8 @@ def _fit(cfg, store, manifest, engine, layers, joint, run, out_dir, models, devi
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
     if cfg.rows_curve:  # the best single layer and the joint read, refitted on fewer rows (validation)
-        best_one = max(layers, key=lambda l: val_all_accuracy(table).get(l, -1.0))
+        val = val_all_accuracy(table)
+        best_one = max(layers, key=lambda l: val.get(l, -1.0))
         reads = {best_one: (data["train"].joint([layers.index(best_one)]), data["val"].joint([layers.index(best_one)]))}
         if joint:
             reads[joint_key] = (views["train"], views["val"])
